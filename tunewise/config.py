@@ -1,0 +1,154 @@
+"""The one config schema. A run is described by a single YAML file validated by `RunConfig`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tunewise.errors import ConfigError
+
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+
+
+class _Strict(BaseModel):
+    # Unknown keys are a typo far more often than an intention: reject them.
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitConfig(_Strict):
+    """Sizes of the held-out splits: a float in (0, 1) is a fraction, an int is a count."""
+
+    val: float | int = 0.1
+    test: float | int = 0.1
+
+
+class DataConfig(_Strict):
+    builtin: Literal["bbc_news"] | None = Field(
+        None, description="a dataset shipped with tunewise instead of files"
+    )
+    paths: list[Path] = Field(default_factory=list, description="JSONL/CSV files (train+val+test pool)")
+    test_paths: list[Path] = Field(
+        default_factory=list, description="an official test set; then only val is carved from `paths`"
+    )
+    text_field: str = "text"
+    label_field: str = "label"
+    split: SplitConfig = SplitConfig()
+    max_train_examples: int | None = Field(None, gt=0, description="subsample training (CPU budgets)")
+    max_test_examples: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if not self.builtin and not self.paths:
+            raise ValueError("set either data.builtin or data.paths")
+        for p in [*self.paths, *self.test_paths]:
+            if not Path(p).exists():
+                raise ValueError(f"file not found: {p}")
+        return self
+
+
+class TaskConfig(_Strict):
+    type: Literal["classification", "generation"] = "classification"
+    instruction: str = "Classify the text."
+    labels: list[str] | None = Field(None, description="label set; inferred from the data when omitted")
+    system_prompt: str | None = Field(
+        "You are a precise assistant. Answer with the label only.",
+        description="None keeps the model's default system prompt",
+    )
+
+
+class ModelConfig(_Strict):
+    base: str = Field(EMBEDDED_MODEL, description="embedded:<name>, a local HF folder, or a .gguf file")
+    cache_dir: Path | None = Field(None, description="converted models; default ~/.cache/tunewise/models")
+    max_length: int = Field(256, gt=8, description="tokens per training example (longer ones are cut)")
+
+
+class LoraConfig(_Strict):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class TrainConfig(_Strict):
+    method: Literal["lora"] = "lora"
+    lora: LoraConfig = LoraConfig()
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(8, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    eval_batch_size: int = Field(16, gt=0)
+    logging_steps: int = Field(5, gt=0)
+
+
+class EvalConfig(_Strict):
+    few_shot_k: int = Field(5, ge=0, description="examples in the few-shot prompt")
+    batch_size: int = Field(16, gt=0)
+    max_new_tokens: int | None = Field(None, gt=0, description="default: longest label + 2 (classification)")
+    review_examples: int = Field(10, ge=0, description="side-by-side examples in the report")
+
+
+class RunConfig(_Strict):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")
+    seed: int = 42
+    output_dir: Path = Path("runs")
+    task: TaskConfig = TaskConfig()
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @field_validator("output_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir / self.name
+
+
+def _first_error_line(err: ValidationError, source: str) -> str:
+    e = err.errors()[0]
+    where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{source}: {where}: {msg}"
+
+
+def parse_config(raw: dict, source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_first_error_line(err, source)) from None
+
+
+def load_config(path: Path | str, overrides: dict | None = None) -> RunConfig:
+    """Read a YAML config. Relative data paths are resolved against the config file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__}: {str(err).splitlines()[0]})")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys")
+    for key, value in (overrides or {}).items():
+        raw[key] = value
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in ("paths", "test_paths"):
+            if isinstance(data.get(key), list):
+                data[key] = [str((path.parent / p).resolve()) if not Path(p).is_absolute() else p
+                             for p in data[key]]
+    return parse_config(raw, str(path))
+
+
+def dump_config(cfg: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")

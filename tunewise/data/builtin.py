@@ -9,9 +9,6 @@ from pathlib import Path
 from tunewise.data.records import Record, classification_record
 from tunewise.errors import DataError
 
-# The corpus folder names become labels; "sports" reads better as the singular used in prompts.
-_BBC_LABELS = {"business": "business", "entertainment": "entertainment", "politics": "politics",
-               "sport": "sport", "sports": "sport", "tech": "tech"}
 OPENING_WORDS = 40  # title + the first ~40 words: enough to tell the topic, short enough for CPU training
 
 
@@ -48,7 +45,7 @@ def load_bbc_news() -> list[Record]:
     records = []
     folder = _bbc_folder()
     for topic_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        label = _BBC_LABELS.get(topic_dir.name, topic_dir.name)
+        label = topic_dir.name  # business, entertainment, politics, sports, tech
         for f in sorted(topic_dir.glob("*.txt")):
             text = bbc_article_text(_read_text(f))
             records.append(classification_record(text, label, {"source": f"bbcnews/{topic_dir.name}/{f.name}"}))

@@ -57,7 +57,9 @@ def max_new_tokens(cfg: RunConfig, tokenizer, labels: list[str] | None) -> int:
     if cfg.eval.max_new_tokens:
         return cfg.eval.max_new_tokens
     if labels:
-        return max(len(tokenizer(lab, add_special_tokens=False)["input_ids"]) for lab in labels) + 2
+        # Room for a chatty "The topic of this article is politics." too: a base model that answers in a
+        # sentence should be parsed, not cut off and scored as invalid.
+        return max(len(tokenizer(lab, add_special_tokens=False)["input_ids"]) for lab in labels) + 14
     return 128
 
 

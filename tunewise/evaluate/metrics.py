@@ -12,17 +12,16 @@ def _norm(s: str) -> str:
 
 
 def parse_label(text: str, labels: list[str]) -> str:
-    """Exact label first, then a label the answer starts with, then the only label it mentions."""
+    """The label the answer names: exactly, or as the only label it mentions (plural allowed).
+    An answer naming two labels ("business and entertainment") is invalid, not a lucky first guess."""
     t = _norm(text)
     by_norm = {_norm(lab): lab for lab in labels}
     if t in by_norm:
         return by_norm[t]
-    # Longest first, so "card_arrival" wins over "card" when both are labels.
-    for key in sorted(by_norm, key=len, reverse=True):
-        if t.startswith(key + " ") or t == key:
-            return by_norm[key]
-    mentioned = [lab for key, lab in by_norm.items() if re.search(rf"\b{re.escape(key)}\b", t)]
-    return mentioned[0] if len(mentioned) == 1 else INVALID
+    mentioned = {lab for key, lab in by_norm.items() if re.search(rf"\b{re.escape(key)}s?\b", t)}
+    # "card arrival" mentions both "card" and "card arrival": the longer, more specific label wins.
+    mentioned = {m for m in mentioned if not any(m != o and _norm(m) in _norm(o) for o in mentioned)}
+    return mentioned.pop() if len(mentioned) == 1 else INVALID
 
 
 def classification_metrics(predictions: list[str], references: list[str], labels: list[str]) -> dict:

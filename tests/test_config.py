@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import pytest
+
+from tunewise.config import load_config, parse_config
+from tunewise.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_minimal_config_gets_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, "data: {builtin: bbc_news}\n"))
+    assert cfg.task.type == "classification"
+    assert cfg.model.base == "embedded:smollm2-135m-instruct"
+    assert cfg.run_dir == Path("runs/run")
+
+
+def test_unknown_key_names_its_path(tmp_path):
+    with pytest.raises(ConfigError, match=r"cfg.yaml: train.lora.rank: unknown key"):
+        load_config(write(tmp_path, "data: {builtin: bbc_news}\ntrain: {lora: {rank: 8}}\n"))
+
+
+def test_wrong_type_names_its_path(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.epochs: .*number"):
+        load_config(write(tmp_path, "data: {builtin: bbc_news}\ntrain: {epochs: many}\n"))
+
+
+def test_missing_data_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"data: file not found: .*nope.jsonl"):
+        load_config(write(tmp_path, "data: {paths: [nope.jsonl]}\n"))
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("/nonexistent/config.yaml")
+
+
+def test_relative_data_paths_resolve_against_the_config_folder(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"text": "a", "label": "x"}\n')
+    cfg = load_config(write(tmp_path, "data: {paths: [d.jsonl]}\n"))
+    assert cfg.data.paths[0] == tmp_path / "d.jsonl"
+
+
+def test_parse_config_requires_a_data_source():
+    with pytest.raises(ConfigError, match="data"):
+        parse_config({"data": {}})

@@ -1,0 +1,71 @@
+"""The whole pipeline on a tiny random model: every artefact a run promises lands in runs/<name>/."""
+
+import json
+import random
+
+import pytest
+
+from tunewise.config import parse_config
+from tunewise.pipeline import run
+
+WORDS = {"sport": "the match team won lost game", "business": "market shares profit bank money account",
+         "politics": "election minister vote party"}
+
+
+@pytest.fixture()
+def tiny_dataset(tmp_path):
+    rng = random.Random(0)
+    path = tmp_path / "train.jsonl"
+    with path.open("w") as fh:
+        for i in range(60):
+            label = list(WORDS)[i % 3]
+            words = WORDS[label].split()
+            text = " ".join(rng.choice(words) for _ in range(6))
+            fh.write(json.dumps({"text": text, "label": label}) + "\n")
+        fh.write("{broken json\n")
+    return path
+
+
+def test_run_writes_every_artefact(tmp_path, tiny_model_dir, tiny_dataset):
+    cfg = parse_config({
+        "name": "tiny", "output_dir": str(tmp_path / "runs"),
+        "data": {"paths": [str(tiny_dataset)], "split": {"val": 6, "test": 9}},
+        "model": {"base": str(tiny_model_dir), "max_length": 96},
+        "train": {"epochs": 2, "batch_size": 8, "learning_rate": 5e-3, "logging_steps": 1},
+        "eval": {"few_shot_k": 3, "batch_size": 4},
+    })
+    metrics = run(cfg)
+    run_dir = cfg.run_dir
+    for name in ("config.yaml", "manifest.json", "metrics.json", "report.html", "predictions.jsonl",
+                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "data/quarantine.jsonl"):
+        assert (run_dir / name).is_file(), name
+
+    assert set(metrics["test"]) == {"zero_shot", "few_shot", "fine_tuned"}
+    for values in metrics["test"].values():
+        assert 0.0 <= values["accuracy"] <= 1.0 and 0.0 <= values["macro_f1"] <= 1.0
+    assert json.loads((run_dir / "metrics.json").read_text())["test"] == metrics["test"]
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert len(manifest["dataset"]["content_hash"]) == 64
+    assert len(manifest["base_model"]["sha256"]) == 64
+    assert manifest["seed"] == 42 and manifest["libraries"]["transformers"]
+    assert {"data", "baselines", "train", "evaluate", "report"} <= set(manifest["stage_seconds"])
+    assert manifest["dataset"]["counts"]["quarantined"] == 1  # the broken line is kept aside, not lost
+
+    # few-shot prompts carry k examples, so they are longer than zero-shot ones
+    inf = metrics["inference"]
+    assert inf["few_shot"]["prompt_tokens_per_request"] > inf["zero_shot"]["prompt_tokens_per_request"]
+
+    # the adapter loads with plain PEFT
+    from peft import PeftModel
+
+    from tunewise.models import load_model
+
+    model = PeftModel.from_pretrained(load_model(tiny_model_dir, "cpu"), run_dir / "adapter")
+    assert model.peft_config["default"].r == 16
+
+    html = (run_dir / "report.html").read_text()
+    assert "fine-tuned (LoRA)" in html and 'id="loss-plot"' in html and "data:image/png;base64," in html
+    assert html.count("<tr") >= 1 + 3 + 1 + 9  # results header + 3 systems + samples header + up to 10 rows
+    train_log = json.loads((run_dir / "train_result.json").read_text())
+    assert train_log["val_loss"] and train_log["train_loss"]

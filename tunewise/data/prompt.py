@@ -1,5 +1,8 @@
 """Turn a record into the chat messages a model sees. Training, baselines and serving share this, so the
-prompt a fine-tuned model is trained on is exactly the prompt it is evaluated with."""
+prompt a fine-tuned model is trained on is exactly the prompt it is evaluated with.
+
+The task framing (instruction, label set) goes once into the system turn; user turns carry the input only.
+So a few-shot prompt is framing + k (input, answer) exchanges + the question, not k copies of a 77-label list."""
 
 from __future__ import annotations
 
@@ -7,27 +10,26 @@ from tunewise.config import TaskConfig
 from tunewise.data.records import Record
 
 
-def user_turn(record: Record, task: TaskConfig, labels: list[str] | None) -> str:
-    if task.type == "classification":
-        choices = ", ".join(labels or [])
-        return f"{task.instruction}\nAnswer with one of: {choices}.\n\n{record.input_text}"
-    return f"{task.instruction}\n\n{record.input_text}" if task.instruction else record.input_text
+def task_framing(task: TaskConfig, labels: list[str] | None) -> str:
+    parts = [task.instruction] if task.instruction else []
+    if task.type == "classification" and labels:
+        parts.append("Answer with one of: " + ", ".join(labels) + ".")
+    return "\n".join(parts)
 
 
 def prompt_messages(
     record: Record, task: TaskConfig, labels: list[str] | None, shots: list[Record] = ()
 ) -> list[dict[str, str]]:
-    """System prompt, then each few-shot example as a user/assistant exchange, then the question."""
-    messages = []
-    if task.system_prompt is not None:
-        messages.append({"role": "system", "content": task.system_prompt})
-    # Earlier turns of a multi-turn record stay; only the last user turn gets the task framing.
-    history = record.prompt_messages[:-1]
-    messages.extend(m for m in history if m["role"] != "system" or task.system_prompt is None)
+    """System turn (system prompt + task framing), each few-shot example as a user/assistant exchange, then the
+    record's own conversation up to its answer."""
+    framing = task_framing(task, labels)
+    own_system = [m["content"] for m in record.prompt_messages if m["role"] == "system"]
+    system = "\n".join(s for s in [task.system_prompt, *own_system, framing] if s)
+    messages = [{"role": "system", "content": system}] if system else []
     for shot in shots:
-        messages.append({"role": "user", "content": user_turn(shot, task, labels)})
+        messages.append({"role": "user", "content": shot.input_text})
         messages.append({"role": "assistant", "content": shot.answer})
-    messages.append({"role": "user", "content": user_turn(record, task, labels)})
+    messages.extend(m for m in record.prompt_messages if m["role"] != "system")
     return messages
 
 

@@ -48,3 +48,15 @@ def test_relative_data_paths_resolve_against_the_config_folder(tmp_path):
 def test_parse_config_requires_a_data_source():
     with pytest.raises(ConfigError, match="data"):
         parse_config({"data": {}})
+
+
+def test_dotted_overrides_are_typed_and_validated(tmp_path):
+    from tunewise.config import parse_overrides
+
+    path = write(tmp_path, "data: {builtin: bbc_news}\n")
+    cfg = load_config(path, parse_overrides(["train.epochs=3", "train.lora.target_modules=[q_proj, v_proj]"]))
+    assert cfg.train.epochs == 3 and cfg.train.lora.target_modules == ["q_proj", "v_proj"]
+    with pytest.raises(ConfigError, match="train.nope: unknown key"):
+        load_config(path, parse_overrides(["train.nope=1"]))
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        parse_overrides(["train.epochs"])

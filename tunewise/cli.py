@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tunewise.config import RunConfig, load_config
+from tunewise.config import RunConfig, load_config, parse_overrides
 from tunewise.errors import TunewiseError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fine-tune LLMs the disciplined way.")
@@ -77,9 +77,10 @@ def _run(cfg: RunConfig) -> None:
 
 @app.command("run")
 @friendly_errors
-def run_cmd(config: Path = typer.Argument(..., help="YAML run config")) -> None:
+def run_cmd(config: Path = typer.Argument(..., help="YAML run config"),
+            set_: list[str] = typer.Option([], "--set", help="override a key: --set train.epochs=3")) -> None:
     """Run every stage: data → baselines → train → evaluate → report."""
-    _run(load_config(config))
+    _run(load_config(config, parse_overrides(set_)))
 
 
 @app.command()

@@ -128,6 +128,30 @@ def parse_config(raw: dict, source: str = "config") -> RunConfig:
         raise ConfigError(_first_error_line(err, source)) from None
 
 
+def _set_dotted(raw: dict, dotted: str, value) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {part} is not a section")
+    node[leaf] = value
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`key.path=value` pairs from the command line; values are read as YAML (numbers, lists, booleans)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair}: expected key.path=value")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {pair}: value is not valid YAML") from None
+    return out
+
+
 def load_config(path: Path | str, overrides: dict | None = None) -> RunConfig:
     """Read a YAML config. Relative data paths are resolved against the config file's folder."""
     path = Path(path)
@@ -140,7 +164,7 @@ def load_config(path: Path | str, overrides: dict | None = None) -> RunConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys")
     for key, value in (overrides or {}).items():
-        raw[key] = value
+        _set_dotted(raw, key, value)
     data = raw.get("data")
     if isinstance(data, dict):
         for key in ("paths", "test_paths"):

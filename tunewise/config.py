@@ -57,6 +57,9 @@ class TaskConfig(_Strict):
         "You are a precise assistant. Answer with the label only.",
         description="None keeps the model's default system prompt",
     )
+    list_labels_after_tuning: bool = Field(
+        False, description="keep the label list in the fine-tuned model's prompt (baselines always get it)"
+    )
 
 
 class ModelConfig(_Strict):

@@ -28,3 +28,13 @@ def test_multi_turn_history_and_own_system_prompt_are_kept():
     msgs = prompt_messages(rec, TaskConfig(type="generation", instruction="", system_prompt=None), None)
     assert msgs[0] == {"role": "system", "content": "Domain: news."}
     assert [m["content"] for m in msgs[1:]] == ["hi", "hello", "q"]
+
+
+def test_fine_tuned_prompt_drops_the_label_list_unless_asked():
+    from tunewise.data.prompt import fine_tuned_labels
+
+    assert fine_tuned_labels(TASK, LABELS) is None
+    msgs = prompt_messages(classification_record("team won", "sport"), TASK, fine_tuned_labels(TASK, LABELS))
+    assert msgs[0]["content"] == "Be brief.\nPick the topic."
+    keep = TASK.model_copy(update={"list_labels_after_tuning": True})
+    assert fine_tuned_labels(keep, LABELS) == LABELS

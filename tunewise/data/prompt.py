@@ -33,5 +33,12 @@ def prompt_messages(
     return messages
 
 
+def fine_tuned_labels(task: TaskConfig, labels: list[str] | None) -> list[str] | None:
+    """The label list a fine-tuned model's prompt carries: none by default, since the model has learnt the
+    labels and a 77-label list costs ~500 prompt tokens on every request. Training, evaluation and serving
+    of a fine-tuned model must all call this, so they format prompts identically."""
+    return labels if task.list_labels_after_tuning else None
+
+
 def training_messages(record: Record, task: TaskConfig, labels: list[str] | None) -> list[dict[str, str]]:
     return [*prompt_messages(record, task, labels), {"role": "assistant", "content": record.answer}]

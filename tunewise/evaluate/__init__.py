@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tunewise.config import RunConfig
 from tunewise.data import PreparedData
-from tunewise.data.prompt import prompt_messages
+from tunewise.data.prompt import fine_tuned_labels, prompt_messages
 from tunewise.data.records import Record
 from tunewise.evaluate.generate import generate
 from tunewise.evaluate.metrics import classification_metrics, generation_metrics, parse_label
@@ -63,8 +63,11 @@ def max_new_tokens(cfg: RunConfig, tokenizer, labels: list[str] | None) -> int:
     return 128
 
 
-def score_system(name: str, cfg: RunConfig, data: PreparedData, model, tokenizer, shots=()) -> SystemResult:
-    prompts = [prompt_messages(r, cfg.task, data.labels, shots) for r in data.test]
+def score_system(name: str, cfg: RunConfig, data: PreparedData, model, tokenizer, shots=(),
+                 prompt_labels: list[str] | None = None) -> SystemResult:
+    """`prompt_labels`: the label list shown in the prompt (baselines: all labels; fine-tuned: see
+    fine_tuned_labels). Answers are always parsed against the full label set."""
+    prompts = [prompt_messages(r, cfg.task, prompt_labels, shots) for r in data.test]
     gens = generate(model, tokenizer, prompts, max_new_tokens(cfg, tokenizer, data.labels),
                     cfg.eval.batch_size, desc=name)
     refs = [r.answer for r in data.test]
@@ -83,9 +86,9 @@ def run_baselines(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model
     tokenizer = load_tokenizer(base.path)
     model = model if model is not None else load_model(base.path)
     shots = choose_shots(data.train, cfg.eval.few_shot_k, data.labels, cfg.seed)
-    results = {"zero_shot": score_system("zero_shot", cfg, data, model, tokenizer)}
+    results = {"zero_shot": score_system("zero_shot", cfg, data, model, tokenizer, prompt_labels=data.labels)}
     if shots:
-        results["few_shot"] = score_system("few_shot", cfg, data, model, tokenizer, shots)
+        results["few_shot"] = score_system("few_shot", cfg, data, model, tokenizer, shots, data.labels)
         results["few_shot"].extra["k"] = len(shots)
     return results
 
@@ -98,4 +101,5 @@ def evaluate_fine_tuned(cfg: RunConfig, data: PreparedData, base: ResolvedModel,
     tokenizer = load_tokenizer(base.path)
     if model is None:
         model = PeftModel.from_pretrained(load_model(base.path), adapter_dir)
-    return score_system("fine_tuned", cfg, data, model, tokenizer)
+    return score_system("fine_tuned", cfg, data, model, tokenizer,
+                        prompt_labels=fine_tuned_labels(cfg.task, data.labels))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tunewise.config import RunConfig
 from tunewise.data import PreparedData
-from tunewise.data.prompt import prompt_messages
+from tunewise.data.prompt import fine_tuned_labels, prompt_messages
 from tunewise.models import ResolvedModel, load_model, load_tokenizer, pick_device
 from tunewise.train.lora import apply_lora
 from tunewise.train.tokenize import Encoded, PadCollator, encode_example
@@ -40,8 +40,9 @@ class TrainResult:
 def encode_split(records, cfg: RunConfig, labels, tokenizer) -> tuple[list[Encoded], int]:
     """Encode records; examples longer than model.max_length are counted and left out, never cut mid-answer."""
     out, skipped = [], 0
+    prompt_labels = fine_tuned_labels(cfg.task, labels)
     for r in records:
-        enc = encode_example(tokenizer, prompt_messages(r, cfg.task, labels), r.answer)
+        enc = encode_example(tokenizer, prompt_messages(r, cfg.task, prompt_labels), r.answer)
         if len(enc.input_ids) > cfg.model.max_length:
             skipped += 1
             continue

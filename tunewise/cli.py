@@ -164,5 +164,8 @@ def data_check(config: Path = typer.Argument(..., help="YAML run config")) -> No
         console.print(f"[yellow]{len(data.rejected)} rows quarantined[/] → {cfg.run_dir / 'data/quarantine.jsonl'}")
 
 
+# The operate commands register themselves on `app` (registry, keys, serve, feedback, monitor, retrain, export).
+from tunewise import cli_operate  # noqa: E402, F401
+
 if __name__ == "__main__":
     sys.exit(app())

@@ -95,6 +95,39 @@ class EvalConfig(_Strict):
     review_examples: int = Field(10, ge=0, description="side-by-side examples in the report")
 
 
+class RegistryConfig(_Strict):
+    url: str | None = Field(
+        None, description="SQLAlchemy URL (postgresql+psycopg://...); default sqlite in the workspace, "
+        "or $TUNEWISE_REGISTRY_URL")
+    workspace: Path = Field(Path(".tunewise"), description="the SQLite file and registered model artifacts")
+    alpha: float = Field(0.05, gt=0, lt=1, description="promotion gate: one-sided paired-bootstrap p-value")
+
+
+class ServeConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, gt=0, lt=65536)
+    max_tokens: int = Field(64, gt=0, description="the most new tokens a request may ask for")
+    max_request_bytes: int = Field(64_000, gt=0)
+    max_messages: int = Field(32, gt=0)
+    auth: bool = Field(True, description="require a bearer API key (`tunewise keys create`)")
+
+
+class MonitorConfig(_Strict):
+    window: int = Field(500, gt=0, description="the most recent requests compared against training data")
+    min_requests: int = Field(20, gt=0, description="fewer requests than this: no verdict")
+    embedding_p_value: float = Field(0.01, gt=0, lt=1, description="MMD permutation test threshold")
+    psi_threshold: float = Field(0.2, gt=0, description="PSI above this is drift (0.1 watch, 0.25 act)")
+    permutations: int = Field(500, gt=10)
+
+
+class OperateConfig(_Strict):
+    """What serve/registry/monitor/retrain read: the operate sections of a run config, or a file of its own."""
+
+    registry: RegistryConfig = RegistryConfig()
+    serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
+
+
 class RunConfig(_Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")
     seed: int = 42
@@ -104,6 +137,9 @@ class RunConfig(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    registry: RegistryConfig = RegistryConfig()
+    serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     @field_validator("output_dir")
     @classmethod
@@ -175,6 +211,29 @@ def load_config(path: Path | str, overrides: dict | None = None) -> RunConfig:
                 data[key] = [str((path.parent / p).resolve()) if not Path(p).is_absolute() else p
                              for p in data[key]]
     return parse_config(raw, str(path))
+
+
+def load_operate_config(path: Path | str | None) -> OperateConfig:
+    """The operate sections from a YAML file: a full run config (its registry/serve/monitor keys) or a file
+    holding only those keys. No file: the defaults."""
+    if path is None:
+        return OperateConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys")
+    if "data" in raw:
+        run = load_config(path)
+        return OperateConfig(registry=run.registry, serve=run.serve, monitor=run.monitor)
+    try:
+        return OperateConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_first_error_line(err, str(path))) from None
 
 
 def dump_config(cfg: RunConfig, path: Path) -> None:

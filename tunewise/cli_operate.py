@@ -1,0 +1,104 @@
+"""The operate commands (registry, keys, serve, feedback, monitor, retrain, export): a thin shell like cli.py,
+kept in its own file so cli.py stays short. Imported by cli.py, which owns the app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from tunewise.cli import app, console, friendly_errors
+from tunewise.config import OperateConfig, load_operate_config
+
+registry_app = typer.Typer(no_args_is_help=True, help="Registered datasets, runs and models; promote and roll back.")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys for `tunewise serve` (stored hashed).")
+feedback_app = typer.Typer(no_args_is_help=True, help="User feedback collected by the server.")
+app.add_typer(registry_app, name="registry")
+app.add_typer(keys_app, name="keys")
+app.add_typer(feedback_app, name="feedback")
+
+CONFIG = typer.Option(None, "--config", "-c", help="YAML with registry/serve/monitor sections (or a run config)")
+
+
+def _operate(config: Path | None) -> OperateConfig:
+    return load_operate_config(config)
+
+
+def _registry(config: Path | None):
+    from tunewise.registry import open_registry
+
+    return open_registry(_operate(config).registry)
+
+
+@registry_app.command("register")
+@friendly_errors
+def registry_register(run_dir: Path = typer.Argument(..., help="a finished run folder, e.g. runs/demo"),
+                      name: str | None = typer.Option(None, help="model name (default: the run's name)"),
+                      config: Path | None = CONFIG) -> None:
+    """Record a run's dataset, config, metrics and adapter; the model becomes the candidate."""
+    m = _registry(config).register_run(run_dir, name)
+    console.print(f"registered {m.ref} (candidate); dataset {m.dataset_hash[:12]}, metrics {m.metrics}")
+
+
+@registry_app.command("list")
+@friendly_errors
+def registry_list(config: Path | None = CONFIG) -> None:
+    """Every registered model, with its aliases."""
+    reg = _registry(config)
+    aliases = reg.aliases()
+    table = Table(title="registered models")
+    for col in ("id", "model", "base", "dataset", "metrics", "aliases", "registered"):
+        table.add_column(col)
+    for m in reg.models():
+        tags = ", ".join(a for a, mid in aliases.items() if mid == m.id)
+        metrics = " ".join(f"{k}={v:.3f}" for k, v in m.metrics.items() if isinstance(v, float))
+        table.add_row(str(m.id), m.ref, m.base_model.get("id", "?"), m.dataset_hash[:12], metrics, tags,
+                      f"{m.created_at:%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
+@registry_app.command("show")
+@friendly_errors
+def registry_show(ref: str = typer.Argument("production", help="alias, name or name:vN"),
+                  config: Path | None = CONFIG) -> None:
+    """A model with its lineage: run, dataset version (and its parents), parent model, alias history."""
+    reg = _registry(config)
+    m = reg.model(ref)
+    run = reg.run_record(m.run_id)
+    chain, h = [], m.dataset_hash
+    while h:
+        ds = reg.dataset_record(h)
+        chain.append({"content_hash": h, "source": ds["source"], "counts": ds["card"].get("counts")})
+        h = ds["parent_hash"]
+    events = [{k: (str(v) if k == "created_at" else v) for k, v in e.items() if k != "gate"} |
+              {"gate": e["gate"]} for e in reg.events(200) if m.id in (e["model_id"], e["previous_model_id"])]
+    console.print_json(json.dumps({
+        "model": m.ref, "id": m.id, "kind": m.kind, "artifact": str(m.artifact_path), "base_model": m.base_model,
+        "metrics": m.metrics, "test_set_hash": m.test_set_hash, "parent_model_id": m.parent_id,
+        "run": {"id": run["id"], "name": run["name"], "path": run["path"]}, "dataset_lineage": chain,
+        "alias_events": events}, default=str))
+
+
+@registry_app.command("promote")
+@friendly_errors
+def registry_promote(ref: str = typer.Argument("candidate", help="alias, name or name:vN"),
+                     force: bool = typer.Option(False, help="promote even if the gate says no (needs --reason)"),
+                     reason: str | None = typer.Option(None, help="recorded with the promotion"),
+                     config: Path | None = CONFIG) -> None:
+    """Make a model production if it beats production on the frozen test set (paired bootstrap)."""
+    change = _registry(config).promote(ref, force, reason)
+    gate = change.gate.summary() if change.gate else "no production model to compare against"
+    console.print(f"[green]promoted[/] {change.model.ref} to production "
+                  f"(was {change.previous.ref if change.previous else 'none'}): {gate}"
+                  + (" [yellow](forced)[/]" if force else ""))
+
+
+@registry_app.command("rollback")
+@friendly_errors
+def registry_rollback(reason: str | None = typer.Option(None, help="recorded with the rollback"),
+                      config: Path | None = CONFIG) -> None:
+    """Restore the previous production model."""
+    change = _registry(config).rollback(reason)
+    console.print(f"[green]rolled back[/]: production is {change.model.ref} again (was {change.previous.ref})")

@@ -102,3 +102,50 @@ def registry_rollback(reason: str | None = typer.Option(None, help="recorded wit
     """Restore the previous production model."""
     change = _registry(config).rollback(reason)
     console.print(f"[green]rolled back[/]: production is {change.model.ref} again (was {change.previous.ref})")
+
+
+@keys_app.command("create")
+@friendly_errors
+def keys_create(name: str = typer.Argument(..., help="who the key is for"), config: Path | None = CONFIG) -> None:
+    """Create an API key; it is printed once and stored only as a hash."""
+    from tunewise.serve.auth import create_key
+
+    key = create_key(_registry(config).engine, name)
+    console.print(f"API key for {name} (shown once, store it now):")
+    console.print(key, highlight=False, soft_wrap=True)
+
+
+@keys_app.command("list")
+@friendly_errors
+def keys_list(config: Path | None = CONFIG) -> None:
+    """API keys by name (never the keys themselves)."""
+    from tunewise.serve.auth import list_keys
+
+    for k in list_keys(_registry(config).engine):
+        console.print(f"{k['id']:>4}  {k['name']:<30} {'revoked' if k['revoked'] else 'active'}  {k['created_at']}")
+
+
+@keys_app.command("revoke")
+@friendly_errors
+def keys_revoke(name: str = typer.Argument(...), config: Path | None = CONFIG) -> None:
+    """Revoke every active key of `name`; the server refuses them from the next request on."""
+    from tunewise.serve.auth import revoke_key
+
+    console.print(f"revoked {revoke_key(_registry(config).engine, name)} key(s) of {name}")
+
+
+@app.command("serve")
+@friendly_errors
+def serve_cmd(config: Path | None = CONFIG,
+              host: str | None = typer.Option(None, help="default: serve.host (127.0.0.1)"),
+              port: int | None = typer.Option(None, help="default: serve.port (8000)"),
+              no_auth: bool = typer.Option(False, "--no-auth", help="accept requests without an API key")) -> None:
+    """OpenAI-compatible server for the production model and every registered adapter."""
+    from tunewise.serve import serve
+
+    cfg = _operate(config)
+    updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    if no_auth:
+        updates["auth"] = False
+    cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update=updates)})
+    serve(cfg)

@@ -98,7 +98,7 @@ api_keys = Table(
 
 requests = Table(
     "requests", metadata,
-    Column("id", String(40), primary_key=True),
+    Column("id", String(64), primary_key=True),
     Column("model_ref", String(100), nullable=False),  # what the client asked for ("production", a name)
     Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
     Column("model_name", String(64), nullable=False),
@@ -117,7 +117,7 @@ requests = Table(
 feedback = Table(
     "feedback", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("request_id", String(40), ForeignKey("requests.id"), nullable=False),
+    Column("request_id", String(64), ForeignKey("requests.id"), nullable=False),
     Column("rating", Integer, nullable=False),
     Column("correction", Text, nullable=True),
     Column("exported", Boolean, nullable=False, default=False),

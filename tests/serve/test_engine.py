@@ -1,0 +1,56 @@
+import torch
+
+from tests.fixtures.runs import fake_run
+from tunewise.config import RegistryConfig, TaskConfig
+from tunewise.data.prompt import prompt_messages
+from tunewise.data.records import classification_record
+from tunewise.registry import Registry
+from tunewise.serve.engine import ModelPool, chat_to_prompt
+from tunewise.train.tokenize import encode_prompt
+
+TASK = TaskConfig(instruction="Classify the text.")
+LABELS = ["positive", "negative"]
+
+
+def test_served_prompt_is_the_training_prompt(tiny_tokenizer):
+    record = classification_record("i love this movie", "positive")
+    trained = encode_prompt(tiny_tokenizer, prompt_messages(record, TASK, LABELS))
+    served = encode_prompt(tiny_tokenizer, chat_to_prompt([{"role": "user", "content": "i love this movie"}],
+                                                          TASK, LABELS))
+    assert served == trained
+
+
+def test_adapters_share_one_base_and_match_standalone_peft(tmp_path, tiny_model_dir, tiny_adapters, tiny_tokenizer):
+    from peft import PeftModel
+
+    from tunewise.models import load_model
+
+    reg = Registry(RegistryConfig(workspace=tmp_path / "ws"))
+    recs = [reg.register_run(fake_run(tmp_path, n, [True] * 40, adapter=tiny_adapters[n],
+                                      base_path=str(tiny_model_dir))) for n in ("clf", "other")]
+    pool = ModelPool(max_adapters=2)
+    msgs = [{"role": "user", "content": "the bank profit"}]
+    served = [pool.prepare(r, TASK, LABELS) for r in recs]
+    assert len(pool.bases) == 1 and pool.loaded() == ["model-1", "model-2"]
+    for s, name in zip(served, ("clf", "other")):
+        got = pool.complete(s, msgs, max_tokens=6)
+        ref = PeftModel.from_pretrained(load_model(tiny_model_dir, "cpu"), tiny_adapters[name]).eval()
+        ids = torch.tensor([encode_prompt(tiny_tokenizer, chat_to_prompt(msgs, TASK, LABELS))])
+        with torch.no_grad():
+            out = ref.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
+                               do_sample=False, eos_token_id=[tiny_tokenizer.eos_token_id],
+                               pad_token_id=tiny_tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
+        n = next((i + 1 for i, t in enumerate(out) if t == tiny_tokenizer.eos_token_id), len(out))
+        assert got.text == tiny_tokenizer.decode(out[:n], skip_special_tokens=True).strip()
+        assert got.completion_tokens == n and got.prompt_tokens == ids.shape[1]
+
+
+def test_least_recently_used_adapter_is_evicted(tmp_path, tiny_model_dir, tiny_adapters):
+    reg = Registry(RegistryConfig(workspace=tmp_path / "ws"))
+    recs = [reg.register_run(fake_run(tmp_path, n, [True] * 40, adapter=tiny_adapters[n],
+                                      base_path=str(tiny_model_dir))) for n in ("clf", "other")]
+    pool = ModelPool(max_adapters=1)
+    pool.prepare(recs[0], TASK, LABELS)
+    s = pool.prepare(recs[1], TASK, LABELS)
+    assert pool.loaded() == ["model-2"] and list(pool.bases.values())[0][0].peft_config.keys() == {"model-2"}
+    assert pool.complete(s, [{"role": "user", "content": "hello"}], 3).completion_tokens >= 1

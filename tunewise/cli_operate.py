@@ -149,3 +149,39 @@ def serve_cmd(config: Path | None = CONFIG,
         updates["auth"] = False
     cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update=updates)})
     serve(cfg)
+
+
+@feedback_app.command("export")
+@friendly_errors
+def feedback_export(out: Path = typer.Argument(..., help="JSONL file for the dataset rows"),
+                    model: str | None = typer.Option(None, help="only feedback on this model name"),
+                    only_new: bool = typer.Option(False, help="skip feedback exported before"),
+                    mark: bool = typer.Option(False, help="mark the exported feedback as exported"),
+                    config: Path | None = CONFIG) -> None:
+    """Turn user corrections into canonical dataset rows ({"messages", "label"})."""
+    from tunewise.monitor.feedback import export_feedback
+
+    res = export_feedback(_registry(config).engine, out, model, only_new, mark)
+    console.print(f"{res.rows} correction rows → {res.path}")
+    if res.unredacted:
+        console.print(f"[yellow]{res.unredacted} rows were logged before PII redaction was available[/]")
+
+
+@app.command("monitor")
+@friendly_errors
+def monitor_cmd(out: Path = typer.Option(Path("monitor"), help="folder for monitor.html and monitor.json"),
+                config: Path | None = CONFIG) -> None:
+    """Drift of recent traffic against the production model's training data; says if retraining is due."""
+    from tunewise.monitor import monitor
+    from tunewise.registry import open_registry
+
+    cfg = _operate(config)
+    res = monitor(cfg, open_registry(cfg.registry), out)
+    table = Table(title=f"drift: {res.traffic} requests to {res.model} vs {res.reference} training examples")
+    for col in ("check", "value", "threshold", "drift"):
+        table.add_column(col)
+    for c in res.checks:
+        table.add_row(c.name, f"{c.value:.4f}", str(c.threshold), "[red]yes[/]" if c.drift else "no")
+    console.print(table)
+    console.print(("[bold red]" if res.retrain_recommended else "[green]") + res.verdict + "[/]")
+    console.print(f"report: {res.report}")

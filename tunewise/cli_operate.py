@@ -185,3 +185,32 @@ def monitor_cmd(out: Path = typer.Option(Path("monitor"), help="folder for monit
     console.print(table)
     console.print(("[bold red]" if res.retrain_recommended else "[green]") + res.verdict + "[/]")
     console.print(f"report: {res.report}")
+
+
+@app.command("retrain")
+@friendly_errors
+def retrain_cmd(train_config: Path | None = typer.Option(
+                    None, help="run config for the candidate (its data section is replaced); default: production's"),
+                name: str | None = typer.Option(None, help="run name (default: <model>-retrain-v<N>)"),
+                config: Path | None = CONFIG) -> None:
+    """Production's data + feedback corrections → train a candidate → promote only if it is better."""
+    import yaml
+
+    from tunewise.errors import ConfigError
+    from tunewise.retrain import retrain
+
+    raw = None
+    if train_config is not None:
+        if not train_config.is_file():
+            raise ConfigError(f"{train_config}: config file not found")
+        raw = yaml.safe_load(train_config.read_text(encoding="utf-8"))
+    res = retrain(_registry(config), raw, name)
+    s = res.feedback_slice
+    console.print(f"candidate {res.candidate.ref} (parent {res.production.ref}), {res.corrections} corrections"
+                  + (f", {res.corrections_rejected} turned away (label not in the label set)"
+                     if res.corrections_rejected else ""))
+    console.print(f"feedback slice ({s.n}): candidate {s.candidate:.3f} vs production {s.production:.3f}")
+    if res.test_gate:
+        console.print(f"frozen test set: {res.test_gate.summary()}")
+    console.print(f"[green]promoted to production[/]: {res.reason}" if res.promoted
+                  else f"[yellow]not promoted[/]: {res.reason}")

@@ -240,6 +240,15 @@ class Registry:
             raise GateFailed(change)
         return change
 
+    def reject(self, ref: str, reason: str, evidence: dict | None = None) -> None:
+        """Record that `ref` was considered for production and turned down (by a check outside the test gate)."""
+        model = self.model(ref)
+        with self.engine.begin() as conn:
+            prev = self.alias_target("production", conn)
+            conn.execute(insert(alias_events).values(alias="production", action="rejected", model_id=model.id,
+                                                     previous_model_id=prev, forced=False, reason=reason,
+                                                     gate=evidence))
+
     def rollback(self, reason: str | None = None) -> AliasChange:
         """Restore the production model that was in place before the current one."""
         with self.engine.begin() as conn:

@@ -214,3 +214,19 @@ def retrain_cmd(train_config: Path | None = typer.Option(
         console.print(f"frozen test set: {res.test_gate.summary()}")
     console.print(f"[green]promoted to production[/]: {res.reason}" if res.promoted
                   else f"[yellow]not promoted[/]: {res.reason}")
+
+
+@app.command("export")
+@friendly_errors
+def export_cmd(ref: str = typer.Argument("production", help="alias, name or name:vN"),
+               out: Path = typer.Option(Path("export"), help="output folder"),
+               gguf: bool = typer.Option(False, help="also write a GGUF file for llama.cpp / Ollama"),
+               f16: bool = typer.Option(False, help="GGUF weights in F16 (default F32)"),
+               config: Path | None = CONFIG) -> None:
+    """Merge a registered adapter into its base model (safetensors) and optionally write GGUF."""
+    from tunewise.export import export_model
+
+    res = export_model(_registry(config), ref, out, gguf, f16)
+    console.print(f"{res.model}: merged safetensors → {res.merged_dir}")
+    if res.gguf_file:
+        console.print(f"GGUF → {res.gguf_file}  (ollama: FROM ./{res.gguf_file.name} in a Modelfile)")

@@ -3,7 +3,7 @@ import torch
 
 from tests.fixtures.runs import fake_run
 from tunewise.config import RegistryConfig
-from tunewise.export import export_model, merge_adapter
+from tunewise.export import export_model
 from tunewise.registry import Registry
 
 

@@ -1,0 +1,171 @@
+"""Load test of `tunewise serve` on CPU with the embedded model: C concurrent clients × R requests each.
+
+    python bench/serve_load.py                      # 32 clients × 200 requests (the issue's target)
+    python bench/serve_load.py --requests 3         # scaled down for a shared 2-core machine
+
+Prints errors, p50/p95 latency, requests/s and the server's memory (RSS) over the run, beside the plain
+baseline: the same generation in-process, one request at a time, without HTTP. Traffic goes to 127.0.0.1 only
+and every loop is bounded. With --config, serves that workspace's production model instead of a fresh one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+LAUNCH = "import sys; from tunewise.cli import app; sys.argv[0] = 'tunewise'; app()"
+PROMPT = "Bank shares rose after a strong profit report"
+
+
+def fresh_workspace(folder: Path) -> Path:
+    """A registry whose production model is the embedded model with an untrained LoRA adapter (B = 0, so it
+    answers exactly like the base): what is measured is serving, not a particular fine-tune."""
+    from tunewise.config import LoraConfig, OperateConfig, RegistryConfig
+    from tunewise.models import load_model, resolve_model
+    from tunewise.registry import Registry
+    from tunewise.train.lora import apply_lora
+
+    base = resolve_model("embedded:smollm2-135m-instruct")
+    run = folder / "runs" / "bench"
+    apply_lora(load_model(base.path, "cpu"), LoraConfig(r=8, alpha=16)).save_pretrained(run / "adapter")
+    (run / "data").mkdir(parents=True)
+    row = {"messages": [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": "business"}],
+           "label": "business"}
+    for split in ("train", "val", "test"):
+        (run / "data" / f"{split}.jsonl").write_text(json.dumps(row) + "\n")
+    (run / "manifest.json").write_text(json.dumps({
+        "name": "bench", "task": "classification", "seed": 0, "base_model": {"id": base.model_id, "sha256": base.sha256,
+                                                                             "path": str(base.path)},
+        "dataset": {"content_hash": "b" * 64, "counts": {"train": 1, "val": 1, "test": 1}, "labels": ["business"]}}))
+    (run / "metrics.json").write_text(json.dumps({"test": {"fine_tuned": {"accuracy": 1.0}}}))
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": "bench", "data": {"builtin": "bbc_news"}}))
+    (run / "predictions.jsonl").write_text(json.dumps({"input": PROMPT, "reference": "business",
+                                                       "correct": {"fine_tuned": True}}) + "\n")
+    cfg = OperateConfig(registry=RegistryConfig(workspace=folder / "ws"))
+    reg = Registry(cfg.registry)
+    reg.register_run(run)
+    reg.promote()
+    path = folder / "operate.yaml"
+    path.write_text(yaml.safe_dump({"registry": {"workspace": str(folder / "ws")}, "serve": {"max_tokens": 8}}))
+    return path
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start(config: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "serve", "--config", str(config), "--port", str(port),
+                             "--no-auth"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("server did not come up")
+
+
+def client(url: str, n: int, max_tokens: int, lat: list, errors: list, i: int) -> None:
+    with httpx.Client(base_url=url, timeout=600) as c:
+        for k in range(n):
+            t = time.perf_counter()
+            try:
+                r = c.post("/v1/chat/completions", json={"model": "production", "max_tokens": max_tokens,
+                                                         "messages": [{"role": "user", "content": f"{PROMPT} ({i}.{k})"}]})
+                (lat if r.status_code == 200 else errors).append(time.perf_counter() - t if r.status_code == 200
+                                                                 else r.status_code)
+            except httpx.HTTPError as err:
+                errors.append(type(err).__name__)
+
+
+def baseline(config: Path, n: int, max_tokens: int) -> list[float]:
+    """The same generation in-process, sequentially: what the HTTP server adds on top is the difference."""
+    from tunewise.config import TaskConfig, load_operate_config
+    from tunewise.registry import open_registry
+    from tunewise.serve.engine import ModelPool
+
+    cfg = load_operate_config(config)
+    reg = open_registry(cfg.registry)
+
+    m = reg.model("production")
+    pool = ModelPool()
+    served = pool.prepare(m, TaskConfig.model_validate(reg.run_record(m.run_id)["config"].get("task", {})),
+                          reg.dataset_record(m.dataset_hash)["card"].get("labels"))
+    pool.complete(served, [{"role": "user", "content": PROMPT}], max_tokens)  # warm-up, as for the server
+    out = []
+    for k in range(n):
+        t = time.perf_counter()
+        pool.complete(served, [{"role": "user", "content": f"{PROMPT} (b.{k})"}], max_tokens)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=200, help="requests per client")
+    ap.add_argument("--max-tokens", type=int, default=4)
+    ap.add_argument("--config", type=Path, help="operate config of a workspace with a production model")
+    args = ap.parse_args()
+    tmp = tempfile.TemporaryDirectory()
+    config = args.config or fresh_workspace(Path(tmp.name))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = start(config, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        client(url, 2, args.max_tokens, [], [], -1)  # warm-up: adapter load, first-call overheads
+        lat, errors, mem = [], [], [rss_mib(proc.pid)]
+        threads = [threading.Thread(target=client, args=(url, args.requests, args.max_tokens, lat, errors, i))
+                   for i in range(args.clients)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            time.sleep(1.0)
+            mem.append(rss_mib(proc.pid))
+        wall = time.perf_counter() - t0
+        mem.append(rss_mib(proc.pid))
+    finally:
+        proc.kill()
+        proc.wait()
+    base = baseline(config, min(20, max(5, args.requests)), args.max_tokens)
+    total = args.clients * args.requests
+    p = np.percentile
+    print(f"\n{args.clients} clients × {args.requests} requests, max_tokens={args.max_tokens}, CPU, "
+          f"{os.cpu_count()} cores")
+    print(f"{'':28}{'requests':>9}{'errors':>8}{'p50 ms':>9}{'p95 ms':>9}{'req/s':>8}")
+    print(f"{'plain in-process (serial)':28}{len(base):>9}{0:>8}{p(base, 50) * 1e3:>9.0f}{p(base, 95) * 1e3:>9.0f}"
+          f"{len(base) / sum(base):>8.1f}")
+    print(f"{'tunewise serve (HTTP)':28}{total:>9}{len(errors):>8}{p(lat, 50) * 1e3:>9.0f}{p(lat, 95) * 1e3:>9.0f}"
+          f"{len(lat) / wall:>8.1f}")
+    quarter = max(1, len(mem) // 4)
+    print(f"server RSS MiB: start {mem[0]:.0f}, after first quarter {np.mean(mem[:quarter]):.0f}, "
+          f"last quarter {np.mean(mem[-quarter:]):.0f}, max {max(mem):.0f}")
+    if errors:
+        print(f"errors: {sorted(set(map(str, errors)))[:5]}")
+    sys.exit(1 if errors else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,8 +1,8 @@
+import pytest
 import torch
 
 from tests.fixtures.runs import fake_run
 from tunewise.config import RegistryConfig, TaskConfig
-from tunewise.data.prompt import prompt_messages
 from tunewise.data.records import classification_record
 from tunewise.registry import Registry
 from tunewise.serve.engine import ModelPool, chat_to_prompt
@@ -12,12 +12,19 @@ TASK = TaskConfig(instruction="Classify the text.")
 LABELS = ["positive", "negative"]
 
 
-def test_served_prompt_is_the_training_prompt(tiny_tokenizer):
+@pytest.mark.parametrize("list_labels", [False, True])
+def test_served_prompt_is_the_training_prompt(tiny_tokenizer, list_labels):
+    from tunewise.config import DataConfig, RunConfig
+    from tunewise.train import encode_split
+
+    task = TASK.model_copy(update={"list_labels_after_tuning": list_labels})
     record = classification_record("i love this movie", "positive")
-    trained = encode_prompt(tiny_tokenizer, prompt_messages(record, TASK, LABELS))
+    cfg = RunConfig(task=task, data=DataConfig(builtin="bbc_news"))
+    [trained], _ = encode_split([record], cfg, LABELS, tiny_tokenizer)
     served = encode_prompt(tiny_tokenizer, chat_to_prompt([{"role": "user", "content": "i love this movie"}],
-                                                          TASK, LABELS))
-    assert served == trained
+                                                          task, LABELS))
+    assert trained.input_ids[: len(served)] == served and trained.labels[len(served) - 1] == -100
+    assert trained.labels[len(served)] != -100  # the answer starts right where the served prompt ends
 
 
 def test_adapters_share_one_base_and_match_standalone_peft(tmp_path, tiny_model_dir, tiny_adapters, tiny_tokenizer):

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from tunewise.config import TaskConfig
-from tunewise.data.prompt import prompt_messages
+from tunewise.data.prompt import fine_tuned_labels, prompt_messages
 from tunewise.data.records import Record
 from tunewise.models import load_model, load_tokenizer
 from tunewise.registry import ModelRecord
@@ -43,9 +43,9 @@ class Completion:
 
 def chat_to_prompt(messages: list[dict], task: TaskConfig, labels: list[str] | None) -> list[dict]:
     """The prompt exactly as training built it: the conversation becomes a record (the request's last user turn
-    is its input) and goes through the same `prompt_messages` the data, training and evaluation stages use."""
+    is its input) and goes through the same `prompt_messages` / `fine_tuned_labels` training and evaluation use."""
     record = Record([*messages, {"role": "assistant", "content": ""}])
-    return prompt_messages(record, task, labels)
+    return prompt_messages(record, task, fine_tuned_labels(task, labels))
 
 
 class ModelPool:

@@ -65,7 +65,10 @@ class TaskConfig(_Strict):
 class ModelConfig(_Strict):
     base: str = Field(EMBEDDED_MODEL, description="embedded:<name>, a local HF folder, or a .gguf file")
     cache_dir: Path | None = Field(None, description="converted models; default ~/.cache/tunewise/models")
-    max_length: int = Field(256, gt=8, description="tokens per training example (longer ones are cut)")
+    max_length: int = Field(256, gt=8, description="tokens per training example (longer ones are left out)")
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto", description="auto: flash_attention_2 on CUDA when installed, else sdpa"
+    )
 
 
 class LoraConfig(_Strict):
@@ -75,8 +78,21 @@ class LoraConfig(_Strict):
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
 
 
+class EarlyStoppingConfig(_Strict):
+    patience: int | None = Field(None, gt=0, description="evaluations without improvement before stopping; None = off")
+    metric: Literal["eval_loss", "eval_answer_exact_match"] = "eval_loss"
+    threshold: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
+
+
+class ReplayConfig(_Strict):
+    """Forgetting mitigation: mix general instruction data into the training set."""
+
+    fraction: float = Field(0.0, ge=0, lt=1, description="share of the final training set that is replay data")
+    path: Path | None = Field(None, description="JSONL of {prompt, completion} or {messages}; default: shipped set")
+
+
 class TrainConfig(_Strict):
-    method: Literal["lora"] = "lora"
+    method: Literal["lora", "dora", "qlora", "full"] = "lora"
     lora: LoraConfig = LoraConfig()
     epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(2e-4, gt=0)
@@ -84,8 +100,54 @@ class TrainConfig(_Strict):
     grad_accum: int = Field(1, gt=0)
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
     eval_batch_size: int = Field(16, gt=0)
     logging_steps: int = Field(5, gt=0)
+    eval_steps: int | None = Field(None, gt=0, description="evaluate (and checkpoint) every N steps; None = per epoch")
+    save_steps: int | None = Field(None, gt=0, description="checkpoint every N steps when eval_steps is None")
+    save_total_limit: int = Field(2, gt=0, description="checkpoints kept (the best one is always kept)")
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    packing: Literal["auto"] | bool = Field(
+        "auto", description="padding-free packing; auto = on where attention is varlen (CUDA + flash_attention_2)"
+    )
+    gradient_checkpointing: bool = False
+    deterministic: bool = Field(False, description="deterministic kernels (slower on GPU)")
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=lambda: ["tensorboard", "mlflow"], description="each used when its package is installed"
+    )
+    replay: ReplayConfig = ReplayConfig()
+
+
+class EstimateConfig(_Strict):
+    """What `tunewise estimate` prices the run on. Prices default to tunewise.models.prices."""
+
+    device: str = Field("H100", description="a device in the table (H100, A100, L4, RTX4090, CPU)")
+    gpus: int = Field(1, gt=0)
+    prices: dict[str, float] = Field(default_factory=dict, description="USD per device-hour, overrides defaults")
+    mfu: float | None = Field(None, gt=0, le=1, description="model FLOPs utilisation; default per device")
+
+
+class TuneParam(_Strict):
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[float | int | str] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> TuneParam:
+        if self.choices is None and (self.low is None or self.high is None):
+            raise ValueError("give either low and high, or choices")
+        return self
+
+
+class TuneConfig(_Strict):
+    trials: int = Field(10, gt=0)
+    metric: Literal["eval_loss", "eval_answer_exact_match"] = "eval_loss"
+    space: dict[str, TuneParam] = Field(
+        default_factory=lambda: {"learning_rate": TuneParam(low=5e-5, high=1e-3, log=True),
+                                 "lora.r": TuneParam(choices=[8, 16, 32])},
+        description="keys are train.* paths, e.g. learning_rate, lora.r, lora.alpha, epochs",
+    )
 
 
 class EvalConfig(_Strict):
@@ -140,6 +202,8 @@ class RunConfig(_Strict):
     registry: RegistryConfig = RegistryConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
+    estimate: EstimateConfig = EstimateConfig()
+    tune: TuneConfig = TuneConfig()
 
     @field_validator("output_dir")
     @classmethod

@@ -1,27 +1,40 @@
 """Training stage. Entry point: `train(cfg, data, base) -> TrainResult`.
 
 Built on transformers' Trainer (not TRL's SFTTrainer): we already tokenise with completion-only labels
-ourselves (tokenize.py), and Trainer gives checkpoints, resume, evaluation, early stopping and logging
-without pulling `datasets` and TRL into every install."""
+ourselves (tokenize.py), and Trainer gives checkpoints, resume, evaluation, early stopping, DDP/FSDP through
+accelerate and logging without pulling `datasets` and TRL into every install."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunewise.config import RunConfig
 from tunewise.data import PreparedData
-from tunewise.data.prompt import fine_tuned_labels, prompt_messages
 from tunewise.models import ResolvedModel, load_model, load_tokenizer, pick_device
-from tunewise.train.lora import apply_lora
-from tunewise.train.tokenize import Encoded, PadCollator, encode_example
+from tunewise.train.checkpoints import load_trained, mark_finished, prepare_checkpoints, trained_weights_dir
+from tunewise.train.plan import encode_data, plan
+from tunewise.train.runtime import (
+    TrainError,
+    attention_implementation,
+    check_fits,
+    device_memory_gib,
+    is_main_process,
+    local_rank,
+    oom_message,
+    use_packing,
+    world_size,
+)
+
+__all__ = ["TrainError", "TrainResult", "load_trained", "train", "trained_weights_dir"]
 
 
 @dataclass
 class TrainResult:
-    adapter_dir: Path
+    adapter_dir: Path  # where the trained weights are: <run>/adapter (adapters) or <run>/model (full)
     train_loss: list[tuple[float, float]]  # (epoch, loss)
     val_loss: list[tuple[float, float]]
     seconds: float
@@ -29,58 +42,22 @@ class TrainResult:
     skipped_too_long: int
     trainable_params: int
     total_params: int
-    model: object = field(default=None, repr=False)  # the trained PEFT model, still in memory
+    method: str = "lora"
+    replay_examples: int = 0
+    best_checkpoint: str | None = None
+    stopped_early: bool = False
+    resumed_from: str | None = None
+    packing: bool = False
+    attn_implementation: str = "sdpa"
+    tokens_seen: int = 0
+    world_size: int = 1
+    estimate: dict = field(default_factory=dict)
+    model: object = field(default=None, repr=False)  # the trained model, still in memory
 
     def to_json(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "model"}
         d["adapter_dir"] = str(self.adapter_dir)
         return d
-
-
-def encode_split(records, cfg: RunConfig, labels, tokenizer) -> tuple[list[Encoded], int]:
-    """Encode records; examples longer than model.max_length are counted and left out, never cut mid-answer."""
-    out, skipped = [], 0
-    prompt_labels = fine_tuned_labels(cfg.task, labels)
-    for r in records:
-        enc = encode_example(tokenizer, prompt_messages(r, cfg.task, prompt_labels), r.answer)
-        if len(enc.input_ids) > cfg.model.max_length:
-            skipped += 1
-            continue
-        out.append(enc)
-    return out, skipped
-
-
-def _training_args(cfg: RunConfig, out_dir: Path, device: str):
-    from transformers import TrainingArguments
-
-    t = cfg.train
-    kwargs = dict(
-        output_dir=str(out_dir),
-        num_train_epochs=t.epochs,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.eval_batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.learning_rate,
-        weight_decay=t.weight_decay,
-        warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 here is a ratio of total steps
-        lr_scheduler_type="cosine",
-        logging_steps=t.logging_steps,
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        save_total_limit=2,
-        report_to=[],
-        seed=cfg.seed,
-        use_cpu=device == "cpu",
-        bf16=device == "cuda",
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-    )
-    # Sorting by length cuts padding, which on CPU is most of the wasted time.
-    if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:
-        kwargs["train_sampling_strategy"] = "group_by_length"
-    else:
-        kwargs["group_by_length"] = True
-    return TrainingArguments(**kwargs)
 
 
 def _curves(log_history: list[dict]) -> tuple[list, list]:
@@ -89,38 +66,89 @@ def _curves(log_history: list[dict]) -> tuple[list, list]:
     return train, val
 
 
-def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None) -> TrainResult:
-    """LoRA fine-tuning with validation loss every epoch; the adapter lands in `<run>/adapter`."""
-    from transformers import Trainer, set_seed
+def _prepare_model(cfg: RunConfig, base: ResolvedModel, device: str, attn: str, model):
+    from tunewise.train.methods import apply_method, check_method_supported, load_quantized
 
-    set_seed(cfg.seed)
+    check_method_supported(cfg.train.method, device)
+    if cfg.train.method == "qlora":
+        model = load_quantized(base.path, local_rank(), attn)  # a passed full-precision model is not reused
+    else:
+        model = model if model is not None else load_model(base.path, device)
+        model.set_attn_implementation(attn)
+    return apply_method(model, cfg.train)
+
+
+def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *, resume: bool = False,
+          force: bool = False, callbacks: list | None = None) -> TrainResult:
+    """Fine-tune with cfg.train.method; weights land in `<run>/adapter` (or `<run>/model` for full)."""
+    import torch
+    from transformers import enable_full_determinism, set_seed
+
+    from tunewise.train.trainer import build_trainer
+
+    enable_full_determinism(cfg.seed) if cfg.train.deterministic else set_seed(cfg.seed)
     device = pick_device()
+    if device == "cuda":
+        torch.cuda.set_device(local_rank())
     tokenizer = load_tokenizer(base.path)
-    model = model if model is not None else load_model(base.path, device)
-    model = apply_lora(model, cfg.train.lora)
+    enc = encode_data(cfg, data, tokenizer)
+    est = plan(cfg, base.path, enc.lengths, cfg.estimate.device if device == "cuda" else "CPU",
+               world_size(), device_memory_gib(device))
+    check_fits(est, force)
+    attn = attention_implementation(cfg, device)
+    packing = use_packing(cfg, device, attn)
+    model = _prepare_model(cfg, base, device, attn, model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
 
-    train_set, skipped = encode_split(data.train, cfg, data.labels, tokenizer)
-    val_set, _ = encode_split(data.val, cfg, data.labels, tokenizer)
-    if not train_set:
-        from tunewise.errors import DataError
+    run_dir, ckpt_dir = cfg.run_dir, cfg.run_dir / "checkpoints"
+    checkpoint = prepare_checkpoints(ckpt_dir, resume) if is_main_process() else None
+    if resume and checkpoint is None:  # other ranks: the same folder, read after rank 0 checked it
+        from tunewise.train.checkpoints import last_complete_checkpoint
 
-        raise DataError(f"every training example is longer than model.max_length={cfg.model.max_length}")
-    run_dir = cfg.run_dir
-    trainer = Trainer(
-        model=model,
-        args=_training_args(cfg, run_dir / "checkpoints", device),
-        train_dataset=[e.to_features() for e in train_set],
-        eval_dataset=[e.to_features() for e in val_set] or None,
-        data_collator=PadCollator(tokenizer.pad_token_id),
-    )
+        checkpoint = last_complete_checkpoint(ckpt_dir)
+    trainer = build_trainer(cfg, model, tokenizer, enc, ckpt_dir, device, packing, callbacks or [])
     start = time.perf_counter()
-    trainer.train()
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except torch.OutOfMemoryError:
+        raise TrainError(oom_message(est)) from None
+    except _non_finite() as err:
+        from tunewise.train.checkpoints import last_complete_checkpoint
+
+        last = last_complete_checkpoint(ckpt_dir)
+        raise TrainError(f"{err}; last good checkpoint: {last or 'none yet'} (weights not updated with it); "
+                         "try a lower train.learning_rate or train.max_grad_norm, check the data for empty "
+                         "answers, then --resume or start over") from None
     seconds = time.perf_counter() - start
-    adapter_dir = run_dir / "adapter"
-    model.save_pretrained(adapter_dir)
-    tokenizer.save_pretrained(adapter_dir)
-    train_curve, val_curve = _curves(trainer.state.log_history)
-    (run_dir / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-    return TrainResult(adapter_dir, train_curve, val_curve, seconds, len(train_set), skipped, trainable, total, model)
+    out_dir = run_dir / ("model" if cfg.train.method == "full" else "adapter")
+    trainer.save_model(str(out_dir))  # rank 0 only; gathers FSDP shards
+    state = trainer.state
+    if is_main_process():
+        tokenizer.save_pretrained(out_dir)
+        (run_dir / "train_log.json").write_text(json.dumps(state.log_history, indent=1))
+        mark_finished(ckpt_dir)
+    train_curve, val_curve = _curves(state.log_history)
+    stopped = state.global_step < state.max_steps
+    return TrainResult(out_dir, train_curve, val_curve, seconds, len(enc.train), enc.skipped_too_long, trainable,
+                       total, cfg.train.method, enc.replay_examples, state.best_model_checkpoint, stopped,
+                       str(checkpoint) if checkpoint else None, packing, attn, state.num_input_tokens_seen,
+                       world_size(), est.to_json(), trainer.model)
+
+
+def _non_finite():
+    from tunewise.train.callbacks import NonFiniteLoss
+
+    return NonFiniteLoss
+
+
+def reproducibility(cfg: RunConfig) -> dict:
+    """What the manifest needs beyond the config and library versions to reproduce a training run."""
+    import torch
+
+    info = {"seed": cfg.seed, "deterministic": cfg.train.deterministic, "device": pick_device(),
+            "world_size": world_size(), "torch_cuda": torch.version.cuda,
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(local_rank())
+    return info

@@ -78,3 +78,14 @@ class PadCollator:
             mask.append([1] * n + [0] * (width - n))
         return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
                 "attention_mask": torch.tensor(mask)}
+
+
+def packed_collator():
+    """Padding-free packing: a batch becomes one row with position_ids restarting at 0 for every example.
+
+    transformers turns restarting position_ids into per-example attention (varlen kernels for
+    flash_attention_2, a block-diagonal mask for sdpa/eager), so packed examples never attend to each other;
+    tests/train/test_tokenize.py checks that per-example losses match the unpacked ones."""
+    from transformers import DataCollatorWithFlattening
+
+    return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)

@@ -1,0 +1,40 @@
+import random
+
+import pytest
+
+from tunewise.config import parse_config
+from tunewise.data import PreparedData
+from tunewise.data.records import classification_record
+from tunewise.models import ResolvedModel
+
+TOPICS = {"sport": "the team won the match", "business": "the bank profit and market shares",
+          "politics": "the minister and the election vote", "tech": "a phone with new software"}
+
+
+def tiny_data(n_train: int = 24, n_val: int = 8, seed: int = 0) -> PreparedData:
+    rng = random.Random(seed)
+
+    def rows(n):
+        out = []
+        for i in range(n):
+            label = list(TOPICS)[i % len(TOPICS)]
+            words = TOPICS[label].split()
+            rng.shuffle(words)
+            out.append(classification_record(" ".join(words[: rng.randint(2, len(words))]), label))
+        return out
+
+    return PreparedData(rows(n_train), rows(n_val), rows(4), sorted(TOPICS), "hash")
+
+
+def tiny_config(tmp_path, **train) -> object:
+    raw = {"name": "t", "output_dir": str(tmp_path / "runs"), "data": {"builtin": "bbc_news"},
+           "task": {"instruction": "classify the text ."},
+           "model": {"max_length": 64},
+           "train": {"batch_size": 4, "epochs": 1, "logging_steps": 1, "learning_rate": 1e-3,
+                     "report_to": [], **train}}
+    return parse_config(raw)
+
+
+@pytest.fixture
+def tiny_base(tiny_model_dir):
+    return ResolvedModel("tiny", tiny_model_dir, "sha")

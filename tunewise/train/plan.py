@@ -1,0 +1,72 @@
+"""Tokenise the training data and estimate the run before any weights are loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunewise.config import RunConfig
+from tunewise.data import PreparedData
+from tunewise.data.prompt import prompt_messages
+from tunewise.errors import DataError
+from tunewise.models.estimate import Estimate, estimate, read_shape
+from tunewise.train.replay import replay_records
+from tunewise.train.tokenize import Encoded, encode_example
+
+
+@dataclass
+class EncodedData:
+    train: list[Encoded]
+    val: list[Encoded]
+    skipped_too_long: int
+    replay_examples: int
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(e.input_ids) for e in self.train]
+
+
+def encode_records(records, cfg: RunConfig, labels, tokenizer, task_prompt: bool = True) -> tuple[list, int]:
+    """Encode records; examples longer than model.max_length are counted and left out, never cut mid-answer."""
+    out, skipped = [], 0
+    for r in records:
+        messages = prompt_messages(r, cfg.task, labels) if task_prompt else r.prompt_messages
+        enc = encode_example(tokenizer, messages, r.answer)
+        if len(enc.input_ids) > cfg.model.max_length:
+            skipped += 1
+            continue
+        out.append(enc)
+    return out, skipped
+
+
+def encode_data(cfg: RunConfig, data: PreparedData, tokenizer) -> EncodedData:
+    train_set, skipped = encode_records(data.train, cfg, data.labels, tokenizer)
+    if not train_set:
+        raise DataError(f"every training example is longer than model.max_length={cfg.model.max_length}")
+    replay = replay_records(cfg.train.replay, len(train_set), cfg.seed)
+    # Replay rows keep their own prompt (no task instruction): they stand for "what the model could do before".
+    replay_set, _ = encode_records(replay, cfg, None, tokenizer, task_prompt=False)
+    val_set, _ = encode_records(data.val, cfg, data.labels, tokenizer)
+    return EncodedData(train_set + replay_set, val_set, skipped, len(replay_set))
+
+
+def plan(cfg: RunConfig, model_dir: Path, lengths: list[int], device: str, gpus: int = 1,
+         device_memory_gib: float | None = None) -> Estimate:
+    t = cfg.train
+    return estimate(
+        read_shape(model_dir), t.method, batch_size=t.batch_size, seq_len=max(lengths),
+        mean_seq_len=round(sum(lengths) / len(lengths)), tokens_per_epoch=sum(lengths), epochs=t.epochs,
+        device=device, gpus=gpus, r=t.lora.r, target_modules=t.lora.target_modules, dropout=t.lora.dropout,
+        gradient_checkpointing=t.gradient_checkpointing, prices=cfg.estimate.prices, mfu=cfg.estimate.mfu,
+        device_memory_gib=device_memory_gib)
+
+
+def estimate_config(cfg: RunConfig) -> Estimate:
+    """`tunewise estimate`: the run priced on cfg.estimate.device, from config.json and the tokenised data."""
+    from tunewise.data import prepare
+    from tunewise.models import load_tokenizer, resolve_model
+
+    base = Path(cfg.model.base).expanduser()
+    model_dir = base if (base / "config.json").is_file() else resolve_model(cfg.model.base, cfg.model.cache_dir).path
+    enc = encode_data(cfg, prepare(cfg), load_tokenizer(model_dir))
+    return plan(cfg, model_dir, enc.lengths, cfg.estimate.device, cfg.estimate.gpus)

@@ -1,0 +1,74 @@
+"""Where and how a run executes: device and rank, attention kernel, packing, and the memory guards."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+from tunewise.config import RunConfig
+from tunewise.errors import TunewiseError
+from tunewise.models.estimate import Estimate
+
+
+class TrainError(TunewiseError):
+    exit_code = 1
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun / accelerate launch (RANK is set by both); a single process otherwise."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def attention_implementation(cfg: RunConfig, device: str) -> str:
+    want = cfg.model.attn_implementation
+    if want != "auto":
+        return want
+    if device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def use_packing(cfg: RunConfig, device: str, attn: str) -> bool:
+    """auto: on only where attention is truly variable-length (flash_attention_2 on CUDA). With sdpa/eager,
+    transformers packs through a block-diagonal mask over the whole packed row, which is exact but costs
+    O(total_tokens^2) attention; measured on CPU it is slower than padding (docs/training.md)."""
+    if cfg.train.packing == "auto":
+        return device == "cuda" and attn == "flash_attention_2"
+    return bool(cfg.train.packing)
+
+
+def device_memory_gib(device: str) -> float:
+    if device == "cuda":
+        return torch.cuda.get_device_properties(local_rank()).total_memory / 1024**3
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+
+
+def memory_breakdown(est: Estimate) -> str:
+    return (f"estimated peak {est.peak_memory_gib:.1f} GiB = weights {est.weights_gib:.1f} + grads "
+            f"{est.grads_gib:.1f} + optimizer {est.optimizer_gib:.1f} + activations {est.activations_gib:.1f}")
+
+
+OPTIONS = ("options: smaller train.batch_size (raise train.grad_accum to keep the global batch), "
+           "train.gradient_checkpointing: true, a smaller model.max_length, or train.method: qlora")
+
+
+def check_fits(est: Estimate, force: bool) -> None:
+    if force or est.fits:
+        return
+    raise TrainError(f"the run will not fit: {memory_breakdown(est)} > {est.device_memory_gib:.1f} GiB on "
+                     f"{est.device}; {OPTIONS}; or --force to try anyway")
+
+
+def oom_message(est: Estimate | None) -> str:
+    where = f" ({memory_breakdown(est)}, device {est.device_memory_gib:.1f} GiB)" if est else ""
+    return f"CUDA out of memory{where}; {OPTIONS}"

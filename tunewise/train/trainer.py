@@ -1,0 +1,133 @@
+"""Wire the Trainer: arguments, collators, early stopping, TensorBoard/MLflow, progress bar."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from tunewise.config import RunConfig
+from tunewise.errors import ConfigError
+from tunewise.train.callbacks import GuardedTrainer, TokensProgressCallback, answer_metrics, argmax_logits
+from tunewise.train.tokenize import PadCollator, packed_collator
+
+
+class _Trainer(GuardedTrainer):
+    """Evaluation always uses the padding collator: the answer metric needs one row per example."""
+
+    eval_collator = None
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        train_collator, self.data_collator = self.data_collator, self.eval_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
+
+def _schedule(cfg: RunConfig, has_val: bool) -> dict:
+    """Evaluation and checkpoint cadence; the best checkpoint is kept (and loaded at the end) when they align."""
+    t = cfg.train
+    ev = {"eval_strategy": "steps", "eval_steps": t.eval_steps} if t.eval_steps else {"eval_strategy": "epoch"}
+    if not has_val:
+        ev = {"eval_strategy": "no"}
+    save = {"save_strategy": "steps", "save_steps": t.save_steps or t.eval_steps} if (t.save_steps or t.eval_steps) \
+        else {"save_strategy": "epoch"}
+    aligned = has_val and ev["eval_strategy"] == save["save_strategy"] and (
+        save["save_strategy"] == "epoch" or save["save_steps"] % t.eval_steps == 0)
+    if t.early_stopping.patience and not aligned:
+        raise ConfigError("config: train.early_stopping needs a validation split and checkpoints at evaluations "
+                          "(set train.save_steps to a multiple of train.eval_steps, or neither)")
+    metric = t.early_stopping.metric
+    best = {"load_best_model_at_end": True, "metric_for_best_model": metric,
+            "greater_is_better": metric != "eval_loss"} if aligned else {}
+    return {**ev, **save, **best}
+
+
+def _reporters(cfg: RunConfig, run_dir: Path) -> tuple[list[str], list]:
+    """report_to names for Trainer, plus callbacks we build ourselves; packages that are missing are skipped."""
+    names, callbacks = [], []
+    if "tensorboard" in cfg.train.report_to and importlib.util.find_spec("tensorboard"):
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        # Our own writer: Trainer's default folder is inside checkpoints/, which a fresh run clears.
+        callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(run_dir / "tensorboard"))))
+    if "mlflow" in cfg.train.report_to and importlib.util.find_spec("mlflow"):
+        os.environ.setdefault("MLFLOW_TRACKING_URI", (run_dir / "mlruns").resolve().as_uri())
+        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", cfg.name)
+        names.append("mlflow")
+    return names, callbacks
+
+
+def _checkpointing(on: bool) -> dict:
+    from transformers import TrainingArguments
+
+    # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing; accept both.
+    name = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ \
+        else "gradient_checkpointing"
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False}}
+
+
+def training_args(cfg: RunConfig, out_dir: Path, device: str, packing: bool, has_val: bool):
+    from transformers import TrainingArguments
+
+    t = cfg.train
+    return TrainingArguments(
+        output_dir=str(out_dir),
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 here is a ratio of total steps
+        lr_scheduler_type="cosine",
+        logging_steps=t.logging_steps,
+        save_total_limit=t.save_total_limit,
+        **_schedule(cfg, has_val),
+        report_to=[],
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        full_determinism=t.deterministic,
+        use_cpu=device == "cpu",
+        bf16=device == "cuda",
+        **_checkpointing(t.gradient_checkpointing),
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        # Sorting by length cuts padding, which on CPU is most of the wasted time; packing has none to cut.
+        train_sampling_strategy="random" if packing else "group_by_length",
+        include_num_input_tokens_seen="all" if packing else "non_padding",
+        restore_callback_states_from_checkpoint=True,  # early stopping's patience survives --resume
+        ddp_find_unused_parameters=False,
+    )
+
+
+def build_trainer(cfg: RunConfig, model, tokenizer, enc, out_dir: Path, device: str, packing: bool,
+                  callbacks: list) -> GuardedTrainer:
+    from transformers import EarlyStoppingCallback
+    from transformers.trainer_callback import ProgressCallback
+
+    has_val = bool(enc.val)
+    args = training_args(cfg, out_dir, device, packing, has_val)
+    names, reporters = _reporters(cfg, cfg.run_dir)
+    args.report_to = names
+    pad = PadCollator(tokenizer.pad_token_id)
+    extra = [*reporters, *callbacks]
+    es = cfg.train.early_stopping
+    if es.patience and has_val:
+        extra.append(EarlyStoppingCallback(es.patience, es.threshold))
+    trainer = _Trainer(
+        model=model, args=args, processing_class=tokenizer,
+        train_dataset=[e.to_features() for e in enc.train],
+        eval_dataset=[e.to_features() for e in enc.val] or None,
+        data_collator=packed_collator() if packing else pad,
+        compute_metrics=answer_metrics if has_val else None,
+        preprocess_logits_for_metrics=argmax_logits if has_val else None,
+        callbacks=extra,
+    )
+    trainer.eval_collator = pad
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(TokensProgressCallback())
+    return trainer

@@ -32,6 +32,10 @@ def load_quantized(path: Path, device_index: int, attn: str):
 
 def apply_method(model, cfg: TrainConfig):
     """Make the right parameters trainable: adapters for lora/dora/qlora, everything for full."""
+    # No KV cache in training. Besides wasting memory, a cache makes transformers skip detecting packed
+    # sequences from position_ids under sdpa/eager, and packed examples then attend to each other
+    # (found by tests/train/test_tokenize.py::test_packing_has_no_attention_across_examples).
+    model.config.use_cache = False
     if cfg.method == "full":
         for p in model.parameters():
             p.requires_grad_(True)

@@ -38,3 +38,8 @@ def tiny_config(tmp_path, **train) -> object:
 @pytest.fixture
 def tiny_base(tiny_model_dir):
     return ResolvedModel("tiny", tiny_model_dir, "sha")
+
+
+# 24 examples / batch 4 = 6 steps an epoch, 2 epochs; a checkpoint every 2 steps; LoRA dropout on, so the
+# RNG state has to be restored too for the resumed run to match.
+RESUME_TRAIN = {"epochs": 2, "save_steps": 2, "save_total_limit": 3, "lora": {"dropout": 0.1}}

@@ -1,0 +1,82 @@
+"""The estimator: exact parameter counts for known shapes, and activation memory against autograd's own count."""
+
+import json
+
+import pytest
+import torch
+
+from tunewise.models.estimate import ModelShape, activation_bytes, estimate, read_shape, trainable_params
+
+LLAMA3_8B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+             "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+             "tie_word_embeddings": False}
+
+
+def test_llama3_8b_parameter_counts_match_the_published_numbers():
+    shape = ModelShape.from_config(LLAMA3_8B)
+    assert shape.total_params == 8_030_261_248  # Meta-Llama-3-8B's model card / safetensors index
+    # peft's print_trainable_parameters for r=16 on all linear layers of Llama-3-8B
+    assert trainable_params(shape, "lora", 16) == 41_943_040
+    assert trainable_params(shape, "lora", 16, ["q_proj", "v_proj"]) == 32 * 16 * (4096 + 4096 + 4096 + 1024)
+
+
+def test_parameter_count_matches_a_real_model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert read_shape(tiny_model_dir).total_params == sum(p.numel() for p in model.parameters())
+
+
+def test_qlora_needs_less_memory_than_lora_and_full_more_than_both():
+    shape = ModelShape.from_config(LLAMA3_8B)
+    kw = {"batch_size": 1, "seq_len": 1024, "tokens_per_epoch": 10**6, "epochs": 2}
+    lora, qlora, full = (estimate(shape, m, **kw) for m in ("lora", "qlora", "full"))
+    assert qlora.weights_gib < lora.weights_gib / 2 < full.peak_memory_gib
+    assert 14.5 < lora.weights_gib < 15.5  # 8.03e9 bf16 weights = 14.96 GiB, plus the adapter
+    assert full.optimizer_gib == pytest.approx(2 * full.weights_gib)
+    assert full.hours > lora.hours and lora.cost_usd == pytest.approx(lora.hours * 2.99, rel=0.01)
+    assert set(lora.short_json()) == {"peak_memory_gib", "hours", "cost_usd", "trainable_params"}
+    assert not estimate(shape, "full", **kw, device="L4").fits
+
+
+def _saved_bytes(model, ids, autocast: bool) -> int:
+    """Bytes of the distinct non-parameter tensors autograd saves for backward (what activations cost)."""
+    params = {p.data_ptr() for p in model.parameters()}
+    seen = {}
+
+    def pack(t):
+        if t.data_ptr() not in params:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with (torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+          torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)):
+        model(input_ids=ids, labels=ids)
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("method,bf16,dropout", [("lora", True, 0.05), ("lora", False, 0.0), ("full", True, 0.0),
+                                                 ("lora", True, 0.0), ("full", False, 0.0),
+                                                 ("lora", False, 0.1)])
+def test_activation_model_matches_autograd_on_an_unseen_shape(method, bf16, dropout):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    # Not one of the shapes the coefficients were fitted on (h 256-512, i 688-1376, 6-16 heads, 2-3 layers).
+    cfg = {"hidden_size": 320, "intermediate_size": 864, "num_hidden_layers": 4, "num_attention_heads": 10,
+           "num_key_value_heads": 5, "vocab_size": 700, "tie_word_embeddings": False}
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**cfg, attn_implementation="sdpa")).to(torch.bfloat16 if bf16 else torch.float32)
+    if method == "lora":
+        model = get_peft_model(model, LoraConfig(r=8, lora_dropout=dropout, target_modules="all-linear"))
+    model.train()
+    seq = 96
+    measured = _saved_bytes(model, torch.randint(0, 700, (1, seq)), autocast=bf16)
+    predicted = activation_bytes(ModelShape.from_config(cfg), method, seq, seq, bf16=bf16, dropout=dropout,
+                                 gradient_checkpointing=False, attention_scores=False)
+    assert predicted == pytest.approx(measured, rel=0.15)
+
+
+def test_estimate_reads_config_json_only(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA3_8B))  # no weights in the folder at all
+    assert read_shape(tmp_path).layers == 32

@@ -1,0 +1,90 @@
+"""The training stage on the tiny model: methods, guards, early stopping, logging, replay."""
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from tests.train.conftest import tiny_config, tiny_data
+from tunewise.errors import ConfigError
+from tunewise.models.estimate import read_shape, trainable_params
+from tunewise.train import TrainError, load_trained, runtime, train
+
+
+class PoisonAt(TrainerCallback):
+    """Turns the model's output into NaN from optimizer step `step` on (a stand-in for a diverging run)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step + 1 == self.step:
+            model.get_output_embeddings().register_forward_hook(lambda m, i, o: o * float("nan"))
+
+
+def test_nan_loss_stops_at_once_with_step_and_last_good_checkpoint(tmp_path, tiny_base):
+    cfg = tiny_config(tmp_path, save_steps=2)
+    with pytest.raises(TrainError) as err:
+        train(cfg, tiny_data(), tiny_base, callbacks=[PoisonAt(4)])
+    msg = str(err.value)
+    assert "loss became nan at step 4" in msg and "checkpoint-2" in msg and "learning_rate" in msg
+    ckpt = load_file(cfg.run_dir / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors")
+    assert all(torch.isfinite(t).all() for t in ckpt.values())
+    assert not (cfg.run_dir / "checkpoints" / "checkpoint-4").exists()
+
+
+def test_early_stopping_keeps_and_loads_the_best_checkpoint(tmp_path, tiny_base):
+    # A learning rate this high makes the val loss rise after the first evaluation.
+    cfg = tiny_config(tmp_path, epochs=6, eval_steps=2, learning_rate=0.5, early_stopping={"patience": 1})
+    result = train(cfg, tiny_data(), tiny_base)
+    assert result.stopped_early
+    losses = [v for _, v in result.val_loss]
+    assert losses.index(min(losses)) < len(losses) - 1  # stopped after val loss stopped improving
+    assert result.best_checkpoint.endswith(f"checkpoint-{2 * (losses.index(min(losses)) + 1)}")
+    saved = load_file(result.adapter_dir / "adapter_model.safetensors")
+    best = load_file(f"{result.best_checkpoint}/adapter_model.safetensors")
+    assert all(torch.equal(saved[k], best[k]) for k in best)
+
+
+def test_full_fine_tuning_writes_a_model_folder_that_load_trained_finds(tmp_path, tiny_base):
+    cfg = tiny_config(tmp_path, method="full")
+    result = train(cfg, tiny_data(), tiny_base)
+    assert result.adapter_dir == cfg.run_dir / "model"
+    assert result.trainable_params == result.total_params
+    assert list((cfg.run_dir / "model").glob("*.safetensors"))
+    model = load_trained(cfg.run_dir, tiny_base.path)
+    for (name, a), b in zip(model.state_dict().items(), result.model.state_dict().values()):
+        assert torch.allclose(a, b), name
+
+
+def test_dora_trains_and_its_parameter_count_matches_the_estimator(tmp_path, tiny_base):
+    cfg = tiny_config(tmp_path, method="dora", lora={"r": 4})
+    result = train(cfg, tiny_data(), tiny_base)
+    assert result.trainable_params == trainable_params(read_shape(tiny_base.path), "dora", 4)
+    assert any("lora_magnitude_vector" in k for k in load_file(result.adapter_dir / "adapter_model.safetensors"))
+    model = load_trained(cfg.run_dir, tiny_base.path)
+    assert model.peft_config["default"].use_dora
+
+
+def test_qlora_on_cpu_is_a_clear_error(tmp_path, tiny_base):
+    with pytest.raises(ConfigError, match="qlora needs a CUDA GPU"):
+        train(tiny_config(tmp_path, method="qlora"), tiny_data(), tiny_base)
+
+
+def test_refuses_a_run_that_does_not_fit_unless_forced(tmp_path, tiny_base, monkeypatch):
+    monkeypatch.setattr(runtime, "device_memory_gib", lambda device: 1e-6)
+    monkeypatch.setattr("tunewise.train.device_memory_gib", lambda device: 1e-6)
+    with pytest.raises(TrainError, match="will not fit: estimated peak .* GiB = weights .*--force"):
+        train(tiny_config(tmp_path), tiny_data(), tiny_base)
+    assert train(tiny_config(tmp_path), tiny_data(), tiny_base, force=True).examples == 24
+
+
+def test_tensorboard_events_replay_and_token_count(tmp_path, tiny_base):
+    cfg = tiny_config(tmp_path, report_to=["tensorboard"], replay={"fraction": 0.25})
+    result = train(cfg, tiny_data(), tiny_base)
+    assert result.replay_examples == 8 and result.examples == 32  # 24 task rows are 75 % of the set
+    assert list((cfg.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert result.tokens_seen == result.estimate["tokens_per_epoch"]
+    assert all(math.isfinite(v) for _, v in result.train_loss)

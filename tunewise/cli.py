@@ -106,14 +106,66 @@ def init(path: Path = typer.Argument(Path("tunewise.yaml"), help="where to write
 
 @app.command("train")
 @friendly_errors
-def train_cmd(config: Path = typer.Argument(..., help="YAML run config")) -> None:
-    """Prepare the data and train the adapter (no baselines, no evaluation)."""
+def train_cmd(config: Path = typer.Argument(..., help="YAML run config"),
+              resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint"),
+              force: bool = typer.Option(False, "--force", help="train even if the memory estimate does not fit")
+              ) -> None:
+    """Prepare the data and train (no baselines, no evaluation). Works under torchrun / accelerate launch."""
     from tunewise.pipeline import RunFolder, stage_data, stage_model, stage_train
+    from tunewise.train.runtime import is_main_process
 
     cfg = load_config(config)
     run = RunFolder(cfg)
-    result = stage_train(cfg, run, stage_data(cfg, run), stage_model(cfg, run))
-    console.print(f"adapter: {result.adapter_dir}  ({result.examples} examples, {result.seconds:.0f} s)")
+    result = stage_train(cfg, run, stage_data(cfg, run), stage_model(cfg, run), resume=resume, force=force)
+    if is_main_process():
+        est = result.estimate
+        console.print(f"{cfg.train.method}: {result.adapter_dir}  ({result.examples} examples, "
+                      f"{result.seconds:.0f} s; estimated peak {est['peak_memory_gib']:.2f} GiB)")
+
+
+@app.command("estimate")
+@friendly_errors
+def estimate_cmd(config: Path = typer.Argument(..., help="YAML run config"),
+                 as_json: bool = typer.Option(False, "--json", help="print peak_memory_gib, hours, cost_usd, "
+                                                                    "trainable_params as JSON")) -> None:
+    """Parameters, peak memory, time and cost of training, from config.json alone (no weights loaded)."""
+    from tunewise.train.plan import estimate_config
+
+    cfg = load_config(config)
+    est = estimate_config(cfg)
+    if as_json:
+        print(json.dumps(est.short_json()))
+        return
+    table = Table(title=f"{cfg.name}: {cfg.train.method} on {est.device} x{cfg.estimate.gpus}")
+    table.add_column("")
+    table.add_column("estimate", justify="right")
+    rows = [("parameters", f"{est.total_params:,}"), ("trainable parameters", f"{est.trainable_params:,}"),
+            ("weights", f"{est.weights_gib:.2f} GiB"), ("gradients", f"{est.grads_gib:.2f} GiB"),
+            ("optimizer state", f"{est.optimizer_gib:.2f} GiB"), ("activations", f"{est.activations_gib:.2f} GiB"),
+            ("peak memory / device", f"{est.peak_memory_gib:.2f} GiB"),
+            ("device memory", f"{est.device_memory_gib:.1f} GiB" if est.device_memory_gib else "system RAM"),
+            ("tokens / epoch", f"{est.tokens_per_epoch:,}"), ("time / epoch", f"{est.seconds_per_epoch / 60:.1f} min"),
+            ("total time", f"{est.hours:.2f} h"), ("cost", f"${est.cost_usd:.2f}")]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if not est.fits:
+        console.print("[yellow]does not fit on this device[/]: try a smaller batch, gradient checkpointing or QLoRA")
+
+
+@app.command("tune")
+@friendly_errors
+def tune_cmd(config: Path = typer.Argument(..., help="YAML run config with a tune: section")) -> None:
+    """Hyperparameter search (Optuna, pruning, SQLite); writes the best trial's config."""
+    from tunewise.pipeline import RunFolder, stage_data, stage_model
+    from tunewise.train.tune import tune
+
+    cfg = load_config(config)
+    run = RunFolder(cfg)
+    result = tune(cfg, stage_data(cfg, run), stage_model(cfg, run))
+    console.print(f"best {cfg.tune.metric} = {result.best_value:.4f} with {result.best_params} "
+                  f"({result.trials} trials, {result.pruned} pruned)")
+    console.print(f"best config: {result.best_config}  (study: {result.storage})")
 
 
 @app.command("eval")

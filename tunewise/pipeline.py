@@ -15,7 +15,8 @@ from tunewise.data import PreparedData, prepare
 from tunewise.evaluate import SystemResult, evaluate_fine_tuned, run_baselines
 from tunewise.models import ResolvedModel, load_model, resolve_model
 from tunewise.report import write_report
-from tunewise.train import TrainResult, train
+from tunewise.train import TrainResult, reproducibility, train
+from tunewise.train.runtime import is_main_process
 
 LIBRARIES = ["torch", "transformers", "peft", "accelerate", "tunewise"]
 
@@ -39,7 +40,8 @@ class RunFolder:
         self.cfg = cfg
         self.path = cfg.run_dir
         self.path.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, self.path / "config.yaml")
+        if is_main_process():
+            dump_config(cfg, self.path / "config.yaml")
         mpath = self.path / "manifest.json"
         self.manifest = json.loads(mpath.read_text()) if mpath.is_file() else {}
         self.manifest.update({"name": cfg.name, "task": cfg.task.type, "seed": cfg.seed, "libraries": _versions()})
@@ -47,6 +49,8 @@ class RunFolder:
         self.save()
 
     def save(self) -> None:
+        if not is_main_process():  # under torchrun every rank runs this; one writer is enough
+            return
         (self.path / "manifest.json").write_text(json.dumps(self.manifest, indent=2))
 
     @contextmanager
@@ -60,7 +64,8 @@ class RunFolder:
 def stage_data(cfg: RunConfig, run: RunFolder) -> PreparedData:
     with run.stage("data"):
         data = prepare(cfg)
-        data.write(run.path / "data")
+        if is_main_process():
+            data.write(run.path / "data")
         run.manifest["dataset"] = {"content_hash": data.content_hash, **data.summary()}
     return data
 
@@ -85,10 +90,16 @@ def write_results(run: RunFolder, data: PreparedData, systems: dict[str, SystemR
     return metrics
 
 
-def stage_train(cfg: RunConfig, run: RunFolder, data: PreparedData, base: ResolvedModel, model=None) -> TrainResult:
+def stage_train(cfg: RunConfig, run: RunFolder, data: PreparedData, base: ResolvedModel, model=None,
+                resume: bool = False, force: bool = False) -> TrainResult:
     with run.stage("train"):
-        result = train(cfg, data, base, model)
-        (run.path / "train_result.json").write_text(json.dumps(result.to_json(), indent=2))
+        result = train(cfg, data, base, model, resume=resume, force=force)
+        if is_main_process():
+            (run.path / "train_result.json").write_text(json.dumps(result.to_json(), indent=2))
+            run.manifest["train"] = {**reproducibility(cfg), "method": cfg.train.method,
+                                     "resumed_from": result.resumed_from, "packing": result.packing,
+                                     "attn_implementation": result.attn_implementation,
+                                     "best_checkpoint": result.best_checkpoint, "estimate": result.estimate}
     return result
 
 

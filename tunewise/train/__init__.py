@@ -29,7 +29,7 @@ from tunewise.train.runtime import (
     world_size,
 )
 
-__all__ = ["TrainError", "TrainResult", "load_trained", "train", "trained_weights_dir"]
+__all__ = ["TrainError", "TrainResult", "load_trained", "reproducibility", "train", "trained_weights_dir"]
 
 
 @dataclass

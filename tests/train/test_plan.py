@@ -1,0 +1,53 @@
+"""`tunewise estimate` from a config: data tokenised, model read from config.json only; the CLI's --json."""
+
+import json
+
+from typer.testing import CliRunner
+
+from tests.fixtures.tiny import save_tiny_model
+from tunewise.cli import app
+from tunewise.models.estimate import read_shape, trainable_params
+
+ROWS = [("the team won the match", "sport"), ("the bank profit", "business"), ("the minister vote", "politics"),
+        ("a phone with software", "tech")] * 10
+
+
+def _config(tmp_path, **train):
+    model_dir = save_tiny_model(tmp_path / "model")
+    with (tmp_path / "data.jsonl").open("w") as fh:
+        for text, label in ROWS:
+            fh.write(json.dumps({"text": text, "label": label}) + "\n")
+    cfg = {"name": "est", "output_dir": str(tmp_path / "runs"), "data": {"paths": ["data.jsonl"]},
+           "model": {"base": str(model_dir)}, "train": {"batch_size": 4, **train},
+           "estimate": {"device": "L4", "prices": {"L4": 1.0}}}
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps(cfg))  # JSON is YAML
+    return path, model_dir
+
+
+def test_estimate_json_prints_the_four_numbers(tmp_path):
+    path, model_dir = _config(tmp_path)
+    out = CliRunner().invoke(app, ["estimate", str(path), "--json"])
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)
+    assert set(got) == {"peak_memory_gib", "hours", "cost_usd", "trainable_params"}
+    # tiny Llama: 2 layers, hidden 32, 4 heads (kv 2, head_dim 8), intermediate 64; r=16 on all 7 linears
+    per_layer = 16 * ((32 + 32) + (32 + 16) * 2 + (32 + 32) + (32 + 64) * 2 + (64 + 32))
+    assert got["trainable_params"] == 2 * per_layer == trainable_params(read_shape(model_dir), "lora", 16)
+    assert got["peak_memory_gib"] > 0 and got["cost_usd"] == round(got["hours"] * 1.0, 2)
+
+
+def test_estimate_needs_no_weights(tmp_path):
+    path, model_dir = _config(tmp_path)
+    for f in model_dir.glob("*.safetensors"):
+        f.unlink()  # config.json and the tokenizer are all the estimate reads
+    out = CliRunner().invoke(app, ["estimate", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "peak memory" in out.output and "activations" in out.output
+
+
+def test_train_cli_qlora_on_cpu_is_one_line_exit_2(tmp_path):
+    path, _ = _config(tmp_path, method="qlora")
+    out = CliRunner().invoke(app, ["train", str(path)])
+    assert out.exit_code == 2
+    assert "qlora needs a CUDA GPU" in out.output and "Traceback" not in out.output

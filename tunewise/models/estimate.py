@@ -21,8 +21,9 @@ GIB = 1024**3
 # Device table. peak_tflops: dense BF16 tensor-core TFLOP/s from the vendors' datasheets (H100 SXM5 989,
 # A100 SXM 312, L4 121, RTX 4090 165 with FP32 accumulate, Ada whitepaper). mfu: the share of that peak a
 # Trainer + peft step reaches; 0.35 is typical of published Llama fine-tuning MFU on one GPU and is what
-# bench/estimate_accuracy.py checks. CPU: effective fp32 throughput measured on a 2-core cloud VM training the
-# embedded SmolLM2-135M (`peak_tflops` there is already effective, so mfu is 1). memory_gib: what CUDA reports.
+# bench/estimate_accuracy.py checks. CPU: effective fp32 throughput derived from the demo (35.5k tokens of
+# SmolLM2-135M LoRA in ~4 min on 2 cores = ~0.08 TFLOP/s), so mfu is 1; small shapes run far below it (the
+# toy CPU bench is dominated by per-op overhead). memory_gib: what CUDA reports.
 DEVICES: dict[str, dict] = {
     "H100": {"memory_gib": 79.6, "peak_tflops": 989.0, "mfu": 0.35},
     "A100": {"memory_gib": 79.2, "peak_tflops": 312.0, "mfu": 0.35},

@@ -16,7 +16,7 @@ from tunewise.config import RunConfig
 from tunewise.data import PreparedData
 from tunewise.models import ResolvedModel, load_model, load_tokenizer, pick_device
 from tunewise.train.checkpoints import load_trained, mark_finished, prepare_checkpoints, trained_weights_dir
-from tunewise.train.plan import encode_data, plan
+from tunewise.train.plan import encode_data, encode_split, plan
 from tunewise.train.runtime import (
     TrainError,
     attention_implementation,
@@ -29,7 +29,8 @@ from tunewise.train.runtime import (
     world_size,
 )
 
-__all__ = ["TrainError", "TrainResult", "load_trained", "reproducibility", "train", "trained_weights_dir"]
+__all__ = ["TrainError", "TrainResult", "encode_split", "load_trained", "reproducibility", "train",
+           "trained_weights_dir"]
 
 
 @dataclass

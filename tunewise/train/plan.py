@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tunewise.config import RunConfig
 from tunewise.data import PreparedData
-from tunewise.data.prompt import prompt_messages
+from tunewise.data.prompt import fine_tuned_labels, prompt_messages
 from tunewise.errors import DataError
 from tunewise.models.estimate import Estimate, estimate, read_shape
 from tunewise.train.replay import replay_records
@@ -29,14 +29,20 @@ class EncodedData:
 def encode_records(records, cfg: RunConfig, labels, tokenizer, task_prompt: bool = True) -> tuple[list, int]:
     """Encode records; examples longer than model.max_length are counted and left out, never cut mid-answer."""
     out, skipped = [], 0
+    prompt_labels = fine_tuned_labels(cfg.task, labels)  # the fine-tuned prompt evaluation and serving use
     for r in records:
-        messages = prompt_messages(r, cfg.task, labels) if task_prompt else r.prompt_messages
+        messages = prompt_messages(r, cfg.task, prompt_labels) if task_prompt else r.prompt_messages
         enc = encode_example(tokenizer, messages, r.answer)
         if len(enc.input_ids) > cfg.model.max_length:
             skipped += 1
             continue
         out.append(enc)
     return out, skipped
+
+
+def encode_split(records, cfg: RunConfig, labels, tokenizer) -> tuple[list[Encoded], int]:
+    """Task records as training encodes them (the name serving and its tests use)."""
+    return encode_records(records, cfg, labels, tokenizer)
 
 
 def encode_data(cfg: RunConfig, data: PreparedData, tokenizer) -> EncodedData:

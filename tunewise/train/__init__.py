@@ -68,6 +68,8 @@ def _curves(log_history: list[dict]) -> tuple[list, list]:
 
 
 def _prepare_model(cfg: RunConfig, base: ResolvedModel, device: str, attn: str, model):
+    import torch
+
     from tunewise.train.methods import apply_method, check_method_supported, load_quantized
 
     check_method_supported(cfg.train.method, device)
@@ -75,6 +77,10 @@ def _prepare_model(cfg: RunConfig, base: ResolvedModel, device: str, attn: str, 
         model = load_quantized(base.path, local_rank(), attn)  # a passed full-precision model is not reused
     else:
         model = model if model is not None else load_model(base.path, device)
+        if cfg.train.method == "full" and model.dtype != torch.float32:
+            # Full fine-tuning keeps fp32 master weights (bf16 only inside autocast): AdamW updates of ~1e-6
+            # relative size vanish in bf16's 8-bit mantissa. Adapters train fine on a bf16 base.
+            model = model.float()
         model.set_attn_implementation(attn)
     return apply_method(model, cfg.train)
 

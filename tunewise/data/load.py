@@ -63,7 +63,7 @@ def _jsonl(path: Path) -> Iterator[RawRow]:
                 yield RawRow(str(path), lineno, _not_utf8(raw, err))
                 continue
             except json.JSONDecodeError as err:
-                yield RawRow(str(path), lineno, RowError("(line)", f"malformed JSON: {err.msg} at column {err.colno}",
+                yield RawRow(str(path), lineno, RowError("(line)", f"malformed JSON: {err.msg} (column {err.colno})",
                                                          "malformed JSON"))
                 continue
             if not isinstance(row, dict):
@@ -104,8 +104,8 @@ def _json_array(path: Path) -> Iterator[RawRow]:
         try:
             row, end = dec.raw_decode(text, pos)
         except json.JSONDecodeError as err:
-            yield RawRow(str(path), err.lineno, RowError("(item)", f"malformed JSON: {err.msg} at column "
-                                                                  f"{err.colno}; rest of the array unreadable",
+            yield RawRow(str(path), err.lineno, RowError("(item)", f"malformed JSON: {err.msg} (column "
+                                                                  f"{err.colno}); rest of the array unreadable",
                                                          "malformed JSON"))
             return
         if not isinstance(row, dict):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunewise.config import TaskConfig
-from tunewise.data.prompt import training_messages
+from tunewise.data.prompt import fine_tuned_labels, training_messages
 from tunewise.data.records import Record, classification_record
 from tunewise.errors import TunewiseError
 
@@ -29,7 +29,7 @@ class TokenCounter:
         merges across a template boundary)."""
         probe = classification_record("probe text", "probe") if task.type == "classification" else Record(
             [{"role": "user", "content": "probe text"}, {"role": "assistant", "content": "probe"}])
-        msgs = training_messages(probe, task, labels)
+        msgs = training_messages(probe, task, fine_tuned_labels(task, labels))
         try:
             rendered = self.tokenizer.apply_chat_template(msgs, tokenize=False)
         except (ValueError, TypeError, AttributeError):  # no chat template: plain concatenation

@@ -20,18 +20,39 @@ CLASSIFICATION = {
     "empty.jsonl": (0, {}),
     "empty.csv": (0, {}),
     "missing_column.csv": (2, {3: ("label", "missing field"), 4: ("(row)", "wrong shape")}),
-    "wrong_types.jsonl": (2, {1: ("text", "wrong type"), 2: ("label", "wrong type"), 3: ("text", "missing field"),
-                              4: ("text", "empty field"), 5: ("label", "wrong type"), 7: ("text", "missing field"),
-                              9: ("(line)", "wrong shape")}),
+    "wrong_types.jsonl": (
+        2,
+        {
+            1: ("text", "wrong type"),
+            2: ("label", "wrong type"),
+            3: ("text", "missing field"),
+            4: ("text", "empty field"),
+            5: ("label", "wrong type"),
+            7: ("text", "missing field"),
+            9: ("(line)", "wrong shape"),
+        },
+    ),
     "truncated_array.json": (2, {4: ("(item)", "malformed JSON")}),
-    "control_chars.jsonl": (1, {2: ("messages[0].content", "control character U+0000"),
-                                3: ("messages[0].content", "control character U+0007")}),
+    "control_chars.jsonl": (
+        1,
+        {
+            2: ("messages[0].content", "control character U+0000"),
+            3: ("messages[0].content", "control character U+0007"),
+        },
+    ),
 }
 GENERATION = {
-    "chat.jsonl": (2, {3: ("messages[1].role", "unknown role 'bot'"),
-                       4: ("messages[0].role", "roles out of order"),
-                       5: ("messages", "no assistant turn"), 6: ("messages[1].content", "empty field"),
-                       7: ("messages", "wrong type"), 8: ("messages", "roles out of order")}),
+    "chat.jsonl": (
+        2,
+        {
+            3: ("messages[1].role", "unknown role 'bot'"),
+            4: ("messages[0].role", "roles out of order"),
+            5: ("messages", "no assistant turn"),
+            6: ("messages[1].content", "empty field"),
+            7: ("messages", "wrong type"),
+            8: ("messages", "roles out of order"),
+        },
+    ),
     "sharegpt.json": (1, {14: ("conversations[1].from", "unknown role 'robot'")}),
     "alpaca.jsonl": (2, {3: ("output", "missing field"), 4: ("input", "wrong type")}),
     "prompt_completion.jsonl": (1, {2: ("completion", "missing field")}),
@@ -39,8 +60,13 @@ GENERATION = {
 
 
 def _run(tmp_path, task: str, files: list[Path], model: Path, **data) -> tuple:
-    cfg = parse_config({"task": {"type": task}, "model": {"base": str(model)},
-                        "data": {"paths": [str(f) for f in files], **data}})
+    cfg = parse_config(
+        {
+            "task": {"type": task},
+            "model": {"base": str(model)},
+            "data": {"paths": [str(f) for f in files], **data},
+        }
+    )
     card = check(cfg, tmp_path, tmp_path / "clean.jsonl")
     quarantine = [json.loads(x) for x in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
     kept = [json.loads(x) for x in (tmp_path / "clean.jsonl").read_text().splitlines()]
@@ -48,8 +74,9 @@ def _run(tmp_path, task: str, files: list[Path], model: Path, **data) -> tuple:
 
 
 @pytest.mark.parametrize("task,expected", [("classification", CLASSIFICATION), ("generation", GENERATION)])
-def test_every_bad_row_quarantined_with_its_reason_and_every_good_row_kept(tmp_path, tiny_model_dir, task,
-                                                                          expected):
+def test_every_bad_row_quarantined_with_its_reason_and_every_good_row_kept(
+    tmp_path, tiny_model_dir, task, expected
+):
     card, quarantine, kept = _run(tmp_path, task, [BROKEN / f for f in expected], tiny_model_dir)
     got: dict[str, dict[int, tuple[str, str]]] = {}
     for q in quarantine:
@@ -79,7 +106,7 @@ def test_a_10_mb_row_is_quarantined_and_its_neighbours_kept(tmp_path, tiny_model
         fh.write(json.dumps({"text": "short row after", "label": "b"}) + "\n")
     big_csv = tmp_path / "big.csv"
     big_csv.write_text("text,label\nfine row,a\n" + "y" * 10_000_000 + ",b\n")
-    card, quarantine, kept = _run(tmp_path / "out", "classification", [big, big_csv], tiny_model_dir)
+    _, quarantine, kept = _run(tmp_path / "out", "classification", [big, big_csv], tiny_model_dir)
     assert [(Path(q["file"]).name, q["line"]) for q in quarantine] == [("big.jsonl", 2), ("big.csv", 3)]
     assert all(q["reason"].startswith("too long: 10,000,00") for q in quarantine)
     assert len(kept) == 3
@@ -87,9 +114,13 @@ def test_a_10_mb_row_is_quarantined_and_its_neighbours_kept(tmp_path, tiny_model
 
 def test_rows_longer_than_the_model_context_are_quarantined(tmp_path, tiny_model_dir):
     rows = tmp_path / "long.jsonl"
-    rows.write_text(json.dumps({"text": "card " * 600, "label": "a"}) + "\n"  # 600 tokens > 512 context
-                    + json.dumps({"text": "card payment", "label": "b"}) + "\n")
-    card, quarantine, kept = _run(tmp_path / "out", "classification", [rows], tiny_model_dir)
+    rows.write_text(
+        json.dumps({"text": "card " * 600, "label": "a"})
+        + "\n"  # 600 tokens > 512 context
+        + json.dumps({"text": "card payment", "label": "b"})
+        + "\n"
+    )
+    card, quarantine, _ = _run(tmp_path / "out", "classification", [rows], tiny_model_dir)
     assert [q["line"] for q in quarantine] == [1]
     assert quarantine[0]["reason"].startswith("too many tokens")
     assert card.quarantine["by_reason"] == {"too many tokens for the model context": 1}
@@ -97,10 +128,19 @@ def test_rows_longer_than_the_model_context_are_quarantined(tmp_path, tiny_model
 
 def test_labels_outside_the_declared_set_are_quarantined(tmp_path, tiny_model_dir):
     rows = tmp_path / "l.jsonl"
-    rows.write_text("\n".join(json.dumps({"text": f"row {i}", "label": lab}) for i, lab in
-                              enumerate(["a", "b", "zzz", "a"])) + "\n")
-    cfg = parse_config({"task": {"labels": ["a", "b"]}, "model": {"base": str(tiny_model_dir)},
-                        "data": {"paths": [str(rows)]}})
+    rows.write_text(
+        "\n".join(
+            json.dumps({"text": f"row {i}", "label": lab}) for i, lab in enumerate(["a", "b", "zzz", "a"])
+        )
+        + "\n"
+    )
+    cfg = parse_config(
+        {
+            "task": {"labels": ["a", "b"]},
+            "model": {"base": str(tiny_model_dir)},
+            "data": {"paths": [str(rows)]},
+        }
+    )
     card = check(cfg, tmp_path / "out")
     q = [json.loads(x) for x in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
     assert [(x["line"], x["field"]) for x in q] == [(3, "label")]
@@ -111,9 +151,16 @@ def test_parquet_rows_are_read_and_checked(tmp_path, tiny_model_dir):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({"text": ["first parquet row", None, "third parquet row"], "label": ["a", "b", "b"],
-                      "region": ["eu", "us", "eu"]})
+    table = pa.table(
+        {
+            "text": ["first parquet row", None, "third parquet row"],
+            "label": ["a", "b", "b"],
+            "region": ["eu", "us", "eu"],
+        }
+    )
     pq.write_table(table, tmp_path / "d.parquet")
-    card, quarantine, kept = _run(tmp_path / "out", "classification", [tmp_path / "d.parquet"], tiny_model_dir)
+    _, quarantine, kept = _run(
+        tmp_path / "out", "classification", [tmp_path / "d.parquet"], tiny_model_dir
+    )
     assert [(q["line"], q["field"], q["reason"]) for q in quarantine] == [(2, "text", "missing field: null")]
     assert [k["meta"]["region"] for k in kept] == ["eu", "eu"]

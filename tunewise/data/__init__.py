@@ -21,12 +21,12 @@ from tunewise.data.card import DataCard, build_card, token_summary, write_card
 from tunewise.data.formats import FileFormat
 from tunewise.data.load import Rejected
 from tunewise.data.records import Record
-from tunewise.data.scan import Scanner
+from tunewise.data.scan import Scanner, ScanStats
 from tunewise.data.split import remove_leaks, split_off, split_records
 from tunewise.data.tokens import TokenCounter, load_counter
 from tunewise.errors import DataError
 
-__all__ = ["PreparedData", "prepare", "check", "content_hash", "DataCard"]
+__all__ = ["DataCard", "PreparedData", "check", "content_hash", "prepare"]
 
 
 @dataclass
@@ -116,9 +116,11 @@ def _no_rows(scanner: Scanner, where: str) -> DataError:
 
 
 def check(cfg: RunConfig, out: Path, clean_path: Path | None = None,
-          counter: tuple[TokenCounter | None, str | None] | None = None) -> DataCard:
+          counter: tuple[TokenCounter | None, str | None] | None = None,
+          progress: Callable[[ScanStats], None] | None = None) -> DataCard:
     """Stream every row through the checks; write out/card.json, card.html, quarantine.jsonl (and the kept
-    rows as canonical JSONL to `clean_path`). Raises DataError, after writing, when no usable row remains."""
+    rows as canonical JSONL to `clean_path`). Raises DataError, after writing, when no usable row remains.
+    `counter` reuses an already loaded tokenizer; `progress` is called after each kept row (benchmarks)."""
     out.mkdir(parents=True, exist_ok=True)
     tok, why_not = counter or _counter(cfg)
     paths = list(cfg.data.paths) + list(cfg.data.test_paths)
@@ -129,6 +131,8 @@ def check(cfg: RunConfig, out: Path, clean_path: Path | None = None,
             for record in _scan(cfg, paths, scanner):
                 if clean_fh:
                     clean_fh.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+                if progress:
+                    progress(scanner.stats)
         finally:
             if clean_fh:
                 clean_fh.close()

@@ -59,4 +59,4 @@ def dedup_text(record: Record, classification: bool) -> str:
     """What two rows are compared by: for classification the input turns only (so the same input under two
     labels is found as a conflict), otherwise the whole conversation; case and spacing do not count."""
     msgs = record.messages[:-1] if classification else record.messages
-    return _WS.sub(" ", "\n".join(m["content"] for m in msgs)).casefold()
+    return _WS.sub(" ", "\n".join(m["content"] for m in msgs)).strip().casefold()

@@ -129,7 +129,7 @@ def _csv(path: Path, delimiter: str) -> Iterator[RawRow]:
             line, start = start, reader.line_num + 1
             if not any(v.strip() for v in values):
                 continue
-            row: dict | RowError = dict(zip(header, values))
+            row: dict | RowError = dict(zip(header, values, strict=False))
             if len(values) > len(header):
                 row = RowError("(row)", f"wrong shape: {len(values)} values for {len(header)} header columns",
                                "wrong shape: more values than header columns")
@@ -138,17 +138,18 @@ def _csv(path: Path, delimiter: str) -> Iterator[RawRow]:
                 row = RowError(missing, f"missing field: row has {len(values)} of {len(header)} columns",
                                "missing field")
             elif any(_SURROGATE.search(v) for v in values):
-                col = next(h for h, v in zip(header, values) if _SURROGATE.search(v))
+                col = next(h for h, v in zip(header, values, strict=True) if _SURROGATE.search(v))
                 row = RowError(col, "not UTF-8: bytes that are not valid UTF-8 in this cell", "not UTF-8")
             yield RawRow(str(path), line, row)
 
 
 def _parquet(path: Path) -> Iterator[RawRow]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
-    except Exception as err:  # pyarrow raises several types for a damaged file
+    except (OSError, pa.ArrowException) as err:
         raise DataError(f"{path}: not a readable Parquet file ({err})") from None
     line = 0
     for batch in pf.iter_batches(batch_size=2048):

@@ -74,6 +74,7 @@ def test_pii_policies(tmp_path, tiny_model_dir):
     assert "write to me at <EMAIL>" in texts and redacted.card.pii["occurrences"] == {"email": 1}
     dropped = prepare(_cfg(tmp_path, tiny_model_dir, pii="drop"))
     assert [q.reason for q in dropped.rejected] == ["contains PII (email); data.pii is drop"]
+    assert dropped.card.pii["occurrences"] == {"email": 1} and dropped.card.pii["rows"] == {"email": 1}
     reported = prepare(_cfg(tmp_path, tiny_model_dir, pii="report"))
     assert any("ann@example.com" in r.input_text for r in reported.train + reported.val + reported.test)
 

@@ -149,11 +149,12 @@ class Scanner:
             if not hits:
                 continue
             kinds = [h.kind for h in hits]
-            if self.data.pii == "drop":
-                raise RowError(f"messages[{i}].content", f"contains PII ({', '.join(sorted(set(kinds)))}); "
-                                                         "data.pii is drop", "contains PII (drop policy)")
             self.stats.pii.update(kinds)
             seen.update(kinds)
+            if self.data.pii == "drop":
+                self.stats.pii_rows.update(seen)
+                raise RowError(f"messages[{i}].content", f"contains PII ({', '.join(sorted(set(kinds)))}); "
+                                                         "data.pii is drop", "contains PII (drop policy)")
             if self.data.pii == "redact":
                 m["content"] = redact(m["content"], hits)
         self.stats.pii_rows.update(seen)

@@ -1,4 +1,4 @@
-from tunewise.data.pii import find_pii, redact
+from tunewise.data.pii import find_pii, redact, redact_text
 
 
 def kinds(text: str) -> list[str]:
@@ -30,3 +30,8 @@ def test_secret_shapes():
     assert kinds("token ghp_" + "a" * 36) == ["secret"]
     assert kinds("api_key = 'abcd1234efgh5678'") == ["secret"]
     assert kinds("-----BEGIN RSA PRIVATE KEY-----") == ["secret"]
+
+
+def test_redact_text_is_find_then_redact():
+    assert redact_text("mail ann@example.com now") == "mail <EMAIL> now"
+    assert redact_text("nothing here") == "nothing here"

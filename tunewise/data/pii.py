@@ -110,3 +110,8 @@ def redact(text: str, hits: list[PiiHit]) -> str:
         out += [text[pos:h.start], PLACEHOLDER[h.kind]]
         pos = h.end
     return "".join(out) + text[pos:]
+
+
+def redact_text(text: str) -> str:
+    """Find and redact in one call: what the server's request log uses (tunewise/serve/log.py)."""
+    return redact(text, find_pii(text))

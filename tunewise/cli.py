@@ -252,9 +252,9 @@ def data_split(paths: list[Path] = PATHS, out: Path = OUT, task: str = TASK, mod
                format: str = FORMAT, pii: str = PII, labels: str = LABELS, text_field: str = TEXT_FIELD,
                label_field: str = LABEL_FIELD, slices: list[str] = SLICES, threshold: float = THRESHOLD,
                group: str = typer.Option(None, "--group", help="column whose rows stay in one split"),
-               val: float = typer.Option(0.1, "--val", help="fraction (<1) or count of validation rows"),
-               test: float = typer.Option(0.1, "--test", help="fraction (<1) or count of test rows"),
-               seed: int = typer.Option(42, "--seed"), strict: bool = STRICT) -> None:
+               val: float = typer.Option(None, "--val", help="fraction (<1) or count of validation rows (0.1)"),
+               test: float = typer.Option(None, "--test", help="fraction (<1) or count of test rows (0.1)"),
+               seed: int = typer.Option(None, "--seed"), strict: bool = STRICT) -> None:
     """Check and clean, then write train/val/test JSONL with a leakage report (out/leakage.json)."""
     from tunewise.config import parse_config
     from tunewise.data import prepare
@@ -262,8 +262,11 @@ def data_split(paths: list[Path] = PATHS, out: Path = OUT, task: str = TASK, mod
     raw = data_config(paths, task=task, model=model, format=format, pii=pii, labels=labels, slices=slices,
                       text_field=text_field, label_field=label_field, threshold=threshold
                       ).model_dump(mode="json")
-    raw["seed"] = seed
-    raw["data"]["split"] = {"val": int(val) if val >= 1 else val, "test": int(test) if test >= 1 else test}
+    if seed is not None:
+        raw["seed"] = seed
+    for key, value in (("val", val), ("test", test)):  # unset: the config's split, else the defaults
+        if value is not None:
+            raw["data"].setdefault("split", {})[key] = int(value) if value >= 1 else value
     if group:
         raw["data"]["group_column"] = group
     data = prepare(parse_config(raw, "command line"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-import json
 import os
 import shutil
 import sys
@@ -203,17 +202,132 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="a run folder, e.g. runs
     console.print(f"report: {write_report(run_dir)}")
 
 
+PATHS = typer.Argument(..., help="data files (JSONL, JSON, CSV/TSV, Parquet), or one YAML run config")
+OUT = typer.Option(Path("data-check"), "--out", help="folder for card.json, card.html, quarantine.jsonl")
+TASK = typer.Option(None, "--task", help="classification | generation (default: classification)")
+MODEL = typer.Option(None, "--model", help="model whose tokenizer measures lengths (default: the config's)")
+FORMAT = typer.Option(None, "--format", help="auto|chat|alpaca|prompt_completion|sharegpt|text_label")
+PII = typer.Option(None, "--pii", help="report | redact | drop (default redact)")
+LABELS = typer.Option(None, "--labels", help="declared label set, comma-separated (others are quarantined)")
+TEXT_FIELD = typer.Option(None, "--text-field", help="column holding the text")
+LABEL_FIELD = typer.Option(None, "--label-field", help="column holding the label")
+SLICES = typer.Option(None, "--slice", help="metadata column to audit the label mix within (repeatable)")
+THRESHOLD = typer.Option(None, "--dedup-threshold", help="Jaccard similarity of near duplicates (0.8)")
+STRICT = typer.Option(False, "--strict", help="exit 1 when any row is quarantined")
+
+
+def data_config(paths: list[Path], **opts) -> RunConfig:
+    """A run config from a YAML file (a single .yaml path) or from data files plus the command's options."""
+    from tunewise.config import parse_config
+
+    if len(paths) == 1 and paths[0].suffix in (".yaml", ".yml"):
+        raw = load_config(paths[0]).model_dump(mode="json")
+    else:
+        raw = {"data": {"paths": [str(p) for p in paths]}}
+    data, task = raw.setdefault("data", {}), raw.setdefault("task", {})
+    for key in ("format", "pii", "text_field", "label_field"):
+        if opts.get(key) is not None:
+            data[key] = opts[key]
+    if opts.get("slices"):
+        data["slice_columns"] = opts["slices"]
+    if opts.get("threshold") is not None:
+        data.setdefault("dedup", {})["threshold"] = opts["threshold"]
+    if opts.get("task"):
+        task["type"] = opts["task"]
+    if opts.get("labels"):
+        task["labels"] = [x.strip() for x in opts["labels"].split(",") if x.strip()]
+    if opts.get("model"):
+        raw.setdefault("model", {})["base"] = opts["model"]
+    return parse_config(raw, "command line")
+
+
+def print_card(card, out: Path) -> None:
+    c = card.counts
+    console.print(f"[bold]{c['rows_read']}[/] rows read · [bold]{c['usable']}[/] usable · "
+                  f"{c['quarantined']} quarantined · {c['duplicates_removed']} duplicates removed · "
+                  f"hash {card.content_hash[:12]}")
+    table = Table(title="quarantine reasons", show_header=False) if card.quarantine["by_reason"] else None
+    for reason, n in (card.quarantine["by_reason"] or {}).items():
+        table.add_row(reason, str(n))
+    if table:
+        console.print(table)
+    if card.pii["occurrences"]:
+        found = ", ".join(f"{k} {n}" for k, n in card.pii["occurrences"].items())
+        console.print(f"PII ({card.pii['policy']}): {found}")
+    for w in card.warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    console.print(f"card: {out / 'card.html'}  ·  quarantine: {out / 'quarantine.jsonl'}")
+
+
+def _strict_exit(card, strict: bool) -> None:
+    if strict and card.counts["quarantined"]:
+        err_console.print(f"[bold red]error:[/] --strict: {card.counts['quarantined']} rows quarantined")
+        raise typer.Exit(1)
+
+
 @data_app.command("check")
 @friendly_errors
-def data_check(config: Path = typer.Argument(..., help="YAML run config")) -> None:
-    """Load, validate and split the data; write runs/<name>/data/ and print a summary."""
-    from tunewise.pipeline import RunFolder, stage_data
+def data_check(paths: list[Path] = PATHS, out: Path = OUT, task: str = TASK, model: str = MODEL,
+               format: str = FORMAT, pii: str = PII, labels: str = LABELS, text_field: str = TEXT_FIELD,
+               label_field: str = LABEL_FIELD, slices: list[str] = SLICES, threshold: float = THRESHOLD,
+               strict: bool = STRICT) -> None:
+    """Read, validate and audit the data; write the card and the quarantine. Exit 1 when no usable row."""
+    from tunewise.data import check
 
-    cfg = load_config(config)
-    data = stage_data(cfg, RunFolder(cfg))
-    console.print_json(json.dumps(data.summary()))
-    if data.rejected:
-        console.print(f"[yellow]{len(data.rejected)} rows quarantined[/] → {cfg.run_dir / 'data/quarantine.jsonl'}")
+    cfg = data_config(paths, task=task, model=model, format=format, pii=pii, labels=labels, slices=slices,
+                      text_field=text_field, label_field=label_field, threshold=threshold)
+    card = check(cfg, out)
+    print_card(card, out)
+    _strict_exit(card, strict)
+
+
+@data_app.command("clean")
+@friendly_errors
+def data_clean(paths: list[Path] = PATHS, out: Path = OUT, task: str = TASK, model: str = MODEL,
+               format: str = FORMAT, pii: str = PII, labels: str = LABELS, text_field: str = TEXT_FIELD,
+               label_field: str = LABEL_FIELD, slices: list[str] = SLICES, threshold: float = THRESHOLD,
+               strict: bool = STRICT) -> None:
+    """Check, then write the cleaned, deduplicated, redacted rows as canonical JSONL (out/clean.jsonl)."""
+    from tunewise.data import check
+
+    cfg = data_config(paths, task=task, model=model, format=format, pii=pii, labels=labels, slices=slices,
+                      text_field=text_field, label_field=label_field, threshold=threshold)
+    card = check(cfg, out, out / "clean.jsonl")
+    print_card(card, out)
+    console.print(f"clean data: {out / 'clean.jsonl'} ({card.counts['usable']} rows)")
+    _strict_exit(card, strict)
+
+
+@data_app.command("split")
+@friendly_errors
+def data_split(paths: list[Path] = PATHS, out: Path = OUT, task: str = TASK, model: str = MODEL,
+               format: str = FORMAT, pii: str = PII, labels: str = LABELS, text_field: str = TEXT_FIELD,
+               label_field: str = LABEL_FIELD, slices: list[str] = SLICES, threshold: float = THRESHOLD,
+               group: str = typer.Option(None, "--group", help="column whose rows stay in one split"),
+               val: float = typer.Option(None, "--val", help="fraction (<1) or count of validation rows (0.1)"),
+               test: float = typer.Option(None, "--test", help="fraction (<1) or count of test rows (0.1)"),
+               seed: int = typer.Option(None, "--seed"), strict: bool = STRICT) -> None:
+    """Check and clean, then write train/val/test JSONL with a leakage report (out/leakage.json)."""
+    from tunewise.config import parse_config
+    from tunewise.data import prepare
+
+    raw = data_config(paths, task=task, model=model, format=format, pii=pii, labels=labels, slices=slices,
+                      text_field=text_field, label_field=label_field, threshold=threshold
+                      ).model_dump(mode="json")
+    if seed is not None:
+        raw["seed"] = seed
+    for key, value in (("val", val), ("test", test)):  # unset: the config's split, else the defaults
+        if value is not None:
+            raw["data"].setdefault("split", {})[key] = int(value) if value >= 1 else value
+    if group:
+        raw["data"]["group_column"] = group
+    data = prepare(parse_config(raw, "command line"))
+    data.write(out)
+    print_card(data.card, out)
+    lk = data.card.leakage
+    console.print(f"train/val/test {len(data.train)}/{len(data.val)}/{len(data.test)} → {out} · leakage "
+                  f"removed: val {lk['removed']['val']}, test {lk['removed']['test']} ({out / 'leakage.json'})")
+    _strict_exit(data.card, strict)
 
 
 # The operate commands register themselves on `app` (registry, keys, serve, feedback, monitor, retrain, export).

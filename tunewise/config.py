@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tunewise.errors import ConfigError
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+# Field names of the supported record formats (data.columns maps them onto a file's columns).
+CANONICAL_FIELDS = {"text", "label", "messages", "instruction", "input", "output", "prompt", "completion",
+                    "conversations"}
 
 
 class _Strict(BaseModel):
@@ -25,6 +28,13 @@ class SplitConfig(_Strict):
     test: float | int = 0.1
 
 
+class DedupConfig(_Strict):
+    exact: bool = Field(True, description="collapse rows identical after normalisation (case, spacing, Unicode)")
+    near: bool = Field(True, description="collapse near duplicates (MinHash LSH over character 5-grams)")
+    threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of near duplicates")
+    num_perm: int = Field(64, ge=16, le=512, description="MinHash permutations (LSH candidate recall vs speed)")
+
+
 class DataConfig(_Strict):
     builtin: Literal["bbc_news"] | None = Field(
         None, description="a dataset shipped with tunewise instead of files"
@@ -35,6 +45,23 @@ class DataConfig(_Strict):
     )
     text_field: str = "text"
     label_field: str = "label"
+    format: Literal["auto", "chat", "alpaca", "prompt_completion", "sharegpt", "text_label"] = Field(
+        "auto", description="record format of every file; auto detects it per file from the first rows"
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="canonical field → column in your files, e.g. {prompt: question, completion: answer}",
+    )
+    pii: Literal["report", "redact", "drop"] = Field(
+        "redact", description="personal data and secrets: count them (report), replace them by <EMAIL>… "
+        "(redact), or quarantine the row (drop)"
+    )
+    dedup: DedupConfig = DedupConfig()
+    group_column: str | None = Field(None, description="rows sharing this column's value stay in one split")
+    slice_columns: list[str] = Field(default_factory=list, description="columns to audit label balance within")
+    max_row_chars: int = Field(200_000, gt=0, description="rows longer than this are quarantined unread")
+    min_rows: int = Field(1000, ge=0, description="warn when fewer usable rows remain")
+    min_class_examples: int = Field(20, ge=0, description="warn when a class has fewer examples")
     split: SplitConfig = SplitConfig()
     max_train_examples: int | None = Field(None, gt=0, description="subsample training (CPU budgets)")
     max_test_examples: int | None = Field(None, gt=0)
@@ -43,6 +70,10 @@ class DataConfig(_Strict):
     def _one_source(self) -> DataConfig:
         if not self.builtin and not self.paths:
             raise ValueError("set either data.builtin or data.paths")
+        unknown = set(self.columns) - CANONICAL_FIELDS
+        if unknown:
+            raise ValueError(f"unknown canonical field(s) in data.columns: {sorted(unknown)}; "
+                             f"known: {sorted(CANONICAL_FIELDS)}")
         for p in [*self.paths, *self.test_paths]:
             if not Path(p).exists():
                 raise ValueError(f"file not found: {p}")

@@ -79,7 +79,9 @@ def test_feedback_export_turns_corrections_into_dataset_rows(reg, tmp_path):
     assert all(r["messages"][-1] == {"role": "assistant", "content": r["label"]} for r in rows)
     assert export_feedback(reg.engine, tmp_path / "again.jsonl", only_new=True).rows == 0
     # the data stage reads them like any dataset file
-    cfg = RunConfig(data=DataConfig(paths=[out, out], split={"val": 0, "test": 0}))
+    # (the file twice, dedup off: the data doctor would otherwise collapse the second copy)
+    cfg = RunConfig(data=DataConfig(paths=[out, out], split={"val": 0, "test": 0},
+                                    dedup={"exact": False, "near": False}))
     assert sorted(r.label for r in prepare(cfg).train) == ["business", "business", "tech", "tech"]
 
 

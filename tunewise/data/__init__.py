@@ -1,19 +1,32 @@
-"""Data stage: load → validate → split. Entry point: `prepare(cfg) -> PreparedData`."""
+"""Data stage: load → validate → clean → dedup → PII → audit → split → card.
+
+Entry points (the CLI and the pipeline call the same ones):
+- `check(cfg, out)`: the streaming pass; writes card.json, card.html, quarantine.jsonl (and, with
+  `clean_path`, the cleaned canonical JSONL). Nothing but counters and the dedup index stays in memory.
+- `prepare(cfg) -> PreparedData`: the same pass, then splits with a leakage check; what training uses."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunewise.config import RunConfig
-from tunewise.data.builtin import BUILTINS
-from tunewise.data.load import Rejected, load_files
+from tunewise.data.audit import audit
+from tunewise.data.builtin import BUILTIN_ROWS
+from tunewise.data.card import DataCard, build_card, token_summary, write_card
+from tunewise.data.formats import FileFormat
+from tunewise.data.load import Rejected
 from tunewise.data.records import Record
-from tunewise.data.split import split_off, split_records
+from tunewise.data.scan import Scanner, ScanStats
+from tunewise.data.split import remove_leaks, split_off, split_records
+from tunewise.data.tokens import TokenCounter, load_counter
 from tunewise.errors import DataError
+
+__all__ = ["DataCard", "PreparedData", "check", "content_hash", "prepare"]
 
 
 @dataclass
@@ -24,21 +37,28 @@ class PreparedData:
     labels: list[str] | None
     content_hash: str
     rejected: list[Rejected] = field(default_factory=list)
+    card: DataCard | None = None
 
     def summary(self) -> dict:
         def dist(rs: list[Record]) -> dict:
             return dict(sorted(Counter(r.label for r in rs if r.label is not None).items()))
 
-        return {
+        out = {
             "content_hash": self.content_hash,
             "counts": {"train": len(self.train), "val": len(self.val), "test": len(self.test),
                        "quarantined": len(self.rejected)},
             "labels": self.labels,
             "label_distribution": {"train": dist(self.train), "val": dist(self.val), "test": dist(self.test)},
         }
+        if self.card is not None:
+            out["quarantine_reasons"] = self.card.quarantine["by_reason"]
+            out["duplicates_removed"] = self.card.counts["duplicates_removed"]
+            out["leakage_removed"] = self.card.leakage.get("removed", {})
+            out["warnings"] = self.card.warnings
+        return out
 
     def write(self, folder: Path) -> None:
-        """Splits as canonical JSONL, the quarantine and a summary: what the later stages and a reviewer read."""
+        """Splits as canonical JSONL, the quarantine, a summary and the data card."""
         folder.mkdir(parents=True, exist_ok=True)
         for name in ("train", "val", "test"):
             with (folder / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
@@ -46,8 +66,11 @@ class PreparedData:
                     fh.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
         with (folder / "quarantine.jsonl").open("w", encoding="utf-8") as fh:
             for q in self.rejected:
-                fh.write(json.dumps(q.to_json()) + "\n")
-        (folder / "summary.json").write_text(json.dumps(self.summary(), indent=2))
+                fh.write(json.dumps(q.to_json(), ensure_ascii=False) + "\n")
+        (folder / "summary.json").write_text(json.dumps(self.summary(), indent=2, ensure_ascii=False))
+        if self.card is not None:
+            (folder / "leakage.json").write_text(json.dumps(self.card.leakage, indent=2, ensure_ascii=False))
+            write_card(self.card, folder)
 
 
 def content_hash(records: list[Record]) -> str:
@@ -59,46 +82,110 @@ def content_hash(records: list[Record]) -> str:
     return h.hexdigest()
 
 
-def _load(cfg: RunConfig) -> tuple[list[Record], list[Record] | None, list[Rejected]]:
-    d = cfg.data
-    if d.builtin:
-        return BUILTINS[d.builtin](), None, []
-    records, rejected = load_files(d.paths, d.text_field, d.label_field)
-    test = None
-    if d.test_paths:
-        test, rejected_test = load_files(d.test_paths, d.text_field, d.label_field)
-        rejected += rejected_test
-    return records, test, rejected
+def _counter(cfg: RunConfig) -> tuple[TokenCounter | None, str | None]:
+    return load_counter(cfg.model.base, cfg.model.cache_dir)
 
 
-def _labels(cfg: RunConfig, records: list[Record]) -> list[str] | None:
+def _scan(cfg: RunConfig, paths: list[Path], scanner: Scanner):
+    if cfg.data.builtin and not paths:
+        fmt = FileFormat("text_label", {"text": "text", "label": "label"})
+        return scanner.scan_rows(f"builtin:{cfg.data.builtin}", BUILTIN_ROWS[cfg.data.builtin](), fmt)
+    return scanner.scan(paths)
+
+
+def _labels(cfg: RunConfig, scanner: Scanner) -> list[str] | None:
     if cfg.task.type != "classification":
         return None
-    found = sorted({r.label for r in records if r.label is not None})
-    if cfg.task.labels:
-        unknown = set(found) - set(cfg.task.labels)
-        if unknown:
-            raise DataError(f"labels not in task.labels: {sorted(unknown)[:5]}")
-        return list(cfg.task.labels)
-    if len(found) < 2:
-        raise DataError("classification needs at least two labels in the data")
-    return found
+    return list(cfg.task.labels) if cfg.task.labels else sorted(scanner.stats.labels)
+
+
+def _card(cfg: RunConfig, scanner: Scanner, counter: TokenCounter | None, why_not: str | None,
+          digest: str) -> DataCard:
+    labels = _labels(cfg, scanner)
+    framing = counter.framing(cfg.task, labels) if counter else 0
+    tokens = token_summary(scanner.stats, framing, counter.name if counter else None,
+                           counter.context if counter else None, cfg.model.max_length, why_not)
+    found = audit(scanner.stats, cfg.data, cfg.task.type == "classification")
+    return build_card(scanner.stats, found, digest, cfg.task.type, cfg.data.pii, tokens)
+
+
+def _no_rows(scanner: Scanner, where: str) -> DataError:
+    n = scanner.stats.rows
+    return DataError(f"no usable rows: all {n} rows were quarantined or duplicates (see {where})" if n
+                     else "the dataset is empty: no rows in any file")
+
+
+def check(cfg: RunConfig, out: Path, clean_path: Path | None = None,
+          counter: tuple[TokenCounter | None, str | None] | None = None,
+          progress: Callable[[ScanStats], None] | None = None) -> DataCard:
+    """Stream every row through the checks; write out/card.json, card.html, quarantine.jsonl (and the kept
+    rows as canonical JSONL to `clean_path`). Raises DataError, after writing, when no usable row remains.
+    `counter` reuses an already loaded tokenizer; `progress` is called after each kept row (benchmarks)."""
+    out.mkdir(parents=True, exist_ok=True)
+    tok, why_not = counter or _counter(cfg)
+    paths = list(cfg.data.paths) + list(cfg.data.test_paths)
+    with (out / "quarantine.jsonl").open("w", encoding="utf-8") as qf:
+        scanner = Scanner(cfg.data, cfg.task, tok, _writer(qf), cfg.task.labels)
+        clean_fh = clean_path.open("w", encoding="utf-8") if clean_path else None
+        try:
+            for record in _scan(cfg, paths, scanner):
+                if clean_fh:
+                    clean_fh.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+                if progress:
+                    progress(scanner.stats)
+        finally:
+            if clean_fh:
+                clean_fh.close()
+    card = _card(cfg, scanner, tok, why_not, scanner.hash.hexdigest())
+    write_card(card, out)
+    if scanner.stats.kept == 0:
+        raise _no_rows(scanner, out / "quarantine.jsonl")
+    return card
+
+
+def _writer(fh) -> Callable[[Rejected], None]:
+    return lambda rej: fh.write(json.dumps(rej.to_json(), ensure_ascii=False) + "\n")
+
+
+def _scan_pool(cfg: RunConfig, paths: list[Path], rejected: list[Rejected], tok) -> tuple[list[Record], Scanner]:
+    scanner = Scanner(cfg.data, cfg.task, tok, rejected.append, cfg.task.labels)
+    return list(_scan(cfg, paths, scanner)), scanner
 
 
 def prepare(cfg: RunConfig) -> PreparedData:
-    records, official_test, rejected = _load(cfg)
+    """Check and clean the data, split it without leaks, and build the card."""
+    d, rejected = cfg.data, []
+    tok, why_not = _counter(cfg)
+    records, scanner = _scan_pool(cfg, list(d.paths), rejected, tok)
+    official_test = None
+    if d.test_paths:  # its own dedup index: overlap with the pool is leakage, reported by remove_leaks
+        official_test, test_scan = _scan_pool(cfg, list(d.test_paths), rejected, tok)
+        scanner.stats.files += test_scan.stats.files
+        scanner.stats.rows += test_scan.stats.rows
+        scanner.stats.quarantine.update(test_scan.stats.quarantine)
+        for kind, examples in test_scan.stats.quarantine_examples.items():
+            scanner.stats.quarantine_examples.setdefault(kind, examples)
     if not records:
-        raise DataError("no usable rows: every row was quarantined" if rejected else "the dataset is empty")
-    if cfg.task.type == "classification" and any(r.label is None for r in records):
-        raise DataError("classification needs a label on every row (set data.label_field)")
-    d = cfg.data
-    train, val, test = split_records(records, d.split.val, None if official_test else d.split.test, cfg.seed)
+        raise _no_rows(scanner, "quarantine.jsonl in the run's data folder")
+    classification = cfg.task.type == "classification"
+    labels = _labels(cfg, scanner)
+    if classification and len(labels) < 2:
+        raise DataError("classification needs at least two labels in the data")
+    train, val, test = split_records(records, d.split.val, None if official_test is not None else d.split.test,
+                                     cfg.seed, d.group_column)
     if official_test is not None:
         test = official_test
+    val, test, leakage = remove_leaks(train, val, test, d.dedup, classification, d.group_column)
     # Subsets are stratified too, so a CPU-sized run keeps the class balance of the full data.
     if d.max_train_examples and len(train) > d.max_train_examples:
         _, train = split_off(train, d.max_train_examples, cfg.seed + 2)
     if d.max_test_examples and len(test) > d.max_test_examples:
         _, test = split_off(test, d.max_test_examples, cfg.seed + 3)
-    labels = _labels(cfg, records + (official_test or []))
-    return PreparedData(train, val, test, labels, content_hash(records + (official_test or [])), rejected)
+    digest = content_hash(records + (official_test or []))
+    card = _card(cfg, scanner, tok, why_not, digest)
+    method = "group-aware (" + d.group_column + "), " if d.group_column else ""
+    card.splits = {"counts": {"train": len(train), "val": len(val), "test": len(test)}, "seed": cfg.seed,
+                   "method": f"{method}stratified by label where every row has one, seed {cfg.seed}"
+                             + ("; test from data.test_paths" if official_test is not None else "")}
+    card.leakage = leakage.to_json()
+    return PreparedData(train, val, test, labels, digest, rejected, card)

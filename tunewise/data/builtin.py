@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
+from tunewise.data.load import RawRow
 from tunewise.data.records import Record, classification_record
 from tunewise.errors import DataError
 
@@ -53,3 +55,12 @@ def load_bbc_news() -> list[Record]:
 
 
 BUILTINS = {"bbc_news": load_bbc_news}
+
+
+def bbc_news_rows() -> Iterator[RawRow]:
+    """The same articles as text/label rows, for the data doctor's checks."""
+    for r in load_bbc_news():
+        yield RawRow(r.meta["source"], 1, {"text": r.input_text, "label": r.label})
+
+
+BUILTIN_ROWS = {"bbc_news": bbc_news_rows}

@@ -43,6 +43,11 @@ class DataConfig(_Strict):
     test_paths: list[Path] = Field(
         default_factory=list, description="an official test set; then only val is carved from `paths`"
     )
+    official_test: Literal["as_published", "deduplicated"] = Field(
+        "as_published",
+        description="test_paths rows kept exactly as published (leaks into train reported, not removed) so "
+                    "results compare with published figures; or deduplicated and de-leaked like carved splits",
+    )
     text_field: str = "text"
     label_field: str = "label"
     format: Literal["auto", "chat", "alpaca", "prompt_completion", "sharegpt", "text_label"] = Field(

@@ -79,10 +79,11 @@ def test_pii_policies(tmp_path, tiny_model_dir):
     assert any("ann@example.com" in r.input_text for r in reported.train + reported.val + reported.test)
 
 
-def test_official_test_rows_that_repeat_training_rows_are_removed(tmp_path, tiny_model_dir):
+def test_official_test_rows_that_repeat_training_rows_are_removed_when_deduplicated(tmp_path, tiny_model_dir):
     _write(tmp_path / "d.jsonl", _rows())
     _write(tmp_path / "t.jsonl", [_rows()[5], {"text": "a fresh held out question", "label": "b"}])
-    data = prepare(_cfg(tmp_path, tiny_model_dir, test_paths=[str(tmp_path / "t.jsonl")]))
+    data = prepare(_cfg(tmp_path, tiny_model_dir, test_paths=[str(tmp_path / "t.jsonl")],
+                        official_test="deduplicated"))
     assert [r.input_text for r in data.test] == ["a fresh held out question"]
     assert data.card.leakage["removed"]["test"] == 1
 
@@ -118,3 +119,20 @@ def test_formats_are_detected_per_file_and_columns_can_be_mapped(tmp_path, tiny_
         {"role": "user", "content": "what is 2+2"},
         {"role": "assistant", "content": "4"},
     ]
+
+
+def test_official_test_set_is_kept_as_published_and_its_leaks_reported(tmp_path, tiny_model_dir):
+    _write(tmp_path / "d.jsonl", _rows())
+    test_rows = [{"text": "request number 5 concerns item 65 in store 5", "label": "a"},  # leaks from train
+                 {"text": "a brand new question about refunds", "label": "b"},
+                 {"text": "a brand new question about refunds", "label": "b"}]  # published duplicate, kept
+    _write(tmp_path / "t.jsonl", test_rows)
+    cfg = _cfg(tmp_path, tiny_model_dir, test_paths=[str(tmp_path / "t.jsonl")])
+    data = prepare(cfg)
+    assert len(data.test) == 3
+    leaked = [r for r in data.test if r.meta.get("leaked_from_train")]
+    assert [r.input_text for r in leaked] == [test_rows[0]["text"]]
+    assert data.card.leakage["kept"]["test"] == 1 and data.card.leakage["removed"]["test"] == 0
+
+    dedup_cfg = _cfg(tmp_path, tiny_model_dir, test_paths=[str(tmp_path / "t.jsonl")], official_test="deduplicated")
+    assert [r.input_text for r in prepare(dedup_cfg).test] == [test_rows[1]["text"]]

@@ -159,7 +159,10 @@ def prepare(cfg: RunConfig) -> PreparedData:
     records, scanner = _scan_pool(cfg, list(d.paths), rejected, tok)
     official_test = None
     if d.test_paths:  # its own dedup index: overlap with the pool is leakage, reported by remove_leaks
-        official_test, test_scan = _scan_pool(cfg, list(d.test_paths), rejected, tok)
+        as_published = d.official_test == "as_published"
+        test_cfg = cfg.model_copy(update={"data": d.model_copy(update={
+            "dedup": d.dedup.model_copy(update={"exact": False, "near": False})})}) if as_published else cfg
+        official_test, test_scan = _scan_pool(test_cfg, list(d.test_paths), rejected, tok)
         scanner.stats.files += test_scan.stats.files
         scanner.stats.rows += test_scan.stats.rows
         scanner.stats.quarantine.update(test_scan.stats.quarantine)
@@ -175,7 +178,8 @@ def prepare(cfg: RunConfig) -> PreparedData:
                                      cfg.seed, d.group_column)
     if official_test is not None:
         test = official_test
-    val, test, leakage = remove_leaks(train, val, test, d.dedup, classification, d.group_column)
+    val, test, leakage = remove_leaks(train, val, test, d.dedup, classification, d.group_column,
+                                      keep_test=official_test is not None and d.official_test == "as_published")
     # Subsets are stratified too, so a CPU-sized run keeps the class balance of the full data.
     if d.max_train_examples and len(train) > d.max_train_examples:
         _, train = split_off(train, d.max_train_examples, cfg.seed + 2)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 
-from tunewise.data.load import RawRow, RowError
+from tunewise.data.load import RawRow, Rejected, RowError, iter_rows
 from tunewise.data.records import Record
 
 FORMATS = ("chat", "alpaca", "prompt_completion", "sharegpt", "text_label")
@@ -169,3 +170,23 @@ def to_record(raw: RawRow, fmt: FileFormat, classification: bool, labels: frozen
         label = _label({"answer": msgs[-1]["content"]}, "answer", True, labels)
     meta = _meta(row, set(c.values()), {"source": raw.source, "line": raw.line})
     return Record(msgs, label=label, meta=meta)
+
+
+def read_records(path: Path, classification: bool = False) -> tuple[list[Record], list[Rejected]]:
+    """A small file (a replay set, exported feedback) read straight into records, format auto-detected; no
+    cleaning, dedup or PII pass. Rows that do not parse come back as Rejected."""
+    raws = list(iter_rows(path))
+    fmt = detect_format(sniff(raws), {})
+    records, rejected = [], []
+    for raw in raws:
+        err = raw.row if isinstance(raw.row, RowError) else None
+        if err is None and fmt is None:
+            err = RowError("(row)", "unrecognised format")
+        if err is None:
+            try:
+                records.append(to_record(raw, fmt, classification, None))
+                continue
+            except RowError as e:
+                err = e
+        rejected.append(Rejected(raw.source, raw.line, err.field, err.reason))
+    return records, rejected

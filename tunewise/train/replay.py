@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 
 from tunewise.config import ReplayConfig
-from tunewise.data.load import load_files
+from tunewise.data.formats import read_records
 from tunewise.data.records import Record
 from tunewise.errors import DataError
 
@@ -24,7 +24,7 @@ def replay_records(cfg: ReplayConfig, n_task: int, seed: int) -> list[Record]:
     if cfg.fraction <= 0:
         return []
     path = Path(cfg.path) if cfg.path else shipped_replay_path()
-    pool, rejected = load_files([path], "text", "label")
+    pool, rejected = read_records(path)
     if rejected:
         r = rejected[0]
         raise DataError(f"{r.file}:{r.line}: {r.field}: {r.reason} (train.replay.path)")

@@ -133,6 +133,7 @@ def evaluate(cfg: RunConfig, data: PreparedData, base: ResolvedModel, adapter_di
     tokenizer = load_tokenizer(base.path)
     systems = {**baselines, "fine_tuned": score_llm("fine_tuned", cfg, data, model, tokenizer,
                                                     prompt_labels=fine_tuned_labels(cfg.task, data.labels))}
+    systems["fine_tuned"].extra["method"] = cfg.train.method
     forgetting = None
     if cfg.eval.forgetting.enabled:
         # A non-PEFT model (full fine-tuning) has no adapter to switch off: load the base beside it.

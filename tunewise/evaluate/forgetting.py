@@ -102,14 +102,19 @@ def load_prompts(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-def mc_correct(model, tokenizer, questions: list[MCQuestion], max_tokens: int = 2048) -> list[float]:
-    """1/0 per question: is the most likely choice (full answer turn, end-of-turn included) the right one?"""
+def mc_choices(model, tokenizer, questions: list[MCQuestion], max_tokens: int = 2048) -> list[int]:
+    """Per question, the index of the most likely choice (full answer turn, end-of-turn included)."""
     msgs = [[{"role": "user", "content": f"{q.question}\nAnswer with one of: {', '.join(q.choices)}."}]
             for q in questions]
     conts = [[answer_ids(tokenizer, m, c) for c in q.choices] for m, q in zip(msgs, questions)]
     scored = score_continuations(model, [encode_prompt(tokenizer, m) for m in msgs], conts,
                                  tokenizer.pad_token_id, max_tokens, desc="forgetting: multiple choice")
-    return [float(max(range(len(s)), key=s.__getitem__) == q.answer) for s, q in zip(scored.logprobs, questions)]
+    return [max(range(len(s)), key=s.__getitem__) for s in scored.logprobs]
+
+
+def mc_correct(model, tokenizer, questions: list[MCQuestion], max_tokens: int = 2048) -> list[float]:
+    """1/0 per question: is the most likely choice the right one?"""
+    return [float(c == q.answer) for c, q in zip(mc_choices(model, tokenizer, questions, max_tokens), questions)]
 
 
 @torch.no_grad()

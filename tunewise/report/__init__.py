@@ -15,7 +15,7 @@ from tunewise.report.review import export_review, review_rows
 __all__ = ["HEADLINE", "export_review", "system_title", "write_report"]
 
 TITLES = {"zero_shot": "zero-shot (base model)", "few_shot": "few-shot (base model, k={k}, {selection})",
-          "classical": "TF-IDF + logistic regression", "fine_tuned": "fine-tuned"}
+          "classical": "TF-IDF + logistic regression", "fine_tuned": "fine-tuned ({method})"}
 HEADLINE = {"classification": ["accuracy", "macro_f1"], "generation": ["rouge_l", "bleu"]}
 PLOTTED = {"classification": ["accuracy", "macro_f1", "micro_f1"], "generation": ["rouge_l", "bleu", "chrf"]}
 ORDER = {"classification": ["accuracy", "macro_f1", "micro_f1", "invalid_rate"],
@@ -23,7 +23,8 @@ ORDER = {"classification": ["accuracy", "macro_f1", "micro_f1", "invalid_rate"],
 
 
 def system_title(name: str, info: dict) -> str:
-    return TITLES.get(name, name).format(k=info.get("k", "?"), selection=info.get("selection", "random"))
+    return TITLES.get(name, name).format(k=info.get("k", "?"), selection=info.get("selection", "random"),
+                                         method=info.get("method", "adapter"))
 
 
 def _json(path: Path) -> dict | None:

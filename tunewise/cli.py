@@ -70,7 +70,7 @@ def print_results(cfg: RunConfig, metrics: dict) -> None:
         dollars = inf.get("dollars_per_1k_requests")
         table.add_row(system_title(name, inf), *[_with_ci(metrics, name, m) for m in cols],
                       f"{inf.get('prompt_tokens_per_request', 0):.0f}",
-                      "–" if dollars is None else f"{dollars:.4f}")
+                      "–" if dollars is None else f"{dollars:.3g}")
     console.print(table)
     verdict = metrics.get("verdict")
     if verdict:

@@ -31,7 +31,7 @@ def verdict_for(ft_right, flagged=False):
 def test_ship_when_clearly_better_and_nothing_forgotten():
     v = verdict_for(95)
     assert v.ship and v.best_baseline == "few_shot" and v.reasons == []
-    assert "+0.250" in v.text and "$0.0200" in v.text and "$0.2000 for few-shot" in v.text
+    assert "+0.250" in v.text and "$0.02 per 1,000" in v.text and "$0.2 for few-shot" in v.text
     assert v.text.endswith("→ ship.")
 
 

@@ -24,7 +24,7 @@ class Verdict:
 
 def _dollars(s: SystemResult) -> str:
     d = s.inference.dollars_per_1k_requests
-    return "an unknown price" if d is None else f"${d:.4f}"
+    return "an unknown price" if d is None else f"${d:.3g}"
 
 
 def _cost_sentence(ft: SystemResult, systems: dict[str, SystemResult]) -> str:

@@ -27,7 +27,7 @@ def loss_curve(train: list[tuple[float, float]], val: list[tuple[float, float]])
         return None
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     if train:
-        ax.plot(*zip(*train), label="training loss", color="#1f77b4")
+        ax.plot(*zip(*train), ".-", label="training loss", color="#1f77b4")
     if val:
         ax.plot(*zip(*val), "o-", label="validation loss", color="#d62728")
     ax.set_xlabel("epoch")

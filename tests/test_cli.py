@@ -118,7 +118,7 @@ def test_eval_without_adapter_is_a_usage_error(tiny_runs, tmp_path):
     shutil.rmtree(cfg.run_dir / "adapter")
     result = runner.invoke(app, ["eval", str(path)])
     assert result.exit_code == 2
-    assert "no PEFT adapter here" in result.output
+    assert "no PEFT adapter or fine-tuned model here" in result.output
 
 
 def test_report_rebuilds_from_files(tiny_runs, tmp_path):

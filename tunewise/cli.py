@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import json
 import os
 import shutil
 import sys
@@ -183,7 +184,8 @@ def tune_cmd(config: Path = typer.Argument(..., help="YAML run config with a tun
 @app.command("eval")
 @friendly_errors
 def eval_cmd(config: Path = typer.Argument(..., help="YAML run config"),
-             adapter: Path | None = typer.Option(None, help="adapter folder (default: runs/<name>/adapter)"),
+             adapter: Path | None = typer.Option(None, help="adapter or full-model folder (default: "
+                                                 "runs/<name>/adapter, else runs/<name>/model)"),
              review: int = typer.Option(0, "--review", min=0, help="also export N side-by-side test examples "
                                         "(review.csv, review.html), wrong answers first")) -> None:
     """Score the baselines and the fine-tuned adapter on the held-out test split; write metrics and report."""
@@ -195,15 +197,19 @@ def eval_cmd(config: Path = typer.Argument(..., help="YAML run config"),
 
     cfg = load_config(config)
     run = RunFolder(cfg)
-    adapter = adapter or run.path / "adapter"
-    if not (adapter / "adapter_config.json").is_file():
-        raise ConfigError(f"{adapter}: no PEFT adapter here (train first: tunewise train {config})")
+    adapter = adapter or next((p for p in (run.path / "adapter", run.path / "model") if p.is_dir()),
+                              run.path / "adapter")
+    if not ((adapter / "adapter_config.json").is_file() or (adapter / "config.json").is_file()):
+        raise ConfigError(f"{adapter}: no PEFT adapter or fine-tuned model here (train first: tunewise train "
+                          f"{config})")
     data, base = stage_data(cfg, run), stage_model(cfg, run)
     with run.stage("evaluate"):
         model = load_model(base.path)
         baselines = run_baselines(cfg, data, base, model)
-        # Baselines are done with the bare model: put the adapter on that same copy, not a second one.
-        result = evaluate(cfg, data, base, adapter, baselines, load_fine_tuned(base, adapter, model))
+        # Baselines are done with the bare model: an adapter goes on that same copy, not a second one.
+        tuned = load_fine_tuned(base, adapter, model)
+        result = evaluate(cfg, data, base, adapter, baselines, tuned,
+                          None if hasattr(tuned, "disable_adapter") else model)
         metrics = write_results(run, data, result)
     print_results(cfg, metrics)
     console.print(f"report: {write_report(run.path, cfg.eval.review_examples)}")

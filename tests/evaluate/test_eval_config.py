@@ -1,4 +1,4 @@
-"""The `eval` and `cost` sections of the run config (tunewise/config.py)."""
+"""The `eval` section of the run config (tunewise/config.py)."""
 
 import pytest
 import yaml
@@ -22,9 +22,10 @@ def test_forgetting_paths_resolve_against_the_config_file(tmp_path):
     ({"eval": {"classification_mode": "vote"}}, "eval.classification_mode"),
     ({"eval": {"forgetting": {"mc_path": "/nope.jsonl"}}}, "file not found: /nope.jsonl"),
     ({"eval": {"bootstrap_resamples": 10}}, "eval.bootstrap_resamples"),
-    ({"cost": {"prices": {"H100": "cheap"}}}, "cost.prices.H100"),
-    ({"cost": {"gpu": "H100"}}, "cost.gpu: unknown key"),
+    ({"eval": {"few_shot_selection": "nearest"}}, "eval.few_shot_selection"),
+    ({"eval": {"forgetting": {"max_relative_drop": 1.5}}}, "eval.forgetting.max_relative_drop"),
+    ({"eval": {"forgetting": {"threshold": 0.1}}}, "eval.forgetting.threshold: unknown key"),
 ])
-def test_bad_eval_and_cost_settings_are_one_line_errors(section, message):
+def test_bad_eval_settings_are_one_line_errors(section, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         parse_config({"data": {"builtin": "bbc_news"}, **section})

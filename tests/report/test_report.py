@@ -25,14 +25,22 @@ def test_report_has_every_section_and_no_network(cls_run):
     assert "TF-IDF + logistic regression" in html
     assert not re.search(r'(src|href)="(https?:)?//', html)  # self-contained
     assert len(re.findall(r'src="data:image/png;base64,', html)) == 6
-    assert 'id="card"' not in html  # no data card in this run
+    assert 'id="card"' in html and 'href="data/card.html"' in html  # the data stage's card
 
 
-def test_data_card_and_cost_estimate_when_present(cls_run):
-    (cls_run / "data" / "card.json").write_text(json.dumps({"rows": 42, "warnings": ["3 near-duplicates"]}))
-    (cls_run / "estimate.json").write_text(json.dumps({"hours": 0.5, "cost_usd": 1.25}))
+def test_no_card_section_without_a_card(cls_run):
+    (cls_run / "data" / "card.json").unlink()
+    assert 'id="card"' not in write_report(cls_run).read_text()
+
+
+def test_data_card_summary_and_cost_estimate(cls_run):
+    (cls_run / "data" / "card.json").write_text(json.dumps({"rows": 42, "warnings": ["3 near-duplicates"],
+                                                            "counts": {"kept": 40, "by_split": {"train": 30}}}))
+    train = json.loads((cls_run / "train_result.json").read_text())
+    train["estimate"] = {"hours": 0.5, "cost_usd": 1.25, "peak_memory_gib": 3.0}
+    (cls_run / "train_result.json").write_text(json.dumps(train))
     html = write_report(cls_run).read_text()
-    assert 'id="card"' in html and "3 near-duplicates" in html
+    assert "3 near-duplicates" in html and "kept: 40 · also by_split" in html
     assert "1.2500" in html and "0.500" in html
 
 

@@ -83,15 +83,20 @@ def run_baselines(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model
     return results
 
 
-def load_fine_tuned(base: ResolvedModel, adapter_dir: Path, base_model=None):
-    """The base model with the adapter on top. `base_model` (already loaded) is reused and modified."""
-    from peft import PeftModel
+def load_fine_tuned(base: ResolvedModel, weights: Path, base_model=None):
+    """The fine-tuned model from `weights`: a PEFT adapter folder (put on the base; `base_model`, if already
+    loaded, is reused and modified) or a full fine-tuned model folder (safetensors)."""
+    weights = Path(weights)
+    if (weights / "adapter_config.json").is_file():
+        from peft import PeftModel
 
-    if not (Path(adapter_dir) / "adapter_config.json").is_file():
-        from tunewise.errors import ConfigError
+        return PeftModel.from_pretrained(base_model if base_model is not None else load_model(base.path), weights)
+    if (weights / "config.json").is_file() and list(weights.glob("*.safetensors")):
+        return load_model(weights)
+    from tunewise.errors import ConfigError
 
-        raise ConfigError(f"{adapter_dir}: no PEFT adapter here (adapter_config.json missing)")
-    return PeftModel.from_pretrained(base_model if base_model is not None else load_model(base.path), adapter_dir)
+    raise ConfigError(f"{weights}: neither a PEFT adapter (adapter_config.json) nor a model folder "
+                      "(config.json + safetensors)")
 
 
 def score_model(cfg: RunConfig, data: PreparedData, base: ResolvedModel, adapter_dir: Path, model=None,
@@ -127,8 +132,9 @@ def summarize(cfg: RunConfig, systems: dict[str, SystemResult], forgetting: Forg
 
 
 def evaluate(cfg: RunConfig, data: PreparedData, base: ResolvedModel, adapter_dir: Path,
-             baselines: dict[str, SystemResult], model=None) -> EvalResult:
-    """Score the fine-tuned model, check forgetting against its base, and compare with the baselines."""
+             baselines: dict[str, SystemResult], model=None, base_model=None) -> EvalResult:
+    """Score the fine-tuned model, check forgetting against its base, and compare with the baselines.
+    `base_model`: the base, for the forgetting check of a model with no adapter to switch off."""
     model = model if model is not None else load_fine_tuned(base, adapter_dir)
     tokenizer = load_tokenizer(base.path)
     systems = {**baselines, "fine_tuned": score_llm("fine_tuned", cfg, data, model, tokenizer,
@@ -137,7 +143,10 @@ def evaluate(cfg: RunConfig, data: PreparedData, base: ResolvedModel, adapter_di
     forgetting = None
     if cfg.eval.forgetting.enabled:
         # A non-PEFT model (full fine-tuning) has no adapter to switch off: load the base beside it.
-        base_model = None if hasattr(model, "disable_adapter") else load_model(base.path)
+        if hasattr(model, "disable_adapter"):
+            base_model = None
+        elif base_model is None:
+            base_model = load_model(base.path)
         forgetting = check_forgetting(cfg.eval.forgetting, model, tokenizer, base_model,
                                       cfg.eval.score_tokens_per_batch)
     return summarize(cfg, systems, forgetting)

@@ -34,21 +34,31 @@ def _json(path: Path) -> dict | None:
         return None  # a half-written side file must not stop the report; the section is just left out
 
 
+def _short(value, limit: int = 240) -> str:
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}: {_short(v, 60)}" for k, v in value.items() if not isinstance(v, (dict, list)))
+        nested = [k for k, v in value.items() if isinstance(v, (dict, list))]
+        text += (" · " if text and nested else "") + (f"also {', '.join(nested)}" if nested else "")
+    elif isinstance(value, list):
+        text = "; ".join(_short(v, 120) for v in value[:5]) + (f" (+{len(value) - 5} more)" if len(value) > 5 else "")
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _card_summary(card: dict | None) -> list[tuple[str, str]]:
-    """The data card's top-level facts as (key, short text) rows; its schema belongs to the data stage, so
-    the report shows what is there instead of assuming fields."""
+    """The data card's top-level facts as (key, short text) rows. The card's schema belongs to the data stage,
+    so the report shows what is there (scalars of each section, the first warnings) instead of assuming it;
+    the full card is data/card.html."""
     if not card:
         return []
-    rows = []
-    for key, value in card.items():
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        rows.append((key, text if len(text) <= 300 else text[:297] + "…"))
-    return rows
+    return [(key, _short(value)) for key, value in card.items() if value not in (None, {}, [])]
 
 
 def _training_cost(run_dir: Path, manifest: dict, train: dict | None, metrics: dict) -> dict | None:
     """The estimate made before training (if the training stage wrote one) beside what training took."""
-    estimate = _json(run_dir / "estimate.json") or manifest.get("estimate")
+    estimate = ((train or {}).get("estimate") or (manifest.get("train") or {}).get("estimate")
+                or _json(run_dir / "estimate.json"))
     if not train and not estimate:
         return None
     price = metrics.get("inference", {}).get("fine_tuned", {}).get("price_per_hour")
@@ -107,6 +117,7 @@ def write_report(run_dir: Path, n_samples: int = 10) -> Path:
         dataset=manifest.get("dataset", {}), columns=columns,
         rows=_result_rows(metrics, names, titles, columns, best), titles=titles, metrics=metrics,
         verdict=metrics.get("verdict"), train=train, card=_card_summary(_json(run_dir / "data" / "card.json")),
+        card_html=(run_dir / "data" / "card.html").is_file(),
         training_cost=_training_cost(run_dir, manifest, train, metrics), plots=_plots(task, metrics, names, titles,
                                                                                     train),
         per_class=(metrics.get("per_class") or {}).get("fine_tuned"), forgetting=metrics.get("forgetting"),

@@ -3,6 +3,7 @@ import pytest
 from tests.evaluate.test_shots import bag_of_words
 from tests.fixtures.tasks import tiny_config
 from tunewise.data import prepare
+from tunewise.errors import ConfigError
 from tunewise.evaluate import compare_systems, evaluate, run_baselines, score_model
 from tunewise.models import load_model, resolve_model
 
@@ -69,3 +70,24 @@ def test_generation_metrics_and_perplexity(tmp_path, tiny_model_dir, adapter):
     # An untrained LoRA adapter is the base model: same answers, same perplexity as zero-shot.
     assert m["test"]["fine_tuned"]["perplexity"] == pytest.approx(m["test"]["zero_shot"]["perplexity"], rel=1e-4)
     assert m["forgetting"] is None and "not checked" in m["verdict"]["text"]
+
+
+def test_a_full_fine_tuned_model_is_evaluated_against_its_base(tmp_path, tiny_model_dir, tiny_tokenizer):
+    # Full fine-tuning leaves a model folder, not an adapter: forgetting then compares with the base loaded
+    # beside it. A different random model stands in for the fine-tuned one, so the KL must be positive.
+    from tests.fixtures.tiny import build_model
+    from tunewise.evaluate import load_fine_tuned
+
+    folder = tmp_path / "model"
+    build_model(len(tiny_tokenizer), seed=5).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    cfg = tiny_config(tmp_path, tiny_model_dir, classical=False, few_shot_k=0)
+    data, base = prepare(cfg), resolve_model(cfg.model.base)
+    tuned = load_fine_tuned(base, folder)
+    assert not hasattr(tuned, "disable_adapter")
+    result = evaluate(cfg, data, base, folder, run_baselines(cfg, data, base), tuned,
+                      load_model(tiny_model_dir, "cpu"))
+    assert set(result.systems) == {"zero_shot", "fine_tuned"}
+    assert result.forgetting.mean_kl > 0.001
+    with pytest.raises(ConfigError, match="neither a PEFT adapter"):
+        load_fine_tuned(base, tmp_path)

@@ -55,20 +55,23 @@ def minilm_embedder(batch_size: int = 64) -> Embedder:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
+    from tunewise.models import pick_device
+
     path = minilm_path()
+    device = pick_device()
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    model = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False).eval()
+    model = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False).to(device).eval()
 
     @torch.no_grad()
     def embed(texts: list[str]) -> np.ndarray:
         out = []
         for b in range(0, len(texts), batch_size):
             enc = tok(texts[b: b + batch_size], padding=True, truncation=True, max_length=256,
-                      return_tensors="pt")
+                      return_tensors="pt").to(device)
             hidden = model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(torch.nn.functional.normalize(mean, dim=-1).numpy())
+            out.append(torch.nn.functional.normalize(mean, dim=-1).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 384), dtype=np.float32)
 
     return embed

@@ -83,6 +83,8 @@ def write_results(run: RunFolder, data: PreparedData, result: EvalResult) -> dic
     paired comparisons of later models on the same frozen test set)."""
     metrics = result.metrics_json()
     metrics["dataset_hash"] = data.content_hash
+    if not is_main_process():  # under torchrun every rank evaluates; one writer is enough
+        return metrics
     (run.path / "metrics.json").write_text(json.dumps(metrics, indent=2))
     systems = result.systems
     scores = {n: s.example_scores() for n, s in systems.items()}
@@ -123,10 +125,11 @@ def run(cfg: RunConfig) -> dict:
     with folder.stage("evaluate"):
         result = evaluate(cfg, data, base, trained.adapter_dir, baselines, trained.model)
         metrics = write_results(folder, data, result)
-    with folder.stage("report"):
-        write_report(folder.path, cfg.eval.review_examples)
-        if cfg.eval.review_examples:
-            export_review(folder.path, cfg.eval.review_examples)
+    if is_main_process():
+        with folder.stage("report"):
+            write_report(folder.path, cfg.eval.review_examples)
+            if cfg.eval.review_examples:
+                export_review(folder.path, cfg.eval.review_examples)
     return metrics
 
 

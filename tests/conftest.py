@@ -19,3 +19,17 @@ def tiny_tokenizer(tiny_model_dir):
     from tunewise.models import load_tokenizer
 
     return load_tokenizer(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory, tiny_model_dir):
+    """Whole pipeline runs with the tiny model, one per task type: {task: (config, metrics)}.
+    Classification scores labels by log-likelihood; generation generates (both paths get covered)."""
+    from tests.fixtures.tasks import tiny_config
+    from tunewise.pipeline import run
+
+    out = {}
+    for task, mode in (("classification", "score"), ("generation", "generate")):
+        cfg = tiny_config(tmp_path_factory.mktemp(task), tiny_model_dir, task, classification_mode=mode)
+        out[task] = (cfg, run(cfg))
+    return out

@@ -1,9 +1,12 @@
+import csv
 import hashlib
+import json
+import shutil
 
 from typer.testing import CliRunner
 
 from tunewise.cli import app
-from tunewise.config import load_config
+from tunewise.config import dump_config, load_config
 
 runner = CliRunner()
 
@@ -88,3 +91,41 @@ def test_data_clean_and_split(tmp_path, tiny_model_dir):
     assert result.exit_code == 0, result.output
     sizes = [len((split / f"{n}.jsonl").read_text().splitlines()) for n in ("train", "val", "test")]
     assert sizes == [20, 4, 6] and (split / "leakage.json").is_file() and (split / "card.html").is_file()
+
+def copy_run(tiny_runs, task, tmp_path):
+    """The session's trained tiny run, copied (config pointing at the copy) so this test may rewrite it."""
+    cfg = tiny_runs[task][0].model_copy(update={"output_dir": tmp_path / "runs"})
+    shutil.copytree(tiny_runs[task][0].run_dir, cfg.run_dir)
+    path = tmp_path / "run.yaml"
+    dump_config(cfg, path)
+    return cfg, path
+
+
+def test_eval_with_review_export(tiny_runs, tmp_path):
+    cfg, path = copy_run(tiny_runs, "classification", tmp_path)
+    (cfg.run_dir / "metrics.json").unlink()
+    result = runner.invoke(app, ["eval", str(path), "--review", "4"])
+    assert result.exit_code == 0, result.output
+    assert "fine-tuned" in result.output and "SHIP" in result.output and "review:" in result.output
+    metrics = json.loads((cfg.run_dir / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"zero_shot", "few_shot", "classical", "fine_tuned"}
+    rows = list(csv.reader((cfg.run_dir / "review.csv").open()))
+    assert len(rows) == 5 and (cfg.run_dir / "review.html").is_file() and (cfg.run_dir / "report.html").is_file()
+
+
+def test_eval_without_adapter_is_a_usage_error(tiny_runs, tmp_path):
+    cfg, path = copy_run(tiny_runs, "generation", tmp_path)
+    shutil.rmtree(cfg.run_dir / "adapter")
+    result = runner.invoke(app, ["eval", str(path)])
+    assert result.exit_code == 2
+    assert "no PEFT adapter or fine-tuned model here" in result.output
+
+
+def test_report_rebuilds_from_files(tiny_runs, tmp_path):
+    cfg, _ = copy_run(tiny_runs, "generation", tmp_path)
+    (cfg.run_dir / "report.html").unlink()
+    result = runner.invoke(app, ["report", str(cfg.run_dir), "--review", "2"])
+    assert result.exit_code == 0, result.output
+    assert (cfg.run_dir / "report.html").is_file()
+    assert len(list(csv.reader((cfg.run_dir / "review.csv").open()))) == 3
+    assert runner.invoke(app, ["report", str(tmp_path / "nowhere")]).exit_code == 2

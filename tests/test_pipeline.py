@@ -6,6 +6,7 @@ import random
 import pytest
 
 from tunewise.config import parse_config
+from tunewise.evaluate.metrics import CLASSIFICATION_METRICS, GENERATION_METRICS
 from tunewise.pipeline import run
 
 WORDS = {"sport": "the match team won lost game", "business": "market shares profit bank money account",
@@ -40,7 +41,7 @@ def test_run_writes_every_artefact(tmp_path, tiny_model_dir, tiny_dataset):
                  "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "data/quarantine.jsonl"):
         assert (run_dir / name).is_file(), name
 
-    assert set(metrics["test"]) == {"zero_shot", "few_shot", "fine_tuned"}
+    assert set(metrics["test"]) == {"zero_shot", "few_shot", "classical", "fine_tuned"}
     for values in metrics["test"].values():
         assert 0.0 <= values["accuracy"] <= 1.0 and 0.0 <= values["macro_f1"] <= 1.0
     assert json.loads((run_dir / "metrics.json").read_text())["test"] == metrics["test"]
@@ -65,7 +66,40 @@ def test_run_writes_every_artefact(tmp_path, tiny_model_dir, tiny_dataset):
     assert model.peft_config["default"].r == 16
 
     html = (run_dir / "report.html").read_text()
-    assert "fine-tuned (LoRA)" in html and 'id="loss-plot"' in html and "data:image/png;base64," in html
+    assert "fine-tuned (lora)" in html and 'id="loss-plot"' in html and "data:image/png;base64," in html
     assert html.count("<tr") >= 1 + 3 + 1 + 9  # results header + 3 systems + samples header + up to 10 rows
     train_log = json.loads((run_dir / "train_result.json").read_text())
     assert train_log["val_loss"] and train_log["train_loss"]
+
+
+@pytest.mark.parametrize("task", ["classification", "generation"])
+def test_run_writes_every_systems_metrics_with_cis_and_costs(tiny_runs, task):
+    cfg, returned = tiny_runs[task]
+    folder = cfg.run_dir
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(returned))
+    systems = {"zero_shot", "few_shot", "fine_tuned"} | ({"classical"} if task == "classification" else set())
+    assert set(metrics["test"]) == systems
+    names = CLASSIFICATION_METRICS if task == "classification" else GENERATION_METRICS
+    headline = ("accuracy", "macro_f1") if task == "classification" else ("rouge_l", "bleu")
+    for s in systems:
+        assert all(isinstance(metrics["test"][s][m], float) for m in headline)
+        assert set(metrics["ci"][s]) == set(metrics["test"][s]) and set(metrics["test"][s]) <= set(names)
+        assert {"prompt_tokens_per_request", "tokens_per_second", "dollars_per_1k_requests"} <= set(
+            metrics["inference"][s])
+    assert metrics["verdict"]["text"] and isinstance(metrics["verdict"]["ship"], bool)
+    assert metrics["forgetting"]["questions"] >= 40
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == (9 if task == "classification" else 6)
+    assert set(rows[0]["score"]) == systems and set(rows[0]["correct"]) == systems
+    for name in ("report.html", "review.csv", "review.html"):
+        assert (folder / name).is_file()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert {"baselines", "train", "evaluate", "report"} <= set(manifest["stage_seconds"])
+
+
+def test_per_example_scores_reproduce_the_headline_metric(tiny_runs):
+    cfg, metrics = tiny_runs["classification"]
+    rows = [json.loads(line) for line in (cfg.run_dir / "predictions.jsonl").read_text().splitlines()]
+    for s, values in metrics["test"].items():
+        assert sum(r["score"][s] for r in rows) / len(rows) == pytest.approx(values["accuracy"])

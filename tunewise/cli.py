@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import json
 import os
 import shutil
 import sys
@@ -46,24 +47,37 @@ def main(debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tunewise never downloads from a hub
 
 
-HEADLINE = {"classification": [("accuracy", "accuracy"), ("macro_f1", "macro-F1")],
-            "generation": [("rouge_l", "ROUGE-L"), ("bleu", "BLEU")]}
+def _with_ci(metrics: dict, system: str, metric: str) -> str:
+    value = metrics["test"][system].get(metric)
+    if value is None:
+        return "–"
+    lo, hi = metrics.get("ci", {}).get(system, {}).get(metric, (None, None))
+    return f"{value:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
 
 
 def print_results(cfg: RunConfig, metrics: dict) -> None:
-    from tunewise.report import system_title
+    """The results table (headline metrics with 95 % CIs, prompt size and cost per system) and the verdict."""
+    from tunewise.report import HEADLINE, system_title
 
-    table = Table(title=f"{cfg.name}: held-out test split ({cfg.task.type})")
+    table = Table(title=f"{cfg.name}: held-out test split ({cfg.task.type}; [95 % bootstrap CI])")
     table.add_column("system")
     cols = HEADLINE[cfg.task.type]
-    for _, title in cols:
-        table.add_column(title, justify="right")
+    for name in cols:
+        table.add_column(name, justify="right")
     table.add_column("prompt tokens / request", justify="right")
-    for name, values in metrics["test"].items():
+    table.add_column("$ / 1k requests", justify="right")
+    for name in metrics["test"]:
         inf = metrics.get("inference", {}).get(name, {})
-        table.add_row(system_title(name, inf), *[f"{values[k]:.3f}" for k, _ in cols],
-                      f"{inf.get('prompt_tokens_per_request', 0):.0f}")
+        dollars = inf.get("dollars_per_1k_requests")
+        table.add_row(system_title(name, inf), *[_with_ci(metrics, name, m) for m in cols],
+                      f"{inf.get('prompt_tokens_per_request', 0):.0f}",
+                      "–" if dollars is None else f"{dollars:.3g}")
     console.print(table)
+    verdict = metrics.get("verdict")
+    if verdict:
+        style = "bold green" if verdict["ship"] else "bold red"
+        console.print(f"[{style}]{'SHIP' if verdict['ship'] else 'DO NOT SHIP'}[/] {verdict['text']}",
+                      highlight=False)
 
 
 def _run(cfg: RunConfig) -> None:
@@ -170,36 +184,56 @@ def tune_cmd(config: Path = typer.Argument(..., help="YAML run config with a tun
 @app.command("eval")
 @friendly_errors
 def eval_cmd(config: Path = typer.Argument(..., help="YAML run config"),
-             adapter: Path | None = typer.Option(None, help="adapter folder (default: runs/<name>/adapter)")) -> None:
-    """Score the baselines and the fine-tuned adapter on the held-out test split."""
+             adapter: Path | None = typer.Option(None, help="adapter or full-model folder (default: "
+                                                 "runs/<name>/adapter, else runs/<name>/model)"),
+             review: int = typer.Option(0, "--review", min=0, help="also export N side-by-side test examples "
+                                        "(review.csv, review.html), wrong answers first")) -> None:
+    """Score the baselines and the fine-tuned adapter on the held-out test split; write metrics and report."""
     from tunewise.errors import ConfigError
-    from tunewise.evaluate import evaluate_fine_tuned, run_baselines
+    from tunewise.evaluate import evaluate, load_fine_tuned, run_baselines
     from tunewise.models import load_model
     from tunewise.pipeline import RunFolder, stage_data, stage_model, write_results
+    from tunewise.report import export_review, write_report
 
     cfg = load_config(config)
     run = RunFolder(cfg)
-    adapter = adapter or run.path / "adapter"
-    if not (adapter / "adapter_config.json").is_file():
-        raise ConfigError(f"{adapter}: no PEFT adapter here (train first: tunewise train {config})")
+    adapter = adapter or next((p for p in (run.path / "adapter", run.path / "model") if p.is_dir()),
+                              run.path / "adapter")
+    if not ((adapter / "adapter_config.json").is_file() or (adapter / "config.json").is_file()):
+        raise ConfigError(f"{adapter}: no PEFT adapter or fine-tuned model here (train first: tunewise train "
+                          f"{config})")
     data, base = stage_data(cfg, run), stage_model(cfg, run)
     with run.stage("evaluate"):
-        systems = run_baselines(cfg, data, base, load_model(base.path))
-        systems["fine_tuned"] = evaluate_fine_tuned(cfg, data, base, adapter)
-        metrics = write_results(run, data, systems)
+        model = load_model(base.path)
+        baselines = run_baselines(cfg, data, base, model)
+        # Baselines are done with the bare model: an adapter goes on that same copy, not a second one.
+        tuned = load_fine_tuned(base, adapter, model)
+        result = evaluate(cfg, data, base, adapter, baselines, tuned,
+                          None if hasattr(tuned, "disable_adapter") else model)
+        metrics = write_results(run, data, result)
     print_results(cfg, metrics)
+    console.print(f"report: {write_report(run.path, cfg.eval.review_examples)}")
+    if review:
+        csv_path, html_path = export_review(run.path, review)
+        console.print(f"review: {csv_path}  {html_path}")
 
 
 @app.command("report")
 @friendly_errors
-def report_cmd(run_dir: Path = typer.Argument(..., help="a run folder, e.g. runs/demo")) -> None:
-    """(Re)build report.html from a run folder."""
+def report_cmd(run_dir: Path = typer.Argument(..., help="a run folder, e.g. runs/demo"),
+               n: int = typer.Option(10, "--samples", min=0, help="review examples shown in the report"),
+               review: int = typer.Option(0, "--review", min=0, help="also export N examples as CSV and HTML")
+               ) -> None:
+    """(Re)build report.html from a run folder (no model needed)."""
     from tunewise.errors import ConfigError
-    from tunewise.report import write_report
+    from tunewise.report import export_review, write_report
 
     if not (run_dir / "metrics.json").is_file():
         raise ConfigError(f"{run_dir}: no metrics.json (run `tunewise eval` first)")
-    console.print(f"report: {write_report(run_dir)}")
+    console.print(f"report: {write_report(run_dir, n)}")
+    if review:
+        csv_path, html_path = export_review(run_dir, review)
+        console.print(f"review: {csv_path}  {html_path}")
 
 
 PATHS = typer.Argument(..., help="data files (JSONL, JSON, CSV/TSV, Parquet), or one YAML run config")

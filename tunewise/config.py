@@ -186,11 +186,41 @@ class TuneConfig(_Strict):
     )
 
 
+class ForgettingConfig(_Strict):
+    """General ability before vs after fine-tuning, on data unrelated to the task."""
+
+    enabled: bool = True
+    mc_path: Path | None = Field(None, description="JSONL {question, choices, answer}; default: the shipped set")
+    prompts_path: Path | None = Field(
+        None, description="JSONL {prompt, response} for the KL check; default: the shipped set")
+    max_relative_drop: float = Field(0.05, ge=0, lt=1, description="flag a relative accuracy drop above this")
+    max_kl: float | None = Field(None, gt=0, description="flag a mean KL (nats/token) above this; None: report only")
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> ForgettingConfig:
+        for p in (self.mc_path, self.prompts_path):
+            if p is not None and not Path(p).is_file():
+                raise ValueError(f"file not found: {p}")
+        return self
+
+
 class EvalConfig(_Strict):
+    classification_mode: Literal["generate", "score"] = Field(
+        "generate", description="generate: free answer parsed to a label (invalid rate counted); "
+        "score: the label with the highest log-likelihood")
     few_shot_k: int = Field(5, ge=0, description="examples in the few-shot prompt")
-    batch_size: int = Field(16, gt=0)
-    max_new_tokens: int | None = Field(None, gt=0, description="default: longest label + 2 (classification)")
+    few_shot_selection: Literal["random", "similar"] = Field(
+        "random", description="similar: the k training examples nearest by sentence embedding (all-MiniLM-L6-v2)")
+    classical: bool = Field(True, description="TF-IDF + logistic regression baseline (classification)")
+    batch_size: int = Field(16, gt=0, description="prompts per generation batch; examples per scoring batch")
+    score_tokens_per_batch: int = Field(
+        2048, gt=0, description="label scoring and perplexity: continuation rows × their length per forward "
+        "pass; the logits are this × vocabulary, so it bounds memory (raise it on a large GPU)")
+    max_new_tokens: int | None = Field(None, gt=0, description="default: longest label + 14 (classification)")
+    perplexity: bool = Field(True, description="perplexity of the test answers (generation tasks)")
+    bootstrap_resamples: int = Field(1000, ge=100, description="resamples for CIs and paired comparisons")
     review_examples: int = Field(10, ge=0, description="side-by-side examples in the report")
+    forgetting: ForgettingConfig = ForgettingConfig()
 
 
 class RegistryConfig(_Strict):
@@ -310,6 +340,11 @@ def load_config(path: Path | str, overrides: dict | None = None) -> RunConfig:
             if isinstance(data.get(key), list):
                 data[key] = [str((path.parent / p).resolve()) if not Path(p).is_absolute() else p
                              for p in data[key]]
+    forgetting = (raw.get("eval") or {}).get("forgetting") if isinstance(raw.get("eval"), dict) else None
+    if isinstance(forgetting, dict):
+        for key in ("mc_path", "prompts_path"):
+            if isinstance(forgetting.get(key), str) and not Path(forgetting[key]).is_absolute():
+                forgetting[key] = str((path.parent / forgetting[key]).resolve())
     return parse_config(raw, str(path))
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from tunewise.config import RunConfig, dump_config
 from tunewise.data import PreparedData, prepare
-from tunewise.evaluate import SystemResult, evaluate_fine_tuned, run_baselines
+from tunewise.evaluate import EvalResult, evaluate, run_baselines
 from tunewise.models import ResolvedModel, load_model, resolve_model
-from tunewise.report import write_report
+from tunewise.report import export_review, write_report
 from tunewise.train import TrainResult, reproducibility, train
 from tunewise.train.runtime import is_main_process
 
@@ -77,15 +77,25 @@ def stage_model(cfg: RunConfig, run: RunFolder) -> ResolvedModel:
     return base
 
 
-def write_results(run: RunFolder, data: PreparedData, systems: dict[str, SystemResult]) -> dict:
-    metrics = {"test": {name: s.metrics for name, s in systems.items()},
-               "inference": {name: s.inference_json() for name, s in systems.items()}}
+def write_results(run: RunFolder, data: PreparedData, result: EvalResult) -> dict:
+    """metrics.json (every system's metrics, CIs, costs, comparisons, forgetting, verdict) and
+    predictions.jsonl (per test example: each system's output and per-example score, for review and for
+    paired comparisons of later models on the same frozen test set)."""
+    metrics = result.metrics_json()
+    metrics["dataset_hash"] = data.content_hash
+    if not is_main_process():  # under torchrun every rank evaluates; one writer is enough
+        return metrics
     (run.path / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    systems = result.systems
+    scores = {n: s.example_scores() for n, s in systems.items()}
+    correct = {n: s.example_correct() for n, s in systems.items()}
     with (run.path / "predictions.jsonl").open("w", encoding="utf-8") as fh:
         for i, r in enumerate(data.test):
             row = {"input": r.input_text, "reference": r.answer,
                    "outputs": {n: s.outputs[i] for n, s in systems.items()},
-                   "correct": {n: s.predictions[i] == r.answer for n, s in systems.items()}}
+                   "predictions": {n: s.predictions[i] for n, s in systems.items()},
+                   "correct": {n: correct[n][i] for n in systems},
+                   "score": {n: scores[n][i] for n in systems}}
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return metrics
 
@@ -110,13 +120,16 @@ def run(cfg: RunConfig) -> dict:
     base = stage_model(cfg, folder)
     model = load_model(base.path)
     with folder.stage("baselines"):
-        systems = run_baselines(cfg, data, base, model)
+        baselines = run_baselines(cfg, data, base, model)
     trained = stage_train(cfg, folder, data, base, model)
     with folder.stage("evaluate"):
-        systems["fine_tuned"] = evaluate_fine_tuned(cfg, data, base, trained.adapter_dir, trained.model)
-        metrics = write_results(folder, data, systems)
-    with folder.stage("report"):
-        write_report(folder.path, cfg.eval.review_examples)
+        result = evaluate(cfg, data, base, trained.adapter_dir, baselines, trained.model)
+        metrics = write_results(folder, data, result)
+    if is_main_process():
+        with folder.stage("report"):
+            write_report(folder.path, cfg.eval.review_examples)
+            if cfg.eval.review_examples:
+                export_review(folder.path, cfg.eval.review_examples)
     return metrics
 
 

@@ -1,105 +1,152 @@
-"""Evaluation stage: baselines (zero-shot, few-shot) and the fine-tuned model on the held-out test split.
-Entry points: `run_baselines(...)` before training and `evaluate(...)` after; both return SystemResults."""
+"""Evaluation stage: baselines (zero-shot, few-shot, classical) and the fine-tuned model on the held-out
+test split, with bootstrap CIs, paired comparisons, inference cost, a forgetting check and a verdict.
+
+Entry points: `run_baselines(...)` (before training: it needs the untouched base model), then
+`evaluate(...) -> EvalResult`. `score_model(...)` scores one adapter alone, e.g. for a registry's gated
+promotion; `compare_systems(a, b, metric)` is the paired bootstrap between two such results."""
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tunewise.config import RunConfig
 from tunewise.data import PreparedData
-from tunewise.data.prompt import fine_tuned_labels, prompt_messages
+from tunewise.data.prompt import fine_tuned_labels
 from tunewise.data.records import Record
-from tunewise.evaluate.generate import generate
-from tunewise.evaluate.metrics import classification_metrics, generation_metrics, parse_label
+from tunewise.evaluate.classical import classical_baseline
+from tunewise.evaluate.compare import compare_systems, confidence_intervals, resample_indices
+from tunewise.evaluate.forgetting import ForgettingResult, check_forgetting
+from tunewise.evaluate.metrics import per_class
+from tunewise.evaluate.results import HEADLINE, Comparison, SystemResult
+from tunewise.evaluate.shots import choose_shots, similar_shots
+from tunewise.evaluate.systems import score_llm
+from tunewise.evaluate.verdict import Verdict, make_verdict
 from tunewise.models import ResolvedModel, load_model, load_tokenizer
 
+__all__ = [
+    "Comparison",
+    "EvalResult",
+    "SystemResult",
+    "compare_systems",
+    "evaluate",
+    "evaluate_fine_tuned",
+    "run_baselines",
+    "score_model",
+    "score_system",
+    "summarize",
+]
+
+
 @dataclass
-class SystemResult:
-    name: str
-    metrics: dict[str, float]
-    outputs: list[str]  # raw generated text, one per test example
-    predictions: list[str]  # parsed label (classification) or the text itself
-    prompt_tokens_per_request: float
-    generated_tokens_per_request: float
-    seconds: float
-    extra: dict = field(default_factory=dict)
+class EvalResult:
+    task: str
+    systems: dict[str, SystemResult]
+    ci: dict[str, dict[str, tuple[float, float]]]
+    comparisons: list[Comparison]
+    forgetting: ForgettingResult | None
+    verdict: Verdict
+    confidence: float
+    resamples: int
 
-    def inference_json(self) -> dict:
-        n = max(1, len(self.outputs))
-        return {"prompt_tokens_per_request": self.prompt_tokens_per_request,
-                "generated_tokens_per_request": self.generated_tokens_per_request,
-                "seconds_per_request": self.seconds / n, **self.extra}
-
-
-def choose_shots(train: list[Record], k: int, labels: list[str] | None, seed: int) -> list[Record]:
-    """k training examples; for classification, round-robin over labels so every class is shown."""
-    rng = random.Random(seed)
-    if k <= 0 or not train:
-        return []
-    if not labels:
-        return rng.sample(train, min(k, len(train)))
-    by_label = {lab: [r for r in train if r.label == lab] for lab in labels}
-    for pool in by_label.values():
-        rng.shuffle(pool)
-    shots, i = [], 0
-    while len(shots) < k and any(by_label.values()):
-        pool = by_label[labels[i % len(labels)]]
-        if pool:
-            shots.append(pool.pop())
-        i += 1
-    rng.shuffle(shots)
-    return shots
-
-
-def max_new_tokens(cfg: RunConfig, tokenizer, labels: list[str] | None) -> int:
-    if cfg.eval.max_new_tokens:
-        return cfg.eval.max_new_tokens
-    if labels:
-        # Room for a chatty "The topic of this article is politics." too: a base model that answers in a
-        # sentence should be parsed, not cut off and scored as invalid.
-        return max(len(tokenizer(lab, add_special_tokens=False)["input_ids"]) for lab in labels) + 14
-    return 128
-
-
-def score_system(name: str, cfg: RunConfig, data: PreparedData, model, tokenizer, shots=(),
-                 prompt_labels: list[str] | None = None) -> SystemResult:
-    """`prompt_labels`: the label list shown in the prompt (baselines: all labels; fine-tuned: see
-    fine_tuned_labels). Answers are always parsed against the full label set."""
-    prompts = [prompt_messages(r, cfg.task, prompt_labels, shots) for r in data.test]
-    gens = generate(model, tokenizer, prompts, max_new_tokens(cfg, tokenizer, data.labels),
-                    cfg.eval.batch_size, desc=name)
-    refs = [r.answer for r in data.test]
-    if cfg.task.type == "classification":
-        preds = [parse_label(t, data.labels) for t in gens.texts]
-        metrics = classification_metrics(preds, refs, data.labels)
-    else:
-        preds = gens.texts
-        metrics = generation_metrics(preds, refs)
-    n = max(1, len(prompts))
-    return SystemResult(name, metrics, gens.texts, preds, sum(gens.prompt_tokens) / n,
-                        sum(gens.generated_tokens) / n, gens.seconds)
+    def metrics_json(self) -> dict:
+        """metrics.json: `test` maps system → metric → float; everything else sits in other keys."""
+        out = {"task": self.task,
+               "test": {n: s.metrics for n, s in self.systems.items()},
+               "ci": {n: {m: list(v) for m, v in c.items()} for n, c in self.ci.items()},
+               "confidence": self.confidence, "bootstrap_resamples": self.resamples,
+               "inference": {n: s.inference_json() for n, s in self.systems.items()},
+               "comparisons": [c.to_json() for c in self.comparisons],
+               "forgetting": self.forgetting.to_json() if self.forgetting else None,
+               "verdict": self.verdict.to_json()}
+        if self.task == "classification":
+            details = {n: per_class(s.predictions, s.references, s.labels or []) for n, s in self.systems.items()}
+            out["per_class"] = {n: d["per_class"] for n, d in details.items()}
+            out["confusion"] = {n: d["confusion"] for n, d in details.items()}
+        return out
 
 
 def run_baselines(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None) -> dict[str, SystemResult]:
     tokenizer = load_tokenizer(base.path)
     model = model if model is not None else load_model(base.path)
-    shots = choose_shots(data.train, cfg.eval.few_shot_k, data.labels, cfg.seed)
-    results = {"zero_shot": score_system("zero_shot", cfg, data, model, tokenizer, prompt_labels=data.labels)}
-    if shots:
-        results["few_shot"] = score_system("few_shot", cfg, data, model, tokenizer, shots, data.labels)
-        results["few_shot"].extra["k"] = len(shots)
+    results = {"zero_shot": score_llm("zero_shot", cfg, data, model, tokenizer, prompt_labels=data.labels)}
+    k = cfg.eval.few_shot_k
+    if k > 0 and data.train:
+        if cfg.eval.few_shot_selection == "similar":
+            shots = similar_shots(data.train, data.test, k)
+        else:
+            shots = [choose_shots(data.train, k, data.labels, cfg.seed)] * len(data.test)
+        results["few_shot"] = score_llm("few_shot", cfg, data, model, tokenizer, shots, data.labels)
+        results["few_shot"].extra.update(k=min(k, len(data.train)), selection=cfg.eval.few_shot_selection)
+    if cfg.task.type == "classification" and cfg.eval.classical:
+        results["classical"] = classical_baseline(data, cfg.seed, cfg.estimate.prices)
     return results
 
 
-def evaluate_fine_tuned(cfg: RunConfig, data: PreparedData, base: ResolvedModel, adapter_dir: Path,
-                        model=None) -> SystemResult:
-    """Score the fine-tuned model. `model` may be the in-memory PEFT model training returned."""
-    from peft import PeftModel
+def load_fine_tuned(base: ResolvedModel, weights: Path, base_model=None):
+    """The fine-tuned model from `weights`: a PEFT adapter folder (put on the base; `base_model`, if already
+    loaded, is reused and modified) or a full fine-tuned model folder (safetensors)."""
+    weights = Path(weights)
+    if (weights / "adapter_config.json").is_file():
+        from peft import PeftModel
 
+        return PeftModel.from_pretrained(base_model if base_model is not None else load_model(base.path), weights)
+    if (weights / "config.json").is_file() and list(weights.glob("*.safetensors")):
+        return load_model(weights)
+    from tunewise.errors import ConfigError
+
+    raise ConfigError(f"{weights}: neither a PEFT adapter (adapter_config.json) nor a model folder "
+                      "(config.json + safetensors)")
+
+
+def score_model(cfg: RunConfig, data: PreparedData, base: ResolvedModel, adapter_dir: Path, model=None,
+                name: str = "fine_tuned") -> SystemResult:
+    """Score one fine-tuned adapter on the test split (per-example scores included). `model` may be the
+    in-memory PEFT model training returned."""
+    model = model if model is not None else load_fine_tuned(base, adapter_dir)
+    return score_llm(name, cfg, data, model, load_tokenizer(base.path),
+                     prompt_labels=fine_tuned_labels(cfg.task, data.labels))
+
+
+evaluate_fine_tuned = score_model  # the walking skeleton's name, kept for callers
+
+
+def score_system(name: str, cfg: RunConfig, data: PreparedData, model, tokenizer, shots: list[Record] = (),
+                 prompt_labels: list[str] | None = None) -> SystemResult:
+    """The walking skeleton's scorer (one shot list for every example), kept for callers (retrain)."""
+    return score_llm(name, cfg, data, model, tokenizer, [list(shots) for _ in data.test], prompt_labels)
+
+
+def summarize(cfg: RunConfig, systems: dict[str, SystemResult], forgetting: ForgettingResult | None = None
+              ) -> EvalResult:
+    """CIs for every metric of every system, fine-tuned vs each baseline on the headline metrics, verdict."""
+    task = cfg.task.type
+    n = len(next(iter(systems.values())).references)
+    idx = resample_indices(n, cfg.eval.bootstrap_resamples, cfg.seed)
+    ci = {name: confidence_intervals(s, idx) for name, s in systems.items()}
+    comparisons = [compare_systems(systems["fine_tuned"], s, m, idx=idx)
+                   for name, s in systems.items() if name != "fine_tuned" and "fine_tuned" in systems
+                   for m in HEADLINE[task]]
+    verdict = make_verdict(systems, comparisons, forgetting)
+    return EvalResult(task, systems, ci, comparisons, forgetting, verdict, 0.95, cfg.eval.bootstrap_resamples)
+
+
+def evaluate(cfg: RunConfig, data: PreparedData, base: ResolvedModel, adapter_dir: Path,
+             baselines: dict[str, SystemResult], model=None, base_model=None) -> EvalResult:
+    """Score the fine-tuned model, check forgetting against its base, and compare with the baselines.
+    `base_model`: the base, for the forgetting check of a model with no adapter to switch off."""
+    model = model if model is not None else load_fine_tuned(base, adapter_dir)
     tokenizer = load_tokenizer(base.path)
-    if model is None:
-        model = PeftModel.from_pretrained(load_model(base.path), adapter_dir)
-    return score_system("fine_tuned", cfg, data, model, tokenizer,
-                        prompt_labels=fine_tuned_labels(cfg.task, data.labels))
+    systems = {**baselines, "fine_tuned": score_llm("fine_tuned", cfg, data, model, tokenizer,
+                                                    prompt_labels=fine_tuned_labels(cfg.task, data.labels))}
+    systems["fine_tuned"].extra["method"] = cfg.train.method
+    forgetting = None
+    if cfg.eval.forgetting.enabled:
+        # A non-PEFT model (full fine-tuning) has no adapter to switch off: load the base beside it.
+        if hasattr(model, "disable_adapter"):
+            base_model = None
+        elif base_model is None:
+            base_model = load_model(base.path)
+        forgetting = check_forgetting(cfg.eval.forgetting, model, tokenizer, base_model,
+                                      cfg.eval.score_tokens_per_batch)
+    return summarize(cfg, systems, forgetting)

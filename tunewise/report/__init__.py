@@ -1,5 +1,6 @@
-"""Report stage: one self-contained HTML file from what the run folder holds.
-Entry point: `write_report(run_dir) -> Path`. It reads files only, so `tunewise report` can redo it later."""
+"""Report stage: one self-contained HTML file (no network: plots are inline PNGs) from what the run folder
+holds. Entry point: `write_report(run_dir) -> Path`. It reads files only, so `tunewise report` can redo it
+later; `export_review(run_dir, n)` writes the human-review CSV and HTML."""
 
 from __future__ import annotations
 
@@ -8,51 +9,119 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from tunewise.report.plots import loss_curve
+from tunewise.report import plots
+from tunewise.report.review import export_review, review_rows
 
-TITLES = {"zero_shot": "zero-shot (base model)", "few_shot": "few-shot (base model, k={k})",
-          "fine_tuned": "fine-tuned (LoRA)"}
+__all__ = ["HEADLINE", "export_review", "system_title", "write_report"]
+
+TITLES = {"zero_shot": "zero-shot (base model)", "few_shot": "few-shot (base model, k={k}, {selection})",
+          "classical": "TF-IDF + logistic regression", "fine_tuned": "fine-tuned ({method})"}
 HEADLINE = {"classification": ["accuracy", "macro_f1"], "generation": ["rouge_l", "bleu"]}
+PLOTTED = {"classification": ["accuracy", "macro_f1", "micro_f1"], "generation": ["rouge_l", "bleu", "chrf"]}
+ORDER = {"classification": ["accuracy", "macro_f1", "micro_f1", "invalid_rate"],
+         "generation": ["rouge1", "rouge2", "rouge_l", "bleu", "chrf", "exact_match", "perplexity"]}
 
 
 def system_title(name: str, info: dict) -> str:
-    return TITLES.get(name, name).format(k=info.get("k", "?"))
+    return TITLES.get(name, name).format(k=info.get("k", "?"), selection=info.get("selection", "random"),
+                                         method=info.get("method", "adapter"))
 
 
-def _samples(run_dir: Path, systems: list[str], n: int) -> list[dict]:
-    path = run_dir / "predictions.jsonl"
-    if not path.is_file():
+def _json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except ValueError:
+        return None  # a half-written side file must not stop the report; the section is just left out
+
+
+def _short(value, limit: int = 240) -> str:
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}: {_short(v, 60)}" for k, v in value.items() if not isinstance(v, (dict, list)))
+        nested = [k for k, v in value.items() if isinstance(v, (dict, list))]
+        text += (" · " if text and nested else "") + (f"also {', '.join(nested)}" if nested else "")
+    elif isinstance(value, list):
+        text = "; ".join(_short(v, 120) for v in value[:5]) + (f" (+{len(value) - 5} more)" if len(value) > 5 else "")
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _card_summary(card: dict | None) -> list[tuple[str, str]]:
+    """The data card's top-level facts as (key, short text) rows. The card's schema belongs to the data stage,
+    so the report shows what is there (scalars of each section, the first warnings) instead of assuming it;
+    the full card is data/card.html."""
+    if not card:
         return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:n]]
-    return [{"input": r["input"], "reference": r["reference"],
-             "outputs": [{"text": r["outputs"].get(s, ""), "correct": r["correct"].get(s, False)} for s in systems]}
-            for r in rows]
+    return [(key, _short(value)) for key, value in card.items() if value not in (None, {}, [])]
+
+
+def _training_cost(run_dir: Path, manifest: dict, train: dict | None, metrics: dict) -> dict | None:
+    """The estimate made before training (if the training stage wrote one) beside what training took."""
+    estimate = ((train or {}).get("estimate") or (manifest.get("train") or {}).get("estimate")
+                or _json(run_dir / "estimate.json"))
+    if not train and not estimate:
+        return None
+    price = metrics.get("inference", {}).get("fine_tuned", {}).get("price_per_hour")
+    actual_hours = train["seconds"] / 3600 if train else None
+    return {"estimate": estimate, "actual_hours": actual_hours,
+            "actual_usd": actual_hours * price if actual_hours is not None and price is not None else None,
+            "device": metrics.get("inference", {}).get("fine_tuned", {}).get("device")}
+
+
+def _result_rows(metrics: dict, names: list[str], titles: dict[str, str], columns: list[str], best: str) -> list:
+    rows = []
+    for s in names:
+        cells = []
+        for m in columns:
+            v = metrics["test"][s].get(m)
+            lo, hi = metrics.get("ci", {}).get(s, {}).get(m, [None, None])
+            cells.append({"value": v, "lo": lo, "hi": hi})
+        rows.append({"name": s, "title": titles[s], "cells": cells, "best": s == best,
+                     "inference": metrics.get("inference", {}).get(s, {})})
+    return rows
+
+
+def _plots(task: str, metrics: dict, names: list[str], titles: dict[str, str], train: dict | None) -> dict:
+    out = {"bars": plots.metric_bars(metrics["test"], metrics.get("ci", {}), PLOTTED[task], titles),
+           "cost": plots.cost_bars(metrics.get("inference", {}), titles) if metrics.get("inference") else None,
+           "loss": plots.loss_curve(train["train_loss"], train["val_loss"]) if train else None,
+           "confusion": [], "forgetting": None}
+    if metrics.get("confusion"):
+        best = (metrics.get("verdict") or {}).get("best_baseline")
+        for s in [n for n in ("fine_tuned", best) if n in metrics["confusion"]]:
+            out["confusion"].append(plots.confusion_plot(metrics["confusion"][s], titles[s]))
+    if metrics.get("forgetting"):
+        out["forgetting"] = plots.forgetting_plot(metrics["forgetting"])
+    return out
 
 
 def write_report(run_dir: Path, n_samples: int = 10) -> Path:
     run_dir = Path(run_dir)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    train = json.loads((run_dir / "train_result.json").read_text()) if (run_dir / "train_result.json").is_file() \
-        else None
-    task = manifest["task"]
+    manifest = _json(run_dir / "manifest.json") or {}
+    metrics = _json(run_dir / "metrics.json")
+    if metrics is None:
+        from tunewise.errors import ConfigError
+
+        raise ConfigError(f"{run_dir}: no readable metrics.json (run `tunewise eval` first)")
+    train = _json(run_dir / "train_result.json")
+    task = metrics.get("task") or manifest["task"]
     names = list(metrics["test"])
-    headline = HEADLINE[task]
     inference = metrics.get("inference", {})
-    best = max(names, key=lambda s: metrics["test"][s].get(headline[0], 0))
     titles = {s: system_title(s, inference.get(s, {})) for s in names}
-    rows = [{"title": titles[s], "metrics": metrics["test"][s],
-             "prompt_tokens": inference.get(s, {}).get("prompt_tokens_per_request", 0), "best": s == best}
-            for s in names]
+    columns = [m for m in ORDER[task] if any(m in metrics["test"][s] for s in names)]
+    best = max(names, key=lambda s: metrics["test"][s].get(HEADLINE[task][0], 0))
+    systems, samples = review_rows(run_dir, n_samples) if (run_dir / "predictions.jsonl").is_file() else ([], [])
     env = Environment(loader=PackageLoader("tunewise", "report/templates"), autoescape=select_autoescape())
     html = env.get_template("report.html.j2").render(
-        name=manifest["name"], task=task, base_model=manifest["base_model"]["id"],
-        dataset_hash=manifest["dataset"]["content_hash"], seed=manifest["seed"],
-        counts=manifest["dataset"]["counts"], metric_names=headline, rows=rows,
-        verdict=metrics.get("verdict"), train=train,
-        loss_plot=loss_curve(train["train_loss"], train["val_loss"]) if train else None,
-        sample_systems=[titles[s] for s in names],
-        samples=_samples(run_dir, names, n_samples),
+        name=manifest.get("name", run_dir.name), task=task, manifest=manifest,
+        dataset=manifest.get("dataset", {}), columns=columns,
+        rows=_result_rows(metrics, names, titles, columns, best), titles=titles, metrics=metrics,
+        verdict=metrics.get("verdict"), train=train, card=_card_summary(_json(run_dir / "data" / "card.json")),
+        card_html=(run_dir / "data" / "card.html").is_file(),
+        training_cost=_training_cost(run_dir, manifest, train, metrics), plots=_plots(task, metrics, names, titles,
+                                                                                    train),
+        per_class=(metrics.get("per_class") or {}).get("fine_tuned"), forgetting=metrics.get("forgetting"),
+        comparisons=metrics.get("comparisons", []), systems=systems, samples=samples,
     )
     out = run_dir / "report.html"
     out.write_text(html, encoding="utf-8")

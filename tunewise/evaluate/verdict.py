@@ -1,0 +1,72 @@
+"""The verdict: does the fine-tune beat the best cheap alternative, at what cost, and without forgetting?"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from tunewise.evaluate.forgetting import ForgettingResult
+from tunewise.evaluate.results import HEADLINE, Comparison, SystemResult
+
+NAMES = {"zero_shot": "zero-shot", "few_shot": "few-shot", "classical": "TF-IDF + logistic regression",
+         "fine_tuned": "the fine-tuned model"}
+
+
+@dataclass
+class Verdict:
+    ship: bool
+    text: str
+    reasons: list[str]  # why not, when ship is False
+    best_baseline: str | None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _dollars(s: SystemResult) -> str:
+    d = s.inference.dollars_per_1k_requests
+    return "an unknown price" if d is None else f"${d:.3g}"
+
+
+def _cost_sentence(ft: SystemResult, systems: dict[str, SystemResult]) -> str:
+    other = systems.get("few_shot") or systems.get("zero_shot")
+    text = (f"It costs {_dollars(ft)} per 1,000 requests on {ft.inference.device} "
+            f"({ft.inference.prompt_tokens_per_request:.0f} prompt tokens per request)")
+    if other is not None:
+        text += (f" against {_dollars(other)} for {NAMES[other.name]} "
+                 f"({other.inference.prompt_tokens_per_request:.0f} prompt tokens)")
+    return text + "."
+
+
+def _forgetting_sentence(f: ForgettingResult | None) -> str:
+    if f is None:
+        return "Forgetting was not checked."
+    return (f"Forgetting: general multiple-choice accuracy {f.base_accuracy:.2f} → {f.tuned_accuracy:.2f} "
+            f"({0.0 - f.relative_drop:+.0%}, {f.questions} questions), KL from the base model "
+            f"{f.mean_kl:.3g} nats/token.")
+
+
+def make_verdict(systems: dict[str, SystemResult], comparisons: list[Comparison],
+                 forgetting: ForgettingResult | None, confidence: float = 0.95) -> Verdict:
+    ft = systems.get("fine_tuned")
+    baselines = {n: s for n, s in systems.items() if n != "fine_tuned"}
+    if ft is None or not baselines:
+        return Verdict(False, "No verdict: it needs a fine-tuned model and at least one baseline.",
+                       ["nothing to compare"], None)
+    metric = HEADLINE[ft.task][0]
+    best = max(baselines, key=lambda n: baselines[n].metrics[metric])
+    comp = next(c for c in comparisons if c.a == "fine_tuned" and c.b == best and c.metric == metric)
+    lo, hi = comp.ci
+    level = f"{confidence:.0%} CI"
+    text = (f"The fine-tuned model scores {metric} {ft.metrics[metric]:.3f} against {baselines[best].metrics[metric]:.3f} "
+            f"for the best baseline ({NAMES.get(best, best)}): {comp.difference:+.3f} ({level} {lo:+.3f} to "
+            f"{hi:+.3f}, paired bootstrap p = {comp.p_value:.3f}). ")
+    text += _cost_sentence(ft, systems) + " " + _forgetting_sentence(forgetting)
+    reasons = []
+    if lo <= 0:
+        reasons.append(f"it does not beat {NAMES.get(best, best)} on {metric} beyond chance "
+                       f"(the {level} of the difference reaches {lo:+.3f})")
+    if forgetting is not None and forgetting.flagged:
+        reasons.extend(forgetting.reasons)
+    ship = not reasons
+    text += " → ship." if ship else " → don't ship, because " + "; and ".join(reasons) + "."
+    return Verdict(ship, text, reasons, best)

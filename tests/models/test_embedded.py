@@ -23,6 +23,12 @@ def test_conversion_is_cached_safetensors(embedded):
     assert resolve_model("embedded:smollm2-135m-instruct").path == base.path  # second call reuses the cache
 
 
+def test_tokenizer_ends_turns_like_the_gguf_says(embedded):
+    base, tok, model = embedded
+    assert tok.eos_token == "<|im_end|>" and tok.eos_token_id == model.config.eos_token_id
+    assert tok.pad_token_id != tok.bos_token_id
+
+
 def test_generates_a_sensible_answer(embedded):
     from tunewise.evaluate.generate import generate
 

@@ -90,6 +90,15 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    # The GGUF header's end-of-turn id is authoritative; some transformers versions (seen with 5.17 on
+    # SmolLM2) give the converted tokenizer <|im_start|> as EOS and PAD, which then trains answers that never end.
+    eos_id = model.config.eos_token_id
+    if isinstance(eos_id, int) and tok.eos_token_id != eos_id:
+        tok.eos_token = tok.convert_ids_to_tokens(eos_id)
+    if tok.pad_token_id is None or tok.pad_token_id == tok.bos_token_id:
+        tok.pad_token = tok.eos_token
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     tmp.rename(out)  # atomic: a half-converted folder is never mistaken for a finished one

@@ -53,6 +53,7 @@ class TrainResult:
     tokens_seen: int = 0
     world_size: int = 1
     estimate: dict = field(default_factory=dict)
+    peak_gpu_memory_gib: float | None = None  # measured (torch.cuda.max_memory_allocated), beside the estimate
     model: object = field(default=None, repr=False)  # the trained model, still in memory
 
     def to_json(self) -> dict:
@@ -115,6 +116,8 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
 
         checkpoint = last_complete_checkpoint(ckpt_dir)
     trainer = build_trainer(cfg, model, tokenizer, enc, ckpt_dir, device, packing, callbacks or [])
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()  # the baselines ran on this GPU first: measure training alone
     start = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -140,7 +143,13 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
     return TrainResult(out_dir, train_curve, val_curve, seconds, len(enc.train), enc.skipped_too_long, trainable,
                        total, cfg.train.method, enc.replay_examples, state.best_model_checkpoint, stopped,
                        str(checkpoint) if checkpoint else None, packing, attn, state.num_input_tokens_seen,
-                       world_size(), est.to_json(), trainer.model)
+                       world_size(), est.to_json(), _peak_gpu_gib(device), trainer.model)
+
+
+def _peak_gpu_gib(device: str) -> float | None:
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**30, 3) if device == "cuda" else None
 
 
 def _non_finite():

@@ -169,17 +169,18 @@ def main() -> None:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     where = torch.cuda.get_device_name(0) if device == "cuda" else "CPU (tensor bytes, not allocator peak)"
     print(f"device: {where}", flush=True)
+    import transformers
+
+    note = (f"Device: {where}; torch {torch.__version__}, transformers {transformers.__version__}. "
+            f"Command: `python bench/estimate_accuracy.py {' '.join(sys.argv[1:])}`.\n")
     for case in cases(a.tiny):
         if a.only and a.only not in case[0]:
             continue
         row = run_case(*case, a.steps, device)
         lines.append("| " + " | ".join(row) + " |")
         print(lines[-1], flush=True)
-    import transformers
-
-    note = (f"Device: {where}; torch {torch.__version__}, transformers {transformers.__version__}. "
-            f"Command: `python bench/estimate_accuracy.py {' '.join(sys.argv[1:])}`.\n")
-    a.out.write_text("# Training estimate vs measurement\n\n" + note + "\n" + "\n".join(lines) + "\n")
+        # Written after every row: a run cut off by a time limit still leaves what it measured.
+        a.out.write_text("# Training estimate vs measurement\n\n" + note + "\n" + "\n".join(lines) + "\n")
     print(f"wrote {a.out}")
 
 

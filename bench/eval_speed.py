@@ -104,7 +104,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                     help="float32 keeps batched and single outputs bit-comparable")
-    ap.add_argument("--score-n", type=int, default=None, help="prompts for label scoring (default: n // 5)")
+    ap.add_argument("--score-n", type=int, default=None, help="prompts for label scoring (default: n // 5; 0 skips it)")
     ap.add_argument("--labels-file", type=Path, help="JSON list of labels for scoring (e.g. Banking77's 77)")
     ap.add_argument("--score-tokens", type=int, default=8192, help="eval.score_tokens_per_batch")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
@@ -125,25 +125,32 @@ def main() -> None:
     batched_s = time.perf_counter() - start
     same = sum(a == b for a, b in zip(single_texts, gens.texts))
 
-    score_batch = prompts(args.score_n or max(1, args.n // 5), labels)
-    naive_preds, naive_s = score_one_by_one(model, tok, score_batch, labels)
-    start = time.perf_counter()
-    shared_preds, _ = score_labels(model, tok, score_batch, labels, args.score_tokens, args.batch_size)
-    _sync()
-    shared_s = time.perf_counter() - start
-    agree = sum(a == b for a, b in zip(naive_preds, shared_preds))
-
+    # Print each half as soon as it is measured: a run cut off by a time limit still shows the first.
     print("| system                                 | items  | seconds   | items / s  | speed-up |")
     print("|----------------------------------------|--------|-----------|------------|----------|")
     print(row("generate: one prompt at a time", args.n, single_s, single_s))
     print(row(f"generate: tunewise batched ({args.batch_size})", args.n, batched_s, single_s))
-    print(row(f"score {len(labels)} labels: one pair at a time", len(score_batch), naive_s, naive_s))
-    print(row("score labels: tunewise shared prompt", len(score_batch), shared_s, naive_s))
-    print(f"identical generations: {same}/{args.n}; identical label choices: {agree}/{len(score_batch)}")
+    print(f"identical generations: {same}/{args.n}", flush=True)
+    result = {"n": args.n, "single_s": single_s, "batched_s": batched_s, "identical": same}
     if args.json:
-        args.json.write_text(json.dumps({"n": args.n, "single_s": single_s, "batched_s": batched_s,
-                                         "identical": same, "score_n": len(score_batch), "labels": len(labels),
-                                         "naive_score_s": naive_s, "shared_score_s": shared_s, "agree": agree}))
+        args.json.write_text(json.dumps(result))
+
+    score_n = args.n // 5 if args.score_n is None else args.score_n
+    if score_n > 0:
+        score_batch = prompts(score_n, labels)
+        naive_preds, naive_s = score_one_by_one(model, tok, score_batch, labels)
+        start = time.perf_counter()
+        shared_preds, _ = score_labels(model, tok, score_batch, labels, args.score_tokens, args.batch_size)
+        _sync()
+        shared_s = time.perf_counter() - start
+        agree = sum(a == b for a, b in zip(naive_preds, shared_preds))
+        print(row(f"score {len(labels)} labels: one pair at a time", score_n, naive_s, naive_s))
+        print(row("score labels: tunewise shared prompt", score_n, shared_s, naive_s))
+        print(f"identical label choices: {agree}/{score_n}", flush=True)
+        result.update({"score_n": score_n, "labels": len(labels), "naive_score_s": naive_s,
+                       "shared_score_s": shared_s, "agree": agree})
+        if args.json:
+            args.json.write_text(json.dumps(result))
     mismatches = [(i, a, b) for i, (a, b) in enumerate(zip(single_texts, gens.texts)) if a != b][:5]
     for i, a, b in mismatches:
         print(f"  differs #{i}: single={a!r} batched={b!r}")

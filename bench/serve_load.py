@@ -89,8 +89,9 @@ def client(url: str, n: int, max_tokens: int, lat: list, errors: list, i: int) -
         for k in range(n):
             t = time.perf_counter()
             try:
-                r = c.post("/v1/chat/completions", json={"model": "production", "max_tokens": max_tokens,
-                                                         "messages": [{"role": "user", "content": f"{PROMPT} ({i}.{k})"}]})
+                messages = [{"role": "user", "content": f"{PROMPT} ({i}.{k})"}]
+                r = c.post("/v1/chat/completions",
+                           json={"model": "production", "max_tokens": max_tokens, "messages": messages})
                 (lat if r.status_code == 200 else errors).append(time.perf_counter() - t if r.status_code == 200
                                                                  else r.status_code)
             except httpx.HTTPError as err:

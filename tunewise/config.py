@@ -321,17 +321,23 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def load_config(path: Path | str, overrides: dict | None = None) -> RunConfig:
-    """Read a YAML config. Relative data paths are resolved against the config file's folder."""
-    path = Path(path)
+def _read_yaml_mapping(path: Path) -> dict:
+    """A YAML file whose top level is a mapping, or a ConfigError naming the file."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__}: {str(err).splitlines()[0]})")
+        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__}: {str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys")
+    return raw
+
+
+def load_config(path: Path | str, overrides: dict | None = None) -> RunConfig:
+    """Read a YAML config. Relative data paths are resolved against the config file's folder."""
+    path = Path(path)
+    raw = _read_yaml_mapping(path)
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
     data = raw.get("data")
@@ -354,14 +360,7 @@ def load_operate_config(path: Path | str | None) -> OperateConfig:
     if path is None:
         return OperateConfig()
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of keys")
+    raw = _read_yaml_mapping(path)
     if "data" in raw:
         run = load_config(path)
         return OperateConfig(registry=run.registry, serve=run.serve, monitor=run.monitor)

@@ -66,7 +66,8 @@ def test_activation_model_matches_autograd_on_an_unseen_shape(method, bf16, drop
     cfg = {"hidden_size": 320, "intermediate_size": 864, "num_hidden_layers": 4, "num_attention_heads": 10,
            "num_key_value_heads": 5, "vocab_size": 700, "tie_word_embeddings": False}
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**cfg, attn_implementation="sdpa")).to(torch.bfloat16 if bf16 else torch.float32)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    model = LlamaForCausalLM(LlamaConfig(**cfg, attn_implementation="sdpa")).to(dtype)
     if method == "lora":
         model = get_peft_model(model, LoraConfig(r=8, lora_dropout=dropout, target_modules="all-linear"))
     model.train()

@@ -61,7 +61,8 @@ def test_streaming_matches_plain_answer(stack):
     assert len(logged) == 1 and logged[0]["id"] == chunks[0]["id"]
 
 
-@pytest.mark.parametrize("headers,code", [({}, "missing_api_key"), ({"Authorization": "Bearer nope"}, "invalid_api_key"),
+@pytest.mark.parametrize("headers,code", [({}, "missing_api_key"),
+                                          ({"Authorization": "Bearer nope"}, "invalid_api_key"),
                                           ({"Authorization": "Basic abc"}, "missing_api_key")])
 def test_requests_without_a_valid_key_are_refused(stack, headers, code):
     client, _, _ = stack

@@ -57,7 +57,8 @@ def make_verdict(systems: dict[str, SystemResult], comparisons: list[Comparison]
     comp = next(c for c in comparisons if c.a == "fine_tuned" and c.b == best and c.metric == metric)
     lo, hi = comp.ci
     level = f"{confidence:.0%} CI"
-    text = (f"The fine-tuned model scores {metric} {ft.metrics[metric]:.3f} against {baselines[best].metrics[metric]:.3f} "
+    text = (f"The fine-tuned model scores {metric} {ft.metrics[metric]:.3f} "
+            f"against {baselines[best].metrics[metric]:.3f} "
             f"for the best baseline ({NAMES.get(best, best)}): {comp.difference:+.3f} ({level} {lo:+.3f} to "
             f"{hi:+.3f}, paired bootstrap p = {comp.p_value:.3f}). ")
     text += _cost_sentence(ft, systems) + " " + _forgetting_sentence(forgetting)

@@ -8,7 +8,6 @@ import json
 import platform
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 from tunewise.config import RunConfig, dump_config
 from tunewise.data import PreparedData, prepare
@@ -131,7 +130,3 @@ def run(cfg: RunConfig) -> dict:
             if cfg.eval.review_examples:
                 export_review(folder.path, cfg.eval.review_examples)
     return metrics
-
-
-def run_dir_report(run_dir: Path, n: int = 10) -> Path:
-    return write_report(run_dir, n)

@@ -1,19 +1,12 @@
-"""PEFT method wiring."""
+"""`apply_lora(model, lora_cfg)`: LoRA adapters alone, for callers that have no TrainConfig (tests, benches).
+The wiring itself lives in methods.apply_method, so this and training can never drift apart."""
 
 from __future__ import annotations
 
-from tunewise.config import LoraConfig
+from tunewise.config import LoraConfig, TrainConfig
 
 
 def apply_lora(model, cfg: LoraConfig):
-    from peft import LoraConfig as PeftLoraConfig
-    from peft import TaskType, get_peft_model
+    from tunewise.train.methods import apply_method
 
-    peft_cfg = PeftLoraConfig(
-        r=cfg.r,
-        lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
-        target_modules=cfg.target_modules,
-        task_type=TaskType.CAUSAL_LM,
-    )
-    return get_peft_model(model, peft_cfg)
+    return apply_method(model, TrainConfig(method="lora", lora=cfg))

@@ -49,3 +49,24 @@ def test_pairs_below_the_threshold_are_not_merged():
 def test_short_texts_hash_without_error():
     assert shingle_hashes("hi").size == 1
     assert isinstance(shingle_hashes("hello world"), np.ndarray)
+
+
+def test_batched_signatures_equal_one_at_a_time_and_long_rows_are_chunked():
+    from tunewise.data import dedup
+
+    sets = [shingle_hashes(t) for t in ("short one", "another short text here", "x" * 3 + "abcdefghij" * 9000)]
+    together = dedup.signatures(sets, 64)
+    alone = np.stack([dedup.signatures([s], 64)[0] for s in sets])
+    assert (together == alone).all()
+    big = np.arange(dedup.CHUNK * 2 + 7, dtype=np.uint32)
+    whole = dedup._hash(big, 64).min(axis=0).astype(np.uint32)
+    assert (dedup.signatures([big], 64)[0] == whole).all()
+
+
+def test_minhash_estimate_tracks_the_true_jaccard():
+    a = shingle_hashes("how do i top up my card with a bank transfer from my other account")
+    b = shingle_hashes("how do i top up my card with a bank transfer from my savings account")
+    from tunewise.data.dedup import signatures
+
+    sa, sb = signatures([a, b], 256)
+    assert abs(float(np.mean(sa == sb)) - jaccard(a, b)) < 0.1

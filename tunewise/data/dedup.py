@@ -1,13 +1,18 @@
-"""Exact and near-duplicate detection, one row at a time (streaming).
+"""Exact and near-duplicate detection, one row at a time (streaming), with the per-row hashing done in batches.
 
-Exact: a 128-bit digest of the normalised text. Near: character 5-gram shingles, MinHash + LSH from
-`datasketch` to find candidates, then the exact Jaccard of the shingle sets to decide. Because every candidate
-is verified, the LSH banding is tuned for recall (>= 99.9% at the threshold) rather than balanced against
-false positives: a false candidate costs one set intersection, a missed duplicate cannot be recovered.
+Exact: a 128-bit digest of the normalised text. Near: character 5-gram shingles, MinHash + LSH banding to find
+candidates, then the exact Jaccard of the shingle sets to decide. Because every candidate is verified, the
+banding is tuned for recall (>= 99.9% at the threshold) rather than balanced against false positives: a false
+candidate costs one set intersection, a missed duplicate cannot be recovered.
 
 num_perm defaults to 64: the signatures only propose candidates, so their estimation error does not decide
-anything; 64 permutations in 16 bands of 4 find a pair at Jaccard 0.8 with probability 0.9998 and cost half
-of what 128 would per row (the MinHash update dominates the dedup time)."""
+anything; 64 permutations in 16 bands of 4 find a pair at Jaccard 0.8 with probability 0.9998.
+
+Why not datasketch (used here before): its MinHashLSH keeps, per band, a dict from the band's bytes to a
+Python set of keys — about 6 KiB per indexed row at 16 bands, and it was ~35% of the data pass's CPU
+(benchmark, docs/data_doctor.md). Here a band is one 64-bit int in a plain dict pointing at one row id
+(a list only on collision, which is rare), and the MinHash of a whole batch of rows is one vectorised numpy
+computation (multiply-shift hashing of all shingles at once, then a segmented minimum)."""
 
 from __future__ import annotations
 
@@ -15,11 +20,23 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
 
 SHINGLE = 5
 LONG_TEXT = 4096  # shingles kept per row for exact verification; longer rows are verified by their signature
 _POWERS = np.array([31**k for k in range(SHINGLE - 1, -1, -1)], dtype=np.uint32)
+_MAX_PERM = 512
+CHUNK = 32_768  # shingles hashed per numpy call (× num_perm × 8 bytes of temporary memory)
+
+
+def _params(seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, 2**63, size=_MAX_PERM, dtype=np.uint64) * np.uint64(2) + np.uint64(1)  # odd
+    b = rng.integers(0, 2**63, size=_MAX_PERM, dtype=np.uint64)
+    band = rng.integers(1, 2**63, size=_MAX_PERM, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    return a, b, band
+
+
+_A, _B, _BAND = _params()
 
 
 def shingle_hashes(text: str) -> np.ndarray:
@@ -33,6 +50,49 @@ def shingle_hashes(text: str) -> np.ndarray:
     for k in range(1, SHINGLE):
         h = h + cp[k:k + n] * _POWERS[k]
     return np.unique(h)
+
+
+def signatures(shingle_sets: list[np.ndarray], num_perm: int) -> np.ndarray:
+    """MinHash signatures (rows × num_perm, uint32) of many shingle sets, vectorised: each permutation is a
+    multiply-shift hash (a·x + b mod 2^64, top 32 bits; Dietzfelbinger et al. 1997), minimised per row.
+    Sets are hashed in groups of at most CHUNK shingles so the temporary matrix stays ~16 MiB."""
+    out = np.empty((len(shingle_sets), num_perm), dtype=np.uint32)
+    group: list[int] = []
+    total = 0
+    for i, s in enumerate(shingle_sets):
+        if s.size > CHUNK:  # one long row: its own slices, minimum across them
+            out[i] = np.min([_hash(s[j:j + CHUNK], num_perm).min(axis=0) for j in range(0, s.size, CHUNK)], axis=0)
+            continue
+        if total + s.size > CHUNK:
+            _group_min(shingle_sets, group, num_perm, out)
+            group, total = [], 0
+        group.append(i)
+        total += s.size
+    _group_min(shingle_sets, group, num_perm, out)
+    return out
+
+
+def _hash(x: np.ndarray, num_perm: int) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return (x.astype(np.uint64)[:, None] * _A[None, :num_perm] + _B[None, :num_perm]) >> np.uint64(32)
+
+
+def _group_min(sets: list[np.ndarray], group: list[int], num_perm: int, out: np.ndarray) -> None:
+    if not group:
+        return
+    sizes = np.fromiter((sets[i].size for i in group), dtype=np.int64, count=len(group))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    h = _hash(np.concatenate([sets[i] for i in group]), num_perm)
+    out[group] = np.minimum.reduceat(h, starts, axis=0).astype(np.uint32)
+
+
+def band_keys(sigs: np.ndarray, bands: tuple[int, int]) -> np.ndarray:
+    """One 64-bit key per (row, band): a random linear combination of the band's values mod 2^64, so two rows
+    share a key when their band is equal (and, with probability ~2^-64, by accident — then verified anyway)."""
+    b, r = bands
+    part = sigs[:, : b * r].astype(np.uint64).reshape(len(sigs), b, r)
+    with np.errstate(over="ignore"):
+        return (part * _BAND[:r][None, None, :]).sum(axis=2, dtype=np.uint64)
 
 
 def banding(threshold: float, num_perm: int, recall: float = 0.999) -> tuple[int, int]:
@@ -59,62 +119,88 @@ class Match:
 
 @dataclass
 class Probe:
-    """What `find` computed for a row, reused by `add` when the row is kept."""
+    """What the deduper computed for a row (pure functions of its text, so batches can be computed ahead and
+    in worker processes); `find` and `add` use it when the row's turn comes."""
 
     digest: bytes
     shingles: np.ndarray | None = None
-    minhash: MinHash | None = None
+    signature: np.ndarray | None = None  # uint32[num_perm]
+    keys: list[int] | None = None  # one LSH key per band
 
 
 class Deduper:
     def __init__(self, threshold: float = 0.8, num_perm: int = 64, exact: bool = True, near: bool = True):
-        self.threshold, self.use_exact, self.use_near = threshold, exact, near
+        self.threshold, self.use_exact, self.use_near, self.num_perm = threshold, exact, near, num_perm
         self.bands = banding(threshold, num_perm)
-        self._base = MinHash(num_perm=num_perm, hashfunc=_identity)
-        self._lsh = MinHashLSH(num_perm=num_perm, params=self.bands)
+        self._tables: list[dict[int, int | list[int]]] = [{} for _ in range(self.bands[0])]
         self._digests: dict[bytes, int] = {}
         self._kept: dict[int, np.ndarray] = {}  # id → shingles (short rows) or signature (long rows)
         self._long: set[int] = set()
 
+    def probes(self, texts: list[str]) -> list[Probe]:
+        """Digests, shingles, signatures and band keys of a batch of texts, computed together."""
+        out = [Probe(hashlib.blake2b(t.encode(), digest_size=16).digest()) for t in texts]
+        if not self.use_near or not texts:
+            return out
+        shingles = [shingle_hashes(t) for t in texts]
+        sigs = signatures(shingles, self.num_perm)
+        keys = band_keys(sigs, self.bands).tolist()
+        for p, s, sig, k in zip(out, shingles, sigs, keys, strict=True):
+            p.shingles, p.signature, p.keys = s, sig, k
+        return out
+
     def find(self, text: str) -> tuple[Match | None, Probe]:
-        probe = Probe(hashlib.blake2b(text.encode(), digest_size=16).digest())
+        probe = self.probes([text])[0]
+        return self.match(probe), probe
+
+    def match(self, probe: Probe) -> Match | None:
+        """The best duplicate of an already probed row among the rows added so far, or None."""
         if self.use_exact and probe.digest in self._digests:
-            return Match("exact", self._digests[probe.digest], 1.0), probe
-        if not self.use_near:
-            return None, probe
-        probe.shingles = shingle_hashes(text)
-        probe.minhash = self._base.copy()
-        probe.minhash.update_batch(probe.shingles.tolist())
+            return Match("exact", self._digests[probe.digest], 1.0)
+        if not self.use_near or probe.keys is None:
+            return None
         best: Match | None = None
-        for cand in self._lsh.query(probe.minhash):
+        for cand in self._candidates(probe.keys):
             if cand not in self._long and probe.shingles.size <= LONG_TEXT:
                 sim = jaccard(probe.shingles, self._kept[cand])
             else:  # a long row on either side: the MinHash estimate (std <= 0.06 at 64 permutations)
-                sim = float(np.mean(probe.minhash.hashvalues == self._signature(cand)))
+                sim = float(np.mean(probe.signature == self._signature(cand)))
             if sim >= self.threshold and (best is None or sim > best.similarity):
                 best = Match("near", cand, sim)
-        return best, probe
+        return best
+
+    def _candidates(self, keys: list[int]) -> set[int]:
+        found: set[int] = set()
+        for table, key in zip(self._tables, keys, strict=True):
+            hit = table.get(key)
+            if hit is None:
+                continue
+            if isinstance(hit, list):
+                found.update(hit)
+            else:
+                found.add(hit)
+        return found
 
     def _signature(self, row_id: int) -> np.ndarray:
         if row_id in self._long:
             return self._kept[row_id]
-        m = self._base.copy()
-        m.update_batch(self._kept[row_id].tolist())
-        return m.hashvalues
+        return signatures([self._kept[row_id]], self.num_perm)[0]
 
     def add(self, row_id: int, probe: Probe) -> None:
         """Index a kept row so later rows are compared with it."""
         self._digests.setdefault(probe.digest, row_id)
-        if probe.minhash is None:
+        if probe.keys is None:
             return
-        self._lsh.insert(row_id, probe.minhash, check_duplication=False)
+        for table, key in zip(self._tables, probe.keys, strict=True):
+            hit = table.get(key)
+            if hit is None:
+                table[key] = row_id
+            elif isinstance(hit, list):
+                hit.append(row_id)
+            else:
+                table[key] = [hit, row_id]
         if probe.shingles.size > LONG_TEXT:
-            self._kept[row_id] = probe.minhash.hashvalues
+            self._kept[row_id] = probe.signature
             self._long.add(row_id)
         else:
             self._kept[row_id] = probe.shingles
-
-
-def _identity(x: int) -> int:
-    # Shingles arrive already hashed; datasketch mixes them (MurmurHash3 finaliser) before permuting.
-    return x

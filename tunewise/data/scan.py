@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tunewise.config import DataConfig, TaskConfig
 from tunewise.data.clean import check_control, clean_record, dedup_text
-from tunewise.data.dedup import Deduper
+from tunewise.data.dedup import Deduper, Probe
 from tunewise.data.formats import FileFormat, detect_format, sniff, to_record
 from tunewise.data.load import RawRow, Rejected, RowError, iter_rows
 from tunewise.data.pii import find_pii, redact
@@ -163,6 +163,8 @@ class Scanner:
         if not batch:
             return
         lengths = self.counter.count([record_text(r) for _, _, r in batch]) if self.counter else None
+        # Dedup hashing of the whole batch at once (vectorised); the decisions below stay one row at a time.
+        probes = self.dedup.probes([dedup_text(r, self.classification) for _, _, r in batch])
         for i, (source, line, record) in enumerate(batch):
             n_tokens = lengths[i] if lengths else 0
             if lengths and self.counter.context and n_tokens + self._framing > self.counter.context:
@@ -171,15 +173,14 @@ class Scanner:
                                 f"{self.counter.context:,}-token context of {self.counter.name}",
                     "too many tokens for the model context"))
                 continue
-            if self._is_duplicate(source, line, record):
+            if self._is_duplicate(source, line, record, probes[i]):
                 continue
             self._keep(record, n_tokens)
             report.kept += 1
             yield record
 
-    def _is_duplicate(self, source: str, line: int, record: Record) -> bool:
-        text = dedup_text(record, self.classification)
-        match, probe = self.dedup.find(text)
+    def _is_duplicate(self, source: str, line: int, record: Record, probe: Probe) -> bool:
+        match = self.dedup.match(probe)
         if match is not None:
             rep_file, rep_line, rep_label, rep_preview = self._where[match.rep]
             if not self.classification or rep_label == record.label:

@@ -38,6 +38,9 @@ class RowError(ValueError):
         # `kind` is the reason without row-specific details: what the card counts rows by.
         self.field, self.reason, self.kind = field, reason, kind or reason
 
+    def __reduce__(self):  # picklable with all three fields: rows travel to worker processes and back
+        return RowError, (self.field, self.reason, self.kind)
+
 
 @dataclass
 class RawRow:

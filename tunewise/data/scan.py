@@ -17,6 +17,7 @@ from tunewise.data.clean import check_control, clean_record, dedup_text
 from tunewise.data.dedup import Deduper, Probe
 from tunewise.data.formats import FileFormat, detect_format, sniff, to_record
 from tunewise.data.load import RawRow, Rejected, RowError, iter_rows
+from tunewise.data.parallel import chunks, prepare_parallel, resolve_workers
 from tunewise.data.pii import find_pii, redact
 from tunewise.data.records import Record
 from tunewise.data.tokens import TokenCounter, record_text
@@ -61,6 +62,18 @@ class ScanStats:
     warnings: list = field(default_factory=list)
 
 
+@dataclass
+class Prepared:
+    """One row after the work that needs no other row; `error` set means it is quarantined."""
+
+    source: str
+    line: int
+    record: Record | None
+    error: RowError | None = None
+    n_tokens: int = 0
+    probe: Probe | None = None
+
+
 def _preview(text: str, n: int = 100) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
@@ -82,6 +95,7 @@ class Scanner:
         explicit = {k: v for k, v in (("text", data.text_field), ("label", data.label_field)) if k != v}
         self._mapping = {**explicit, **data.columns}
         self._slice_values: dict[str, set[str]] = {}
+        self.workers = 1  # set per scan from data.workers and the input size
 
     def quarantine(self, source: str, line: int, err: RowError) -> None:
         self.stats.quarantine[err.kind] += 1
@@ -93,6 +107,7 @@ class Scanner:
 
     def scan(self, paths: list[Path]) -> Iterator[Record]:
         """Kept records of every file, in file and line order."""
+        self.workers = resolve_workers(self.data.workers, paths)
         for path in paths:
             yield from self._scan_file(Path(path))
 
@@ -104,13 +119,14 @@ class Scanner:
         """Kept records of one stream of rows read in format `fmt` (None: no format fits, all refused)."""
         report = FileReport(name, fmt.describe() if fmt else "(unrecognised)")
         self.stats.files.append(report)
-        batch: list[tuple[str, int, Record]] = []
-        for raw in rows:
+        batch: list[Prepared] = []
+        for item in self._prepared(rows, fmt):
             report.rows += 1
             self.stats.rows += 1
-            record = self._build(raw, fmt)
-            if record is not None:
-                batch.append((raw.source, raw.line, record))
+            if item.error is not None:
+                self.quarantine(item.source, item.line, item.error)
+                continue
+            batch.append(item)
             if len(batch) >= BATCH:
                 yield from self._decide(batch, report)
                 batch = []
@@ -119,25 +135,45 @@ class Scanner:
             report.format = "(empty file)"
             self.stats.warnings.append(f"{name}: empty file, no rows")
 
-    def _build(self, raw, fmt: FileFormat | None) -> Record | None:
+    def _prepared(self, rows: Iterable[RawRow], fmt: FileFormat | None) -> Iterator[Prepared]:
+        if self.workers > 1:
+            yield from prepare_parallel(self, rows, fmt, self.workers)
+            return
+        for chunk in chunks(rows, BATCH):
+            yield from self.prepare_rows(chunk, fmt)
+
+    def prepare_rows(self, rows: list[RawRow], fmt: FileFormat | None) -> list[Prepared]:
+        """The per-row work that needs no other row (validate, clean, PII, token count, dedup hashing), in
+        order; safe to run in a worker process (only `stats.pii*` are touched)."""
+        out = []
+        for raw in rows:
+            try:
+                out.append(Prepared(raw.source, raw.line, self._build(raw, fmt)))
+            except RowError as err:
+                out.append(Prepared(raw.source, raw.line, None, err))
+        kept = [p for p in out if p.record is not None]
+        if not kept:
+            return out
+        lengths = self.counter.count([record_text(p.record) for p in kept]) if self.counter else [0] * len(kept)
+        probes = self.dedup.probes([dedup_text(p.record, self.classification) for p in kept])
+        for p, n, probe in zip(kept, lengths, probes, strict=True):
+            p.n_tokens, p.probe = n, probe
+        return out
+
+    def _build(self, raw: RawRow, fmt: FileFormat | None) -> Record:
         if isinstance(raw.row, RowError):
-            self.quarantine(raw.source, raw.line, raw.row)
-            return None
-        try:
-            if fmt is None:
-                raise RowError("(row)", f"wrong shape: no known format fits the keys {sorted(raw.row)[:6]}",
-                               "wrong shape: unrecognised format")
-            record = to_record(raw, fmt, self.classification, self.labels)
-            size = sum(len(m["content"]) for m in record.messages)
-            if size > self.data.max_row_chars:
-                raise RowError("messages", f"too long: {size:,} characters > data.max_row_chars "
-                                           f"({self.data.max_row_chars:,})", "too long (characters)")
-            check_control(record)
-            clean_record(record)
-            self._pii(record)
-        except RowError as err:
-            self.quarantine(raw.source, raw.line, err)
-            return None
+            raise raw.row
+        if fmt is None:
+            raise RowError("(row)", f"wrong shape: no known format fits the keys {sorted(raw.row)[:6]}",
+                           "wrong shape: unrecognised format")
+        record = to_record(raw, fmt, self.classification, self.labels)
+        size = sum(len(m["content"]) for m in record.messages)
+        if size > self.data.max_row_chars:
+            raise RowError("messages", f"too long: {size:,} characters > data.max_row_chars "
+                                       f"({self.data.max_row_chars:,})", "too long (characters)")
+        check_control(record)
+        clean_record(record)
+        self._pii(record)
         return record
 
     def _pii(self, record: Record) -> None:
@@ -159,25 +195,20 @@ class Scanner:
                 m["content"] = redact(m["content"], hits)
         self.stats.pii_rows.update(seen)
 
-    def _decide(self, batch: list[tuple[str, int, Record]], report: FileReport) -> Iterator[Record]:
-        if not batch:
-            return
-        lengths = self.counter.count([record_text(r) for _, _, r in batch]) if self.counter else None
-        # Dedup hashing of the whole batch at once (vectorised); the decisions below stay one row at a time.
-        probes = self.dedup.probes([dedup_text(r, self.classification) for _, _, r in batch])
-        for i, (source, line, record) in enumerate(batch):
-            n_tokens = lengths[i] if lengths else 0
-            if lengths and self.counter.context and n_tokens + self._framing > self.counter.context:
-                self.quarantine(source, line, RowError(
-                    "messages", f"too many tokens: {n_tokens + self._framing:,} with the prompt framing > the "
-                                f"{self.counter.context:,}-token context of {self.counter.name}",
+    def _decide(self, batch: list[Prepared], report: FileReport) -> Iterator[Record]:
+        context = self.counter.context if self.counter else None
+        for p in batch:
+            if context and p.n_tokens + self._framing > context:
+                self.quarantine(p.source, p.line, RowError(
+                    "messages", f"too many tokens: {p.n_tokens + self._framing:,} with the prompt framing > the "
+                                f"{context:,}-token context of {self.counter.name}",
                     "too many tokens for the model context"))
                 continue
-            if self._is_duplicate(source, line, record, probes[i]):
+            if self._is_duplicate(p.source, p.line, p.record, p.probe):
                 continue
-            self._keep(record, n_tokens)
+            self._keep(p.record, p.n_tokens)
             report.kept += 1
-            yield record
+            yield p.record
 
     def _is_duplicate(self, source: str, line: int, record: Record, probe: Probe) -> bool:
         match = self.dedup.match(probe)

@@ -61,7 +61,8 @@ def signatures(shingle_sets: list[np.ndarray], num_perm: int) -> np.ndarray:
     total = 0
     for i, s in enumerate(shingle_sets):
         if s.size > CHUNK:  # one long row: its own slices, minimum across them
-            out[i] = np.min([_hash(s[j:j + CHUNK], num_perm).min(axis=0) for j in range(0, s.size, CHUNK)], axis=0)
+            out[i] = _top(np.min([_hash(s[j:j + CHUNK], num_perm).min(axis=0)
+                                  for j in range(0, s.size, CHUNK)], axis=0))
             continue
         if total + s.size > CHUNK:
             _group_min(shingle_sets, group, num_perm, out)
@@ -73,8 +74,16 @@ def signatures(shingle_sets: list[np.ndarray], num_perm: int) -> np.ndarray:
 
 
 def _hash(x: np.ndarray, num_perm: int) -> np.ndarray:
+    """a·x + b mod 2^64 for every shingle and permutation, in place. The top-32-bit shift comes after the
+    minimum (`_top`): the shift is monotone, so min(h >> 32) == min(h) >> 32, and the big matrix is spared it."""
     with np.errstate(over="ignore"):
-        return (x.astype(np.uint64)[:, None] * _A[None, :num_perm] + _B[None, :num_perm]) >> np.uint64(32)
+        h = np.multiply(x.astype(np.uint64)[:, None], _A[None, :num_perm])
+        h += _B[None, :num_perm]
+    return h
+
+
+def _top(h: np.ndarray) -> np.ndarray:
+    return (h >> np.uint64(32)).astype(np.uint32)
 
 
 def _group_min(sets: list[np.ndarray], group: list[int], num_perm: int, out: np.ndarray) -> None:
@@ -83,7 +92,7 @@ def _group_min(sets: list[np.ndarray], group: list[int], num_perm: int, out: np.
     sizes = np.fromiter((sets[i].size for i in group), dtype=np.int64, count=len(group))
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     h = _hash(np.concatenate([sets[i] for i in group]), num_perm)
-    out[group] = np.minimum.reduceat(h, starts, axis=0).astype(np.uint32)
+    out[group] = _top(np.minimum.reduceat(h, starts, axis=0))
 
 
 def band_keys(sigs: np.ndarray, bands: tuple[int, int]) -> np.ndarray:

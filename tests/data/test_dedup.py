@@ -70,3 +70,33 @@ def test_minhash_estimate_tracks_the_true_jaccard():
 
     sa, sb = signatures([a, b], 256)
     assert abs(float(np.mean(sa == sb)) - jaccard(a, b)) < 0.1
+
+
+def test_results_are_the_same_across_index_flushes(monkeypatch):
+    import random
+
+    from tunewise.data import band_index
+
+    rnd = random.Random(3)
+    vocab = ["card", "declined", "shop", "top", "up", "bank", "transfer", "exchange", "rate", "euros", "lost",
+             "yesterday", "evening", "refund", "pending", "atm", "cash", "limit", "pin", "account"]
+    rows = [" ".join(rnd.choice(vocab) for _ in range(10)) for _ in range(24)]
+    rows += [r + "!" for r in rows[:12]] + rows[12:18]  # 12 near duplicates, 6 exact ones
+    def run(flush: int) -> list:
+        monkeypatch.setattr(band_index, "FLUSH", flush)
+        d, found = Deduper(), []
+        for start in range(0, len(rows), 5):  # batches, as the scanner calls it
+            probes = d.probes(rows[start:start + 5])
+            d.lookup(probes)
+            for i, p in enumerate(probes, start):
+                m = d.match(p)
+                found.append(None if m is None else (m.kind, m.rep))
+                if m is None:
+                    d.add(i, p)
+        return found
+
+    unflushed, flushed = run(10**9), run(3)
+    assert flushed == unflushed
+    assert sum(f is not None and f[0] == "near" for f in flushed) == 12
+    assert sum(f is not None and f[0] == "exact" for f in flushed) == 6
+    assert flushed[:24] == [None] * 24

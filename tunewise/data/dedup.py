@@ -10,16 +10,19 @@ anything; 64 permutations in 16 bands of 4 find a pair at Jaccard 0.8 with proba
 
 Why not datasketch (used here before): its MinHashLSH keeps, per band, a dict from the band's bytes to a
 Python set of keys — about 6 KiB per indexed row at 16 bands, and it was ~35% of the data pass's CPU
-(benchmark, docs/data_doctor.md). Here a band is one 64-bit int in a plain dict pointing at one row id
-(a list only on collision, which is rare), and the MinHash of a whole batch of rows is one vectorised numpy
-computation (multiply-shift hashing of all shingles at once, then a segmented minimum)."""
+(benchmark, docs/data_doctor.md). Here a band is one 64-bit key in a compact index (band_index.py: ~12 bytes
+per band entry), and the MinHash of a whole batch of rows is one vectorised numpy computation
+(multiply-shift hashing of all shingles at once, then a segmented minimum)."""
 
 from __future__ import annotations
 
 import hashlib
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
+
+from tunewise.data.band_index import BandIndex, ShingleStore
 
 SHINGLE = 5
 LONG_TEXT = 4096  # shingles kept per row for exact verification; longer rows are verified by their signature
@@ -33,10 +36,11 @@ def _params(seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a = rng.integers(1, 2**63, size=_MAX_PERM, dtype=np.uint64) * np.uint64(2) + np.uint64(1)  # odd
     b = rng.integers(0, 2**63, size=_MAX_PERM, dtype=np.uint64)
     band = rng.integers(1, 2**63, size=_MAX_PERM, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    return a, b, band
+    salt = rng.integers(0, 2**63, size=_MAX_PERM, dtype=np.uint64) * np.uint64(2)
+    return a, b, band, salt
 
 
-_A, _B, _BAND = _params()
+_A, _B, _BAND, _SALT = _params()
 
 
 def shingle_hashes(text: str) -> np.ndarray:
@@ -96,12 +100,13 @@ def _group_min(sets: list[np.ndarray], group: list[int], num_perm: int, out: np.
 
 
 def band_keys(sigs: np.ndarray, bands: tuple[int, int]) -> np.ndarray:
-    """One 64-bit key per (row, band): a random linear combination of the band's values mod 2^64, so two rows
-    share a key when their band is equal (and, with probability ~2^-64, by accident — then verified anyway)."""
+    """One 64-bit key per (row, band): a random linear combination of the band's values mod 2^64, xor a
+    per-band salt so all bands can share one table. Two rows share a key when their band is equal (or, with
+    probability ~2^-64, by accident — then the exact Jaccard check rejects the candidate)."""
     b, r = bands
     part = sigs[:, : b * r].astype(np.uint64).reshape(len(sigs), b, r)
     with np.errstate(over="ignore"):
-        return (part * _BAND[:r][None, None, :]).sum(axis=2, dtype=np.uint64)
+        return (part * _BAND[:r][None, None, :]).sum(axis=2, dtype=np.uint64) ^ _SALT[None, :b]
 
 
 def banding(threshold: float, num_perm: int, recall: float = 0.999) -> tuple[int, int]:
@@ -134,17 +139,19 @@ class Probe:
     digest: bytes
     shingles: np.ndarray | None = None
     signature: np.ndarray | None = None  # uint32[num_perm]
-    keys: list[int] | None = None  # one LSH key per band
+    keys: np.ndarray | None = None  # uint64, one LSH key per band
+    candidates: set[int] | None = None  # slots from the index's sorted part (`Deduper.lookup`)
 
 
 class Deduper:
     def __init__(self, threshold: float = 0.8, num_perm: int = 64, exact: bool = True, near: bool = True):
         self.threshold, self.use_exact, self.use_near, self.num_perm = threshold, exact, near, num_perm
         self.bands = banding(threshold, num_perm)
-        self._tables: list[dict[int, int | list[int]]] = [{} for _ in range(self.bands[0])]
+        self._index = BandIndex()
+        self._kept = ShingleStore()  # slot → shingles (short rows) or signature (long rows)
+        self._long: set[int] = set()  # slots of long rows
+        self._ids = array("q")  # slot → the caller's row id
         self._digests: dict[bytes, int] = {}
-        self._kept: dict[int, np.ndarray] = {}  # id → shingles (short rows) or signature (long rows)
-        self._long: set[int] = set()
 
     def probes(self, texts: list[str]) -> list[Probe]:
         """Digests, shingles, signatures and band keys of a batch of texts, computed together."""
@@ -153,63 +160,58 @@ class Deduper:
             return out
         shingles = [shingle_hashes(t) for t in texts]
         sigs = signatures(shingles, self.num_perm)
-        keys = band_keys(sigs, self.bands).tolist()
+        keys = band_keys(sigs, self.bands)
         for p, s, sig, k in zip(out, shingles, sigs, keys, strict=True):
             p.shingles, p.signature, p.keys = s, sig, k
         return out
 
+    def lookup(self, probes: list[Probe]) -> None:
+        """Candidates of a batch in the index's sorted part, in one vectorised call; rows added after this
+        (earlier rows of the same batch) are still seen by `match`. Call before matching a batch."""
+        if self._index.due():
+            self._index.flush()
+            self._kept.flush()
+        near = [p for p in probes if p.keys is not None]
+        if near:
+            for p, found in zip(near, self._index.lookup(np.stack([p.keys for p in near])), strict=True):
+                p.candidates = found
+
     def find(self, text: str) -> tuple[Match | None, Probe]:
         probe = self.probes([text])[0]
+        self.lookup([probe])
         return self.match(probe), probe
 
     def match(self, probe: Probe) -> Match | None:
-        """The best duplicate of an already probed row among the rows added so far, or None."""
+        """The best duplicate of a probed (and looked-up) row among the rows added so far, or None."""
         if self.use_exact and probe.digest in self._digests:
             return Match("exact", self._digests[probe.digest], 1.0)
         if not self.use_near or probe.keys is None:
             return None
         best: Match | None = None
-        for cand in self._candidates(probe.keys):
-            if cand not in self._long and probe.shingles.size <= LONG_TEXT:
-                sim = jaccard(probe.shingles, self._kept[cand])
+        for slot in self._index.recent(probe.keys, probe.candidates or set()):
+            if slot not in self._long and probe.shingles.size <= LONG_TEXT:
+                sim = jaccard(probe.shingles, self._kept[slot])
             else:  # a long row on either side: the MinHash estimate (std <= 0.06 at 64 permutations)
-                sim = float(np.mean(probe.signature == self._signature(cand)))
+                sim = float(np.mean(probe.signature == self._signature(slot)))
             if sim >= self.threshold and (best is None or sim > best.similarity):
-                best = Match("near", cand, sim)
+                best = Match("near", self._ids[slot], sim)
         return best
 
-    def _candidates(self, keys: list[int]) -> set[int]:
-        found: set[int] = set()
-        for table, key in zip(self._tables, keys, strict=True):
-            hit = table.get(key)
-            if hit is None:
-                continue
-            if isinstance(hit, list):
-                found.update(hit)
-            else:
-                found.add(hit)
-        return found
-
-    def _signature(self, row_id: int) -> np.ndarray:
-        if row_id in self._long:
-            return self._kept[row_id]
-        return signatures([self._kept[row_id]], self.num_perm)[0]
+    def _signature(self, slot: int) -> np.ndarray:
+        if slot in self._long:
+            return self._kept[slot]
+        return signatures([self._kept[slot]], self.num_perm)[0]
 
     def add(self, row_id: int, probe: Probe) -> None:
         """Index a kept row so later rows are compared with it."""
         self._digests.setdefault(probe.digest, row_id)
         if probe.keys is None:
             return
-        for table, key in zip(self._tables, probe.keys, strict=True):
-            hit = table.get(key)
-            if hit is None:
-                table[key] = row_id
-            elif isinstance(hit, list):
-                hit.append(row_id)
-            else:
-                table[key] = [hit, row_id]
+        slot = len(self._ids)
+        self._ids.append(row_id)
+        self._index.add(slot, probe.keys)
         if probe.shingles.size > LONG_TEXT:
-            self._kept[row_id] = probe.signature
-            self._long.add(row_id)
+            self._kept.append(probe.signature)
+            self._long.add(slot)
         else:
-            self._kept[row_id] = probe.shingles
+            self._kept.append(probe.shingles)

@@ -197,6 +197,7 @@ class Scanner:
 
     def _decide(self, batch: list[Prepared], report: FileReport) -> Iterator[Record]:
         context = self.counter.context if self.counter else None
+        self.dedup.lookup([p.probe for p in batch])
         for p in batch:
             if context and p.n_tokens + self._framing > context:
                 self.quarantine(p.source, p.line, RowError(

@@ -288,7 +288,9 @@ def main() -> int:
     kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the worker processes (reaped when a file ends)
     # CPU seconds (all threads) as well as wall time: on a shared machine wall time mostly measures the neighbours.
     cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
-    cpu += kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime
+    cpu_workers = kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime
+    cpu_main = cpu
+    cpu += cpu_workers
     peak = cpu1.ru_maxrss / 1024
     base_s = baseline(src, tmp / "plain.jsonl")
 
@@ -302,6 +304,7 @@ def main() -> int:
         f"| tunewise data check + clean (validate, clean, PII, tokens, dedup, card) | {seconds:.1f} | "
         f"{args.rows / seconds:,.0f} | {cpu:.1f} | {args.rows / cpu:,.0f} |"
     )
+    print(f"CPU s: main process {cpu_main:.1f}, worker processes {cpu_workers:.1f}")
     at = "; ".join(f"at {k:,} rows {v:.0f} MiB" for k, v in marks.items())
     print(f"\nRSS (main + workers) before the pass (tokenizer, libraries) {rss_start:.0f} MiB; {at}; "
           f"peak sampled every 2,000 rows {peak_total[0]:.0f} MiB (main process alone: peak {peak:.0f} MiB)")

@@ -143,6 +143,34 @@ class Probe:
     candidates: set[int] | None = None  # slots from the index's sorted part (`Deduper.lookup`)
 
 
+@dataclass
+class PackedProbes:
+    """Probes of many rows as a few flat arrays: what worker processes send back. Pickling a numpy array per
+    row and field cost more than computing it (0.6 s out + 0.6 s back per 20k rows, 26 MB; measured)."""
+
+    digests: list[bytes]
+    shingles: np.ndarray  # all rows' shingles, concatenated
+    offsets: np.ndarray
+    signatures: np.ndarray
+    keys: np.ndarray
+
+
+def pack(probes: list[Probe]) -> PackedProbes | list[Probe]:
+    if not probes or any(p.shingles is None for p in probes):
+        return probes
+    offsets = np.concatenate([[0], np.cumsum([p.shingles.size for p in probes])])
+    return PackedProbes([p.digest for p in probes], np.concatenate([p.shingles for p in probes]), offsets,
+                        np.stack([p.signature for p in probes]), np.stack([p.keys for p in probes]))
+
+
+def unpack(packed: PackedProbes | list[Probe]) -> list[Probe]:
+    if isinstance(packed, list):
+        return packed
+    o = packed.offsets.tolist()
+    return [Probe(d, packed.shingles[o[i]:o[i + 1]], packed.signatures[i], packed.keys[i])
+            for i, d in enumerate(packed.digests)]
+
+
 class Deduper:
     def __init__(self, threshold: float = 0.8, num_perm: int = 64, exact: bool = True, near: bool = True):
         self.threshold, self.use_exact, self.use_near, self.num_perm = threshold, exact, near, num_perm

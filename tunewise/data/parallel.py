@@ -10,6 +10,7 @@ queue), so memory stays flat however long the input is."""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 from collections import Counter, deque
@@ -17,6 +18,8 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tunewise.data.dedup import pack, unpack
 
 if TYPE_CHECKING:
     from tunewise.data.formats import FileFormat
@@ -44,12 +47,16 @@ def chunks(rows: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _work(task: tuple[list[RawRow], FileFormat | None]) -> tuple[list[Prepared], Counter, Counter]:
+def _work(task: tuple[list[RawRow], FileFormat | None]) -> tuple:
     scanner = _SCANNER
     scanner.stats.pii.clear()
     scanner.stats.pii_rows.clear()
     prepared = scanner.prepare_rows(*task)
-    return prepared, Counter(scanner.stats.pii), Counter(scanner.stats.pii_rows)
+    with_probe = [p for p in prepared if p.probe is not None]
+    packed = pack([p.probe for p in with_probe])
+    for p in with_probe:
+        p.probe = None
+    return prepared, packed, Counter(scanner.stats.pii), Counter(scanner.stats.pii_rows)
 
 
 def prepare_parallel(scanner: Scanner, rows: Iterable[RawRow], fmt: FileFormat | None,
@@ -59,7 +66,14 @@ def prepare_parallel(scanner: Scanner, rows: Iterable[RawRow], fmt: FileFormat |
     _SCANNER = scanner
     ctx = mp.get_context("fork")
     pending: deque = deque()
-    with ctx.Pool(workers) as pool:
+    # Objects alive at fork go to the permanent generation while the workers start: the children's collector
+    # then never walks (and so never copies on write) the parent's ~0.5 GB of libraries and tokenizer.
+    gc.freeze()
+    try:
+        pool = ctx.Pool(workers)
+    finally:
+        gc.unfreeze()
+    with pool:
         for chunk in chunks(rows, CHUNK):
             pending.append(pool.apply_async(_work, ((chunk, fmt),)))
             if len(pending) >= 2 * workers:
@@ -68,8 +82,10 @@ def prepare_parallel(scanner: Scanner, rows: Iterable[RawRow], fmt: FileFormat |
             yield from _merge(scanner, pending.popleft().get())
 
 
-def _merge(scanner: Scanner, result: tuple[list[Prepared], Counter, Counter]) -> list[Prepared]:
-    prepared, pii, pii_rows = result
+def _merge(scanner: Scanner, result: tuple) -> list[Prepared]:
+    prepared, packed, pii, pii_rows = result
+    for p, probe in zip((p for p in prepared if p.record is not None), unpack(packed), strict=True):
+        p.probe = probe
     scanner.stats.pii.update(pii)
     scanner.stats.pii_rows.update(pii_rows)
     return prepared

@@ -176,19 +176,22 @@ def generate(data: Path, n: int, out: Path, seed: int = 0) -> dict:
     return planted
 
 
-def rss_mb() -> float:
-    """RSS of this process plus its worker processes (forked pages shared with the parent are counted twice,
-    so this overstates the machine's real use)."""
+def rss_mb() -> tuple[float, float]:
+    """(RSS, PSS) in MiB of this process plus its worker processes. RSS counts the pages the forked workers
+    share with the parent once per process, so its sum overstates the machine's use; PSS splits each shared
+    page between the processes sharing it, so its sum is what the machine really holds."""
     import psutil
 
     me = psutil.Process()
-    total = me.memory_info().rss
-    for child in me.children(recursive=True):
+    rss = pss = 0
+    for proc in [me, *me.children(recursive=True)]:
         try:
-            total += child.memory_info().rss
+            info = proc.memory_full_info()
         except psutil.Error:
-            pass
-    return total / 2**20
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return rss / 2**20, pss / 2**20
 
 
 def baseline(path: Path, out: Path) -> float:
@@ -269,13 +272,14 @@ def main() -> int:
                                                                  "workers": args.workers}})
     counter = load_counter(cfg.model.base)
     marks, seen = {}, [m for m in (50_000, 100_000, 200_000) if m <= args.rows]
-    peak_total, next_sample = [0.0], [0]
+    peak_total, next_sample = [(0.0, 0.0)], [0]
 
     def progress(stats) -> None:
         if seen and stats.rows >= seen[0]:
             marks[seen.pop(0)] = rss_mb()
         if stats.rows >= next_sample[0]:  # every 2,000 rows: main + workers, the peak the machine sees
-            peak_total[0] = max(peak_total[0], rss_mb())
+            now = rss_mb()
+            peak_total[0] = (max(peak_total[0][0], now[0]), max(peak_total[0][1], now[1]))
             next_sample[0] = stats.rows + 2000
 
     rss_start = rss_mb()
@@ -305,9 +309,10 @@ def main() -> int:
         f"{args.rows / seconds:,.0f} | {cpu:.1f} | {args.rows / cpu:,.0f} |"
     )
     print(f"CPU s: main process {cpu_main:.1f}, worker processes {cpu_workers:.1f}")
-    at = "; ".join(f"at {k:,} rows {v:.0f} MiB" for k, v in marks.items())
-    print(f"\nRSS (main + workers) before the pass (tokenizer, libraries) {rss_start:.0f} MiB; {at}; "
-          f"peak sampled every 2,000 rows {peak_total[0]:.0f} MiB (main process alone: peak {peak:.0f} MiB)")
+    at = "; ".join(f"at {k:,} rows {v[0]:.0f} / {v[1]:.0f} MiB" for k, v in marks.items())
+    print(f"\nmemory, RSS / PSS summed over main + workers: before the pass (tokenizer, libraries) "
+          f"{rss_start[0]:.0f} / {rss_start[1]:.0f} MiB; {at}; peak (sampled every 2,000 rows) "
+          f"{peak_total[0][0]:.0f} / {peak_total[0][1]:.0f} MiB; main process alone: peak RSS {peak:.0f} MiB")
     print("\n| planted problem | found | planted |\n|---|---:|---:|")
     for kind, found, n in score(planted, tmp / "out"):
         print(f"| {kind} | {found} | {n} |")

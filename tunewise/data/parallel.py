@@ -33,10 +33,10 @@ _SCANNER: Scanner | None = None  # the scanner the forked workers inherit
 
 def resolve_workers(setting: int | str, paths: list[Path]) -> int:
     """Worker processes for this input: `auto` is min(2, CPUs) for inputs over ~20k rows, else 1 (serial)."""
+    if "fork" not in mp.get_all_start_methods():  # Windows: serial (workers inherit the scanner by fork)
+        return 1
     if setting != "auto":
         return int(setting)
-    if "fork" not in mp.get_all_start_methods():
-        return 1
     size = sum(Path(p).stat().st_size for p in paths if Path(p).is_file())
     return min(2, os.cpu_count() or 1) if size >= AUTO_MIN_BYTES else 1
 

@@ -100,3 +100,12 @@ def test_results_are_the_same_across_index_flushes(monkeypatch):
     assert sum(f is not None and f[0] == "near" for f in flushed) == 12
     assert sum(f is not None and f[0] == "exact" for f in flushed) == 6
     assert flushed[:24] == [None] * 24
+
+
+def test_batched_shingles_equal_one_text_at_a_time():
+    from tunewise.data.dedup import shingle_batch
+
+    texts = ["", "hi", "abcd", "abcde", "hello world", "naïve café 😀 emoji", "x" * 50, "short", "a\nb\tc d"]
+    for got, text in zip(shingle_batch(texts), texts, strict=True):
+        assert (got == shingle_hashes(text)).all() and got.dtype == np.uint32
+    assert shingle_batch([]) == []

@@ -262,8 +262,8 @@ class Deduper:
         slot = len(self._ids)
         self._ids.append(row_id)
         self._index.add(slot, probe.keys)
-        if probe.shingles.size > LONG_TEXT:
-            self._kept.append(probe.signature)
+        if probe.shingles.size > LONG_TEXT:  # a copy: the signature is a view of its whole batch's array
+            self._kept.append(probe.signature.copy())
             self._long.add(slot)
         else:
             self._kept.append(probe.shingles)

@@ -68,6 +68,15 @@ def test_data_check_writes_the_card_and_exits_0_with_warnings(tmp_path, tiny_mod
     assert strict.exit_code == 1 and "--strict: 1 rows quarantined" in strict.output
 
 
+def test_data_clean_honours_strict_but_still_writes_the_clean_rows(tmp_path, tiny_model_dir):
+    path = _data_file(tmp_path, [*GOOD, {"text": 5, "label": "a"}])
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["data", "clean", str(path), "--out", str(out), "--model", str(tiny_model_dir),
+                                 "--strict"])
+    assert result.exit_code == 1 and "--strict: 1 rows quarantined" in result.output
+    assert len((out / "clean.jsonl").read_text().splitlines()) == len(GOOD)
+
+
 def test_data_check_exit_1_when_no_row_is_usable_and_2_for_usage(tmp_path, tiny_model_dir):
     path = _data_file(tmp_path, [{"text": 5}, {"label": "x"}])
     result = runner.invoke(app, ["data", "check", str(path), "--out", str(tmp_path / "o"),

@@ -328,6 +328,7 @@ def data_clean(paths: list[Path] = PATHS, out: Path = OUT, task: str = TASK, mod
                       text_field=text_field, label_field=label_field, threshold=threshold)
     card = check(cfg, out, out / "clean.jsonl")
     print_card(card, out)
+    _strict_exit(card, strict)
     console.print(f"clean data: {out / 'clean.jsonl'} ({card.counts['usable']} rows)")
     _strict_exit(card, strict)
 

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tunewise.config import TrainConfig
-from tunewise.models.estimate import DEVICES, ModelShape, estimate
+from tunewise.models.estimate import DEVICES, ModelShape, estimate, saved_activation_bytes
 from tunewise.train.methods import apply_method
 
 LLAMA3_8B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
@@ -87,20 +87,6 @@ def tensor_bytes(model, opt) -> int:
     return params + grads + states
 
 
-def saved_bytes(model, ids) -> int:
-    params = {p.data_ptr() for p in model.parameters()}
-    seen = {}
-
-    def pack(t):
-        if t.data_ptr() not in params:
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, labels=ids)
-    return sum(seen.values())
-
-
 def measure(model, batch: int, seq: int, steps: int, device: str) -> tuple[float, float]:
     """(peak GiB, seconds per step)."""
     vocab = model.config.vocab_size
@@ -126,7 +112,7 @@ def measure(model, batch: int, seq: int, steps: int, device: str) -> tuple[float
         peak = torch.cuda.max_memory_allocated()
     else:  # CPU: exact tensor bytes, with gradients present as at the end of backward
         model(input_ids=ids, labels=ids).loss.backward()
-        peak = tensor_bytes(model, opt) + saved_bytes(model, ids)
+        peak = tensor_bytes(model, opt) + saved_activation_bytes(model, ids)
     return peak / 1024**3, sum(times) / len(times)
 
 

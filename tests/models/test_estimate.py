@@ -5,7 +5,14 @@ import json
 import pytest
 import torch
 
-from tunewise.models.estimate import ModelShape, activation_bytes, estimate, read_shape, trainable_params
+from tunewise.models.estimate import (
+    ModelShape,
+    activation_bytes,
+    estimate,
+    read_shape,
+    saved_activation_bytes,
+    trainable_params,
+)
 
 LLAMA3_8B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
              "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
@@ -39,22 +46,6 @@ def test_qlora_needs_less_memory_than_lora_and_full_more_than_both():
     assert not estimate(shape, "full", **kw, device="L4").fits
 
 
-def _saved_bytes(model, ids, autocast: bool) -> int:
-    """Bytes of the distinct non-parameter tensors autograd saves for backward (what activations cost)."""
-    params = {p.data_ptr() for p in model.parameters()}
-    seen = {}
-
-    def pack(t):
-        if t.data_ptr() not in params:
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with (torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
-          torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)):
-        model(input_ids=ids, labels=ids)
-    return sum(seen.values())
-
-
 @pytest.mark.parametrize("method,bf16,dropout", [("lora", True, 0.05), ("lora", False, 0.0), ("full", True, 0.0),
                                                  ("lora", True, 0.0), ("full", False, 0.0),
                                                  ("lora", False, 0.1)])
@@ -72,7 +63,8 @@ def test_activation_model_matches_autograd_on_an_unseen_shape(method, bf16, drop
         model = get_peft_model(model, LoraConfig(r=8, lora_dropout=dropout, target_modules="all-linear"))
     model.train()
     seq = 96
-    measured = _saved_bytes(model, torch.randint(0, 700, (1, seq)), autocast=bf16)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        measured = saved_activation_bytes(model, torch.randint(0, 700, (1, seq)))
     predicted = activation_bytes(ModelShape.from_config(cfg), method, seq, seq, bf16=bf16, dropout=dropout,
                                  gradient_checkpointing=False, attention_scores=False)
     assert predicted == pytest.approx(measured, rel=0.15)

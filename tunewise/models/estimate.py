@@ -228,3 +228,22 @@ def _device(name: str) -> dict:
     if key is None:
         raise ValueError(f"unknown device {name!r}; known: {', '.join(DEVICES)}")
     return DEVICES[key]
+
+
+def saved_activation_bytes(model, input_ids) -> int:
+    """Measured activation memory: bytes of the distinct non-parameter tensors autograd saves for backward
+    in one forward pass (run it inside any autocast context you want measured). The estimator's activation
+    terms are checked against this, in tests and in bench/estimate_accuracy.py."""
+    import torch
+
+    params = {p.data_ptr() for p in model.parameters()}
+    seen = {}
+
+    def pack(t):
+        if t.data_ptr() not in params:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=input_ids, labels=input_ids)
+    return sum(seen.values())

@@ -13,6 +13,8 @@ two are warm-up and not timed. Needs torch, transformers, peft (+ bitsandbytes f
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import sys
 import time
 from pathlib import Path
@@ -36,13 +38,17 @@ TOY = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 688, "num
        "max_position_embeddings": 4096}
 
 
-def cases(tiny: bool) -> list[tuple[str, dict, str, int, int]]:
-    """(name, config, method, batch, seq)."""
+CONFIGS = {"Llama-3-8B": LLAMA3_8B, "SmolLM2-135M": SMOLLM2_135M, "toy": TOY}
+
+
+def cases(tiny: bool) -> list[tuple[str, str, list[tuple[int, int]]]]:
+    """(model name, method, [(batch, seq), ...]): one model build per entry."""
     if tiny:
-        return [("toy", TOY, "lora", b, s) for b, s in ((1, 64), (4, 128), (2, 256))] + \
-               [("toy", TOY, "full", 2, 128)]
-    out = [("Llama-3-8B", LLAMA3_8B, m, 1, s) for m in ("lora", "qlora") for s in (512, 1024, 2048, 4096)]
-    return out + [("SmolLM2-135M", SMOLLM2_135M, "lora", b, s) for b, s in ((8, 256), (8, 1024), (4, 4096))]
+        return [("toy", "lora", [(1, 64), (4, 128), (2, 256)]), ("toy", "full", [(2, 128)])]
+    seqs = [(1, s) for s in (512, 1024, 2048, 4096)]
+    return [("Llama-3-8B", "lora", seqs), ("Llama-3-8B", "qlora", seqs),
+            ("SmolLM2-135M", "lora", [(8, 256), (8, 1024), (4, 4096)]),
+            ("SmolLM2-135M", "full", [(32, 64), (8, 1024)])]
 
 
 def build(config: dict, method: str, device: str):
@@ -123,51 +129,92 @@ def device_key(device: str) -> str:
     return next((k for k in DEVICES if k.upper() in name), "H100")
 
 
-def run_case(name, config, method, batch, seq, steps, device) -> list[str]:
-    est = estimate(ModelShape.from_config(config), method, batch_size=batch, seq_len=seq,
-                   tokens_per_epoch=batch * seq, epochs=1, device=device_key(device))
-    try:
-        model = build(config, method, device)
-        peak, step_s = measure(model, batch, seq, steps, device)
-    except torch.OutOfMemoryError:
-        peak, step_s = float("nan"), float("nan")
-    finally:
-        model = None
-        if device == "cuda":
-            torch.cuda.empty_cache()
+def estimate_row(m: dict) -> list[str]:
+    """One table row from a measurement, with the estimator as it is now (so the table can be rebuilt from
+    saved measurements after the estimator changes, without re-measuring)."""
+    est = estimate(ModelShape.from_config(CONFIGS[m["model"]]), m["method"], batch_size=m["batch"],
+                   seq_len=m["seq"], tokens_per_epoch=m["batch"] * m["seq"], epochs=1, device=m["device_key"])
+    peak, step_s = m["peak_gib"], m["step_s"]
     mem_err = (est.peak_memory_gib - peak) / peak * 100
-    time_err = (est.seconds_per_epoch - step_s) / step_s * 100
-    return [name, method, f"{batch}x{seq}", f"{est.peak_memory_gib:.2f}", f"{peak:.2f}", f"{mem_err:+.1f}%",
-            f"{est.seconds_per_epoch * 1000:.0f}", f"{step_s * 1000:.0f}", f"{time_err:+.1f}%"]
+    step_est = est.seconds_per_epoch  # one epoch of batch x seq tokens = one optimizer step
+    time_err = (step_est - step_s) / step_s * 100
+    return [m["model"], m["method"], f"{m['batch']}x{m['seq']}", f"{est.peak_memory_gib:.2f}", f"{peak:.2f}",
+            f"{mem_err:+.1f}%", f"{step_est * 1000:.0f}", f"{step_s * 1000:.0f}", f"{time_err:+.1f}%"]
+
+
+def measure_group(name, config, method, shapes, steps, device) -> list[dict]:
+    """Build the model once per (model, method), then measure each (batch, seq) on it."""
+    out = []
+    _free(device)
+    model = build(config, method, device)
+    for batch, seq in shapes:
+        _free(device)
+        if device == "cuda":  # the peak from here on: the weights plus one training step's tensors
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            peak, step_s = measure(model, batch, seq, steps, device)
+        except torch.OutOfMemoryError:
+            peak, step_s = float("nan"), float("nan")
+        out.append({"model": name, "method": method, "batch": batch, "seq": seq, "peak_gib": peak,
+                    "step_s": step_s, "device_key": device_key(device)})
+        yield out[-1]
+    model = None
+    _free(device)
+
+
+def _free(device: str) -> None:
+    # peft models hold reference cycles: without a collection the previous case's 16 GB of weights stay
+    # allocated and inflate the next peak (the first run of this bench measured exactly that).
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+HEADER = ["model", "method", "batch x seq", "est. GiB", "measured GiB", "mem err", "est. ms/step",
+          "measured ms/step", "time err"]
+
+
+def write_table(path: Path, note: str, measured: list[dict]) -> None:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(estimate_row(m)) + " |" for m in measured]
+    path.write_text("# Training estimate vs measurement\n\n" + note + "\n" + "\n".join(lines) + "\n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="toy shapes on CPU")
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--only", help="substring of the model name to run, e.g. Llama")
+    ap.add_argument("--only", help="substring of 'model method' to run, e.g. Llama or qlora")
     ap.add_argument("--out", type=Path, required=True, help="markdown file for the table")
+    ap.add_argument("--json", type=Path, help="measurements file (default: --out with .json)")
+    ap.add_argument("--from-json", action="store_true",
+                    help="re-estimate saved measurements with the current estimator; no model is run")
     a = ap.parse_args()
+    json_path = a.json or a.out.with_suffix(".json")
+    if a.from_json:
+        saved = json.loads(json_path.read_text())
+        write_table(a.out, saved["note"], saved["rows"])
+        print(a.out.read_text())
+        return
     device = "cpu" if a.tiny or not torch.cuda.is_available() else "cuda"
     torch.manual_seed(0)
-    header = ["model", "method", "batch x seq", "est. GiB", "measured GiB", "mem err", "est. ms/step",
-              "measured ms/step", "time err"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     where = torch.cuda.get_device_name(0) if device == "cuda" else "CPU (tensor bytes, not allocator peak)"
     print(f"device: {where}", flush=True)
     import transformers
 
     note = (f"Device: {where}; torch {torch.__version__}, transformers {transformers.__version__}. "
             f"Command: `python bench/estimate_accuracy.py {' '.join(sys.argv[1:])}`.\n")
-    for case in cases(a.tiny):
-        if a.only and a.only not in case[0]:
+    measured: list[dict] = []
+    for name, method, shapes in cases(a.tiny):
+        if a.only and a.only not in f"{name} {method}":
             continue
-        row = run_case(*case, a.steps, device)
-        lines.append("| " + " | ".join(row) + " |")
-        print(lines[-1], flush=True)
-        # Written after every row: a run cut off by a time limit still leaves what it measured.
-        a.out.write_text("# Training estimate vs measurement\n\n" + note + "\n" + "\n".join(lines) + "\n")
-    print(f"wrote {a.out}")
+        for m in measure_group(name, CONFIGS[name], method, shapes, a.steps, device):
+            measured.append(m)
+            print("| " + " | ".join(estimate_row(m)) + " |", flush=True)
+            # Written after every row: a run cut off by a time limit still leaves what it measured.
+            json_path.write_text(json.dumps({"note": note, "rows": measured}, indent=1))
+            write_table(a.out, note, measured)
+    print(f"wrote {a.out} and {json_path}")
 
 
 if __name__ == "__main__":

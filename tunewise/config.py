@@ -141,6 +141,10 @@ class TrainConfig(_Strict):
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the answer-token loss")
+    neftune_alpha: float | None = Field(
+        None, gt=0, description="NEFTune: noise on input embeddings while training (e.g. 5); None = off"
+    )
     eval_batch_size: int = Field(16, gt=0)
     logging_steps: int = Field(5, gt=0)
     eval_steps: int | None = Field(None, gt=0, description="evaluate (and checkpoint) every N steps; None = per epoch")

@@ -88,3 +88,16 @@ def test_tensorboard_events_replay_and_token_count(tmp_path, tiny_base):
     assert list((cfg.run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert result.tokens_seen == result.estimate["tokens_per_epoch"]
     assert all(math.isfinite(v) for _, v in result.train_loss)
+
+
+def test_label_smoothing_and_neftune_change_the_training_loss(tmp_path, tiny_base):
+    def first_loss(**train_kw):
+        cfg = tiny_config(tmp_path / str(len(train_kw)) / "_".join(train_kw), learning_rate=1e-9, **train_kw)
+        return train(cfg, tiny_data(), tiny_base).train_loss[0][1]
+
+    plain = first_loss()
+    # The smoothed loss adds eps * (mean -log p over the vocabulary), larger than the answer NLL for a
+    # near-uniform tiny model's wrong tokens; NEFTune's embedding noise changes the logits themselves.
+    assert first_loss(label_smoothing=0.1) != pytest.approx(plain, rel=1e-4)
+    assert first_loss(neftune_alpha=5.0) != pytest.approx(plain, rel=1e-4)
+    assert first_loss() == pytest.approx(plain, rel=1e-5)  # the test itself is deterministic

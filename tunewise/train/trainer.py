@@ -82,6 +82,8 @@ def training_args(cfg: RunConfig, out_dir: Path, device: str, packing: bool, has
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
+        label_smoothing_factor=t.label_smoothing,
+        neftune_noise_alpha=t.neftune_alpha,
         warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 here is a ratio of total steps
         lr_scheduler_type="cosine",
         logging_steps=t.logging_steps,

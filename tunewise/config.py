@@ -131,6 +131,25 @@ class ReplayConfig(_Strict):
     path: Path | None = Field(None, description="JSONL of {prompt, completion} or {messages}; default: shipped set")
 
 
+class FastConfig(_Strict):
+    """The fast training path (tunewise.train.fast). Each component can be switched off to measure it."""
+
+    enabled: Literal["auto"] | bool = Field(
+        "auto", description="auto: on for CUDA and a Llama-family model (llama, mistral, qwen2, qwen3), plain "
+        "transformers + PEFT otherwise; one log line says which path runs and why")
+    loss: Literal["auto", "chunked", "liger", "off"] = Field(
+        "auto", description="LM head + cross-entropy without the full logits: chunked (pure torch), liger "
+        "(Liger Kernel's fused kernel, CUDA), auto = liger when installed on CUDA, else chunked; off = plain")
+    loss_chunk_tokens: int = Field(1024, gt=0, description="tokens per LM-head chunk ([chunk, vocab] fp32 live)")
+    kernels: Literal["auto"] | bool = Field(
+        "auto", description="Liger Kernel's fused RMSNorm, SwiGLU and RoPE (CUDA, when liger-kernel is installed)")
+    fused_lora: bool = Field(True, description="LoRA layers as one autograd function (no input copy, fused add)")
+    checkpoint_layers: float = Field(
+        1.0, ge=0, le=1, description="share of decoder layers checkpointed when train.gradient_checkpointing "
+        "is on (spread evenly); the others keep activations and skip the recompute")
+    compile: bool = Field(False, description="torch.compile each decoder layer (falls back to eager on failure)")
+
+
 class TrainConfig(_Strict):
     method: Literal["lora", "dora", "qlora", "full"] = "lora"
     lora: LoraConfig = LoraConfig()
@@ -155,11 +174,18 @@ class TrainConfig(_Strict):
         "auto", description="padding-free packing; auto = on where attention is varlen (CUDA + flash_attention_2)"
     )
     gradient_checkpointing: bool = False
+    fast: FastConfig = Field(FastConfig(), description="the fast path; `fast: false` (or true/auto) is short for "
+                             "fast.enabled")
     deterministic: bool = Field(False, description="deterministic kernels (slower on GPU)")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(
         default_factory=lambda: ["tensorboard", "mlflow"], description="each used when its package is installed"
     )
     replay: ReplayConfig = ReplayConfig()
+
+    @field_validator("fast", mode="before")
+    @classmethod
+    def _fast_shorthand(cls, v):
+        return {"enabled": v} if isinstance(v, bool) or v == "auto" else v
 
 
 class EstimateConfig(_Strict):

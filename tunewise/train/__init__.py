@@ -16,6 +16,7 @@ from tunewise.config import RunConfig
 from tunewise.data import PreparedData
 from tunewise.models import ResolvedModel, load_model, load_tokenizer, pick_device
 from tunewise.train.checkpoints import load_trained, mark_finished, prepare_checkpoints, trained_weights_dir
+from tunewise.train.fast import apply_fast_path
 from tunewise.train.plan import encode_data, encode_split, plan
 from tunewise.train.runtime import (
     TrainError,
@@ -54,6 +55,7 @@ class TrainResult:
     world_size: int = 1
     estimate: dict = field(default_factory=dict)
     peak_gpu_memory_gib: float | None = None  # measured (torch.cuda.max_memory_allocated), beside the estimate
+    fast_path: dict = field(default_factory=dict)  # tunewise.train.fast.FastPath: which components ran
     model: object = field(default=None, repr=False)  # the trained model, still in memory
 
     def to_json(self) -> dict:
@@ -106,6 +108,7 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
     attn = attention_implementation(cfg, device)
     packing = use_packing(cfg, device, attn)
     model = _prepare_model(cfg, base, device, attn, model)
+    fast = apply_fast_path(model, cfg.train, device, log=is_main_process())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
 
@@ -115,7 +118,8 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
         from tunewise.train.checkpoints import last_complete_checkpoint
 
         checkpoint = last_complete_checkpoint(ckpt_dir)
-    trainer = build_trainer(cfg, model, tokenizer, enc, ckpt_dir, device, packing, callbacks or [])
+    trainer = build_trainer(cfg, model, tokenizer, enc, ckpt_dir, device, packing, callbacks or [],
+                            trainer_checkpointing=cfg.train.gradient_checkpointing and fast.checkpointed_layers is None)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()  # the baselines ran on this GPU first: measure training alone
     start = time.perf_counter()
@@ -143,7 +147,7 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
     return TrainResult(out_dir, train_curve, val_curve, seconds, len(enc.train), enc.skipped_too_long, trainable,
                        total, cfg.train.method, enc.replay_examples, state.best_model_checkpoint, stopped,
                        str(checkpoint) if checkpoint else None, packing, attn, state.num_input_tokens_seen,
-                       world_size(), est.to_json(), _peak_gpu_gib(device), trainer.model)
+                       world_size(), est.to_json(), _peak_gpu_gib(device), fast.to_json(), trainer.model)
 
 
 def _peak_gpu_gib(device: str) -> float | None:

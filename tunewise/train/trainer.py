@@ -69,7 +69,10 @@ def _checkpointing(on: bool) -> dict:
     return {name: on, f"{name}_kwargs": {"use_reentrant": False}}
 
 
-def training_args(cfg: RunConfig, out_dir: Path, device: str, packing: bool, has_val: bool):
+def training_args(cfg: RunConfig, out_dir: Path, device: str, packing: bool, has_val: bool,
+                  trainer_checkpointing: bool | None = None):
+    """trainer_checkpointing: whether the Trainer switches activation checkpointing on (default:
+    train.gradient_checkpointing); False when the fast path already did, for a chosen share of the layers."""
     from transformers import TrainingArguments
 
     t = cfg.train
@@ -95,7 +98,7 @@ def training_args(cfg: RunConfig, out_dir: Path, device: str, packing: bool, has
         full_determinism=t.deterministic,
         use_cpu=device == "cpu",
         bf16=device == "cuda",
-        **_checkpointing(t.gradient_checkpointing),
+        **_checkpointing(t.gradient_checkpointing if trainer_checkpointing is None else trainer_checkpointing),
         remove_unused_columns=False,
         dataloader_num_workers=0,
         # Sorting by length cuts padding, which on CPU is most of the wasted time; packing has none to cut.
@@ -107,12 +110,12 @@ def training_args(cfg: RunConfig, out_dir: Path, device: str, packing: bool, has
 
 
 def build_trainer(cfg: RunConfig, model, tokenizer, enc, out_dir: Path, device: str, packing: bool,
-                  callbacks: list) -> GuardedTrainer:
+                  callbacks: list, trainer_checkpointing: bool | None = None) -> GuardedTrainer:
     from transformers import EarlyStoppingCallback
     from transformers.trainer_callback import ProgressCallback
 
     has_val = bool(enc.val)
-    args = training_args(cfg, out_dir, device, packing, has_val)
+    args = training_args(cfg, out_dir, device, packing, has_val, trainer_checkpointing)
     names, reporters = _reporters(cfg, cfg.run_dir)
     args.report_to = names
     pad = PadCollator(tokenizer.pad_token_id)

@@ -1,0 +1,142 @@
+"""The fast path computes the same loss and gradients as plain transformers + PEFT (float32, tiny Llama)."""
+
+import copy
+
+import pytest
+import torch
+
+from tests.fixtures.tiny import build_model
+from tunewise.config import FastConfig, LoraConfig, TrainConfig
+from tunewise.train.fast import apply_fast_path, decide
+from tunewise.train.fast.loss import causal_lm_loss
+from tunewise.train.lora import apply_lora
+from tunewise.train.tokenize import IGNORE, PadCollator, packed_collator
+
+VOCAB = 97
+TOL = 1e-3
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def _batch(seed: int = 0, rows: int = 3, width: int = 14) -> dict:
+    """Right-padded rows of different lengths, labels on the answer part only (completion-only training)."""
+    g = torch.Generator().manual_seed(seed)
+    feats = []
+    for n, prompt in zip((width, width - 4, width - 7)[:rows], (5, 3, 2)):
+        ids = torch.randint(4, VOCAB, (n,), generator=g).tolist()
+        feats.append({"input_ids": ids, "labels": [IGNORE] * prompt + ids[prompt:]})
+    return feats
+
+
+def _lora_model(dropout: float = 0.0, seed: int = 0):
+    model = apply_lora(build_model(VOCAB, seed=seed), LoraConfig(r=4, alpha=8, dropout=dropout))
+    g = torch.Generator().manual_seed(seed + 1)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # PEFT starts B at zero, which would make every A gradient zero: test real ones
+            p.data = torch.randn(p.shape, generator=g) * 0.1
+    return model
+
+
+def _loss_and_grads(model, batch: dict, seed: int = 0) -> tuple[torch.Tensor, dict]:
+    model.train()
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # the same dropout masks on both paths
+    loss = model(**batch).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _fast(model, gc: bool = False, **fast):
+    train = TrainConfig(fast={"enabled": True, "loss_chunk_tokens": 5, **fast}, gradient_checkpointing=gc)
+    return apply_fast_path(model, train, "cpu", log=False)
+
+
+def _assert_same(plain, fast):
+    (loss_p, grads_p), (loss_f, grads_f) = plain, fast
+    assert abs(loss_f.item() - loss_p.item()) / abs(loss_p.item()) < TOL
+    assert grads_p.keys() == grads_f.keys() and grads_p
+    worst = max(grads_p, key=lambda n: _rel(grads_f[n], grads_p[n]))
+    assert _rel(grads_f[worst], grads_p[worst]) < TOL, worst
+    assert all(g.abs().sum() > 0 for g in grads_p.values())  # every compared gradient is a real one
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_lora_fast_path_matches_plain_with_padding_and_ignored_labels(dropout):
+    plain = _lora_model(dropout)
+    fast = copy.deepcopy(plain)
+    report = _fast(fast)
+    assert report.loss == "chunked" and report.fused_lora_layers == 2 * 7  # 2 layers × q,k,v,o,gate,up,down
+    batch = PadCollator(pad_id=3)(_batch())
+    _assert_same(_loss_and_grads(plain, batch), _loss_and_grads(fast, batch))
+
+
+def test_full_finetuning_fast_path_matches_plain_for_every_parameter():
+    plain = build_model(VOCAB, seed=2)  # tied embeddings: the LM-head gradient lands on the embedding too
+    fast = copy.deepcopy(plain)
+    _fast(fast)
+    batch = PadCollator(pad_id=3)(_batch(seed=5))
+    p, f = _loss_and_grads(plain, batch), _loss_and_grads(fast, batch)
+    assert len(p[1]) == sum(1 for _ in plain.parameters())
+    _assert_same(p, f)
+
+
+def test_packed_batch_gives_the_padded_batch_loss_and_gradients():
+    plain = _lora_model()
+    fast = copy.deepcopy(plain)
+    _fast(fast)
+    feats = _batch(seed=7)
+    padded = _loss_and_grads(plain, PadCollator(pad_id=3)(feats))
+    packed_batch = packed_collator()(feats)
+    assert packed_batch["input_ids"].shape[0] == 1  # one row, positions restarting per example
+    _assert_same(padded, _loss_and_grads(fast, packed_batch))
+
+
+def test_selective_checkpointing_keeps_the_gradients():
+    plain = _lora_model()
+    fast = copy.deepcopy(plain)
+    report = _fast(fast, gc=True, checkpoint_layers=0.5)
+    assert report.checkpointed_layers == 1
+    layers = fast.get_base_model().model.layers
+    assert [layer.gradient_checkpointing for layer in layers] == [False, True]
+    batch = PadCollator(pad_id=3)(_batch(seed=3))
+    _assert_same(_loss_and_grads(plain, batch), _loss_and_grads(fast, batch))
+
+
+def test_each_component_can_be_switched_off():
+    model = _lora_model()
+    report = _fast(model, loss="off", fused_lora=False)
+    assert (report.loss, report.fused_lora_layers, report.kernels) == ("plain", 0, False)
+    assert "forward" not in vars(model.get_base_model())  # the model's own forward, untouched
+
+
+def test_evaluation_still_returns_logits():
+    model = _lora_model()
+    _fast(model)
+    model.eval()
+    out = model(**PadCollator(pad_id=3)(_batch()))
+    assert out.logits is not None and out.loss is not None
+
+
+def test_chunked_loss_matches_cross_entropy_in_float64_with_accumulation_normaliser():
+    g = torch.Generator().manual_seed(11)
+    hidden = torch.randn(2, 9, 8, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(33, 8, dtype=torch.float64, generator=g, requires_grad=True)
+    labels = torch.randint(0, 33, (2, 9), generator=g)
+    labels[0, :4] = IGNORE
+    logits = hidden @ weight.t()
+    ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 33), labels[:, 1:].reshape(-1),
+                                            ignore_index=IGNORE, reduction="sum") / 40
+    got = causal_lm_loss(hidden, weight, labels, num_items_in_batch=torch.tensor(40), chunk_tokens=3)
+    assert abs(got.item() - ref.item()) < 1e-6
+    for a, b in zip(torch.autograd.grad(got, (hidden, weight)), torch.autograd.grad(ref, (hidden, weight))):
+        assert _rel(a, b) < 1e-6
+
+
+def test_auto_runs_the_plain_path_on_cpu_and_on_unsupported_models():
+    assert decide(FastConfig(), "cpu", "llama") == (False, "auto and the device is cpu, not CUDA")
+    on, why = decide(FastConfig(enabled=True), "cpu", "gpt2")
+    assert not on and "gpt2" in why
+    assert decide(FastConfig(), "cuda", "llama")[0] and decide(FastConfig(enabled=True), "cpu", "qwen2")[0]
+    assert not decide(FastConfig(enabled=False), "cuda", "llama")[0]

@@ -1,0 +1,127 @@
+"""The fast training path: the same model, loss and gradients as plain transformers + PEFT, computed with less
+memory traffic and less memory. Entry point: `apply_fast_path(model, train_cfg, device) -> FastPath`.
+
+Components, each switchable in `train.fast` and measured one at a time in bench/train_speed.py:
+- loss:        LM head + cross-entropy a chunk at a time, never the full logits (loss.py; Liger's on CUDA)
+- kernels:     Liger Kernel's Triton RMSNorm, SwiGLU and RoPE (CUDA, when liger-kernel is installed)
+- fused_lora:  LoRA layers as one autograd function with the scale and add in the GEMM epilogue (lora.py)
+- checkpoint_layers: activation checkpointing on a share of the decoder layers (train.gradient_checkpointing)
+- compile:     torch.compile of each decoder layer
+Padding-free packing is the collator's job (train.packing); the loss here handles packed rows unchanged."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from types import MethodType
+
+from tunewise.config import FastConfig, TrainConfig
+from tunewise.train.fast.layers import (
+    LIGER_PATCH,
+    apply_liger_kernels,
+    compile_layers,
+    enable_checkpointing,
+    liger_available,
+)
+from tunewise.train.fast.loss import causal_lm_loss
+from tunewise.train.fast.lora import fuse_lora_layers
+
+SUPPORTED = set(LIGER_PATCH)  # decoder families whose CausalLM forward is model → lm_head → loss
+
+__all__ = ["FastPath", "apply_fast_path", "causal_lm_loss", "decide", "hf_model_of"]
+
+
+@dataclass
+class FastPath:
+    enabled: bool
+    reason: str
+    loss: str = "plain"  # plain | chunked | liger
+    kernels: bool = False
+    fused_lora_layers: int = 0
+    checkpointed_layers: int | None = None  # None: the Trainer's own setting applies
+    compiled_layers: int = 0
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return f"plain path ({self.reason})"
+        ckpt = "off" if self.checkpointed_layers is None else f"{self.checkpointed_layers} layers"
+        return (f"fast path ({self.reason}): loss {self.loss}, Liger kernels {'on' if self.kernels else 'off'}, "
+                f"fused LoRA layers {self.fused_lora_layers}, checkpointing {ckpt}, "
+                f"compiled layers {self.compiled_layers}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def hf_model_of(model):
+    """The transformers model inside a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def decide(fast: FastConfig, device: str, model_type: str) -> tuple[bool, str]:
+    """Whether the fast path runs, and why (the reason goes into the log line and the train result)."""
+    if fast.enabled is False:
+        return False, "train.fast.enabled is false"
+    if model_type not in SUPPORTED:
+        return False, f"model type {model_type!r} is not one of {sorted(SUPPORTED)}"
+    if fast.enabled == "auto" and device != "cuda":
+        return False, f"auto and the device is {device}, not CUDA"
+    return True, "on by train.fast.enabled" if fast.enabled is True else "auto: CUDA and a supported model"
+
+
+def _fast_forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                  inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, **kwargs):
+    """CausalLM forward for training: decoder → chunked loss, no logits. Evaluation and generation (no labels,
+    or eval mode) take the model's own forward, since they need the logits."""
+    if labels is None or not self.training:
+        return type(self).forward(self, input_ids=input_ids, attention_mask=attention_mask,
+                                  position_ids=position_ids, past_key_values=past_key_values,
+                                  inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache,
+                                  logits_to_keep=logits_to_keep, **kwargs)
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    num_items = kwargs.pop("num_items_in_batch", None)
+    shift_labels = kwargs.pop("shift_labels", None)
+    out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                     past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
+    opts = self._tunewise_fast_loss
+    loss = causal_lm_loss(out.last_hidden_state, self.lm_head.weight, labels, num_items, shift_labels,
+                          chunk_tokens=opts["chunk_tokens"], impl=opts["impl"])
+    return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=out.past_key_values,
+                                  hidden_states=out.hidden_states, attentions=out.attentions)
+
+
+def _loss_impl(fast: FastConfig, device: str) -> str:
+    if fast.loss == "auto":
+        return "liger" if device == "cuda" and liger_available() else "chunked"
+    if fast.loss == "liger" and not (device == "cuda" and liger_available()):
+        return "chunked"  # Liger needs CUDA and the package; the pure-torch loss computes the same thing
+    return fast.loss
+
+
+def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True) -> FastPath:
+    """Apply the enabled components to `model` (a transformers CausalLM, PEFT-wrapped or not) in place.
+    Gradient checkpointing, when train.gradient_checkpointing is on, is enabled here (the Trainer's own
+    switch must then stay off): the fast path decides which layers are checkpointed."""
+    fast = train.fast
+    hf = hf_model_of(model)
+    on, reason = decide(fast, device, getattr(hf.config, "model_type", "?"))
+    result = FastPath(on, reason)
+    if on:
+        impl = _loss_impl(fast, device)
+        if impl != "off":
+            hf._tunewise_fast_loss = {"impl": impl, "chunk_tokens": fast.loss_chunk_tokens}
+            hf.forward = MethodType(_fast_forward, hf)
+            result.loss = impl
+        if fast.kernels is not False and device == "cuda" and liger_available():
+            apply_liger_kernels(hf)
+            result.kernels = True
+        if fast.fused_lora:
+            result.fused_lora_layers = fuse_lora_layers(model)
+        if train.gradient_checkpointing:
+            result.checkpointed_layers = enable_checkpointing(hf, fast.checkpoint_layers)
+        if fast.compile:
+            result.compiled_layers = compile_layers(hf)
+    if log:
+        print(f"tunewise: {result.describe()}", file=sys.stderr, flush=True)
+    return result

@@ -1,0 +1,57 @@
+"""What the fast path does to the decoder layers: Liger Kernel's fused RMSNorm / SwiGLU / RoPE, selective
+activation checkpointing, and torch.compile."""
+
+from __future__ import annotations
+
+import importlib.util
+
+# model_type → Liger's patch function for that family (same decoder shape: RMSNorm, SwiGLU MLP, RoPE).
+LIGER_PATCH = {"llama": "apply_liger_kernel_to_llama", "mistral": "apply_liger_kernel_to_mistral",
+               "qwen2": "apply_liger_kernel_to_qwen2", "qwen3": "apply_liger_kernel_to_qwen3"}
+
+
+def liger_available() -> bool:
+    return importlib.util.find_spec("liger_kernel") is not None
+
+
+def apply_liger_kernels(hf_model) -> None:
+    """Liger's Triton RMSNorm, SwiGLU and RoPE on this model instance. Its RoPE patch replaces the family's
+    module-level apply_rotary_pos_emb, so it reaches every model of that family built in this process.
+    The loss is ours (tunewise.train.fast.loss), so Liger's own forward patch stays off."""
+    import liger_kernel.transformers as lk
+
+    patch = getattr(lk, LIGER_PATCH[hf_model.config.model_type])
+    patch(rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False,
+          model=hf_model)
+
+
+def decoder_layers(hf_model) -> list:
+    return list(hf_model.model.layers)
+
+
+def enable_checkpointing(hf_model, fraction: float) -> int:
+    """Activation checkpointing on round(fraction × layers) decoder layers, spread evenly; returns how many.
+    Every non-checkpointed layer keeps its activations (memory) and skips its forward recompute (time)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(hf_model, "activation_checkpointing_enable"):  # transformers >= 5.2x renamed it
+        hf_model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    layers = decoder_layers(hf_model)
+    n = round(fraction * len(layers))
+    chosen = {i for i in range(len(layers)) if (i + 1) * n // len(layers) > i * n // len(layers)}
+    for i, layer in enumerate(layers):
+        layer.gradient_checkpointing = i in chosen
+    return len(chosen)
+
+
+def compile_layers(hf_model) -> int:
+    """torch.compile each decoder layer in place (one graph reused by all: parameters are graph inputs).
+    A layer that fails to compile runs eagerly instead (dynamo's suppress_errors) and says so in its log."""
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True
+    layers = decoder_layers(hf_model)
+    for layer in layers:
+        layer.compile()
+    return len(layers)

@@ -126,8 +126,12 @@ def test_chunked_loss_matches_cross_entropy_in_float64_with_accumulation_normali
     labels = torch.randint(0, 33, (2, 9), generator=g)
     labels[0, :4] = IGNORE
     logits = hidden @ weight.t()
-    ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 33), labels[:, 1:].reshape(-1),
-                                            ignore_index=IGNORE, reduction="sum") / 40
+    ref = (
+        torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, 33), labels[:, 1:].reshape(-1), ignore_index=IGNORE, reduction="sum"
+        )
+        / 40
+    )
     got = causal_lm_loss(hidden, weight, labels, num_items_in_batch=torch.tensor(40), chunk_tokens=3)
     assert abs(got.item() - ref.item()) < 1e-6
     for a, b in zip(torch.autograd.grad(got, (hidden, weight)), torch.autograd.grad(ref, (hidden, weight))):
@@ -140,3 +144,27 @@ def test_auto_runs_the_plain_path_on_cpu_and_on_unsupported_models():
     assert not on and "gpt2" in why
     assert decide(FastConfig(), "cuda", "llama")[0] and decide(FastConfig(enabled=True), "cpu", "qwen2")[0]
     assert not decide(FastConfig(enabled=False), "cuda", "llama")[0]
+
+
+def test_training_through_the_trainer_gives_the_plain_loss_curve(tmp_path, tiny_base, capsys):
+    from tests.train.conftest import tiny_config, tiny_data
+    from tunewise.train import train
+
+    runs = {}
+    for fast in (False, True):
+        cfg = tiny_config(
+            tmp_path / str(fast),
+            fast={"enabled": fast, "checkpoint_layers": 0.5},
+            gradient_checkpointing=True,
+            lora={"dropout": 0.0},
+        )
+        runs[fast] = train(cfg, tiny_data(), tiny_base)
+    log = capsys.readouterr().err
+    assert "tunewise: plain path (train.fast.enabled is false)" in log
+    assert "tunewise: fast path (on by train.fast.enabled): loss chunked" in log
+    assert runs[True].fast_path["checkpointed_layers"] == 1 and not runs[False].fast_path["enabled"]
+    layers = runs[True].model.get_base_model().model.layers
+    assert [layer.gradient_checkpointing for layer in layers] == [False, True]  # the Trainer left it as set
+    plain, fast = ([loss for _, loss in r.train_loss] for r in (runs[False], runs[True]))
+    assert len(plain) == len(fast) == 6
+    assert max(abs(a - b) / a for a, b in zip(plain, fast)) < TOL

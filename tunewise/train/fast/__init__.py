@@ -23,8 +23,8 @@ from tunewise.train.fast.layers import (
     enable_checkpointing,
     liger_available,
 )
-from tunewise.train.fast.loss import causal_lm_loss
 from tunewise.train.fast.lora import fuse_lora_layers
+from tunewise.train.fast.loss import causal_lm_loss
 
 SUPPORTED = set(LIGER_PATCH)  # decoder families whose CausalLM forward is model → lm_head → loss
 
@@ -40,14 +40,17 @@ class FastPath:
     fused_lora_layers: int = 0
     checkpointed_layers: int | None = None  # None: the Trainer's own setting applies
     compiled_layers: int = 0
+    bf16_frozen_head: bool = False  # QLoRA: embeddings / LM head kept in bf16 instead of PEFT's fp32 upcast
 
     def describe(self) -> str:
         if not self.enabled:
             return f"plain path ({self.reason})"
         ckpt = "off" if self.checkpointed_layers is None else f"{self.checkpointed_layers} layers"
-        return (f"fast path ({self.reason}): loss {self.loss}, Liger kernels {'on' if self.kernels else 'off'}, "
-                f"fused LoRA layers {self.fused_lora_layers}, checkpointing {ckpt}, "
-                f"compiled layers {self.compiled_layers}")
+        return (
+            f"fast path ({self.reason}): loss {self.loss}, Liger kernels {'on' if self.kernels else 'off'}, "
+            f"fused LoRA layers {self.fused_lora_layers}, checkpointing {ckpt}, "
+            f"compiled layers {self.compiled_layers}"
+        )
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -69,26 +72,77 @@ def decide(fast: FastConfig, device: str, model_type: str) -> tuple[bool, str]:
     return True, "on by train.fast.enabled" if fast.enabled is True else "auto: CUDA and a supported model"
 
 
-def _fast_forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                  inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, **kwargs):
+def _fast_forward(
+    self,
+    input_ids=None,
+    attention_mask=None,
+    position_ids=None,
+    past_key_values=None,
+    inputs_embeds=None,
+    labels=None,
+    use_cache=None,
+    logits_to_keep=0,
+    **kwargs,
+):
     """CausalLM forward for training: decoder → chunked loss, no logits. Evaluation and generation (no labels,
     or eval mode) take the model's own forward, since they need the logits."""
     if labels is None or not self.training:
-        return type(self).forward(self, input_ids=input_ids, attention_mask=attention_mask,
-                                  position_ids=position_ids, past_key_values=past_key_values,
-                                  inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache,
-                                  logits_to_keep=logits_to_keep, **kwargs)
+        return type(self).forward(
+            self,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
     num_items = kwargs.pop("num_items_in_batch", None)
     shift_labels = kwargs.pop("shift_labels", None)
-    out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                     past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
+    out = self.model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        past_key_values=past_key_values,
+        inputs_embeds=inputs_embeds,
+        use_cache=use_cache,
+        **kwargs,
+    )
     opts = self._tunewise_fast_loss
-    loss = causal_lm_loss(out.last_hidden_state, self.lm_head.weight, labels, num_items, shift_labels,
-                          chunk_tokens=opts["chunk_tokens"], impl=opts["impl"])
-    return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=out.past_key_values,
-                                  hidden_states=out.hidden_states, attentions=out.attentions)
+    loss = causal_lm_loss(
+        out.last_hidden_state,
+        self.lm_head.weight,
+        labels,
+        num_items,
+        shift_labels,
+        chunk_tokens=opts["chunk_tokens"],
+        impl=opts["impl"],
+    )
+    return CausalLMOutputWithPast(
+        loss=loss,
+        logits=None,
+        past_key_values=out.past_key_values,
+        hidden_states=out.hidden_states,
+        attentions=out.attentions,
+    )
+
+
+def _frozen_head_to_bf16(hf) -> bool:
+    """PEFT's prepare_model_for_kbit_training upcasts every non-4-bit weight to fp32, the frozen embedding and
+    LM head included: +2 GiB each for Llama-3-8B (vocab 128256 × 4096) and an fp32 LM-head product. Frozen,
+    they gain nothing from fp32; the trainable adapters and the norms keep it."""
+    import torch
+
+    changed = False
+    for module in (hf.get_input_embeddings(), hf.get_output_embeddings()):
+        if module is not None and module.weight.dtype == torch.float32 and not module.weight.requires_grad:
+            module.to(torch.bfloat16)
+            changed = True
+    return changed
 
 
 def _loss_impl(fast: FastConfig, device: str) -> str:
@@ -116,6 +170,8 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True) ->
         if fast.kernels is not False and device == "cuda" and liger_available():
             apply_liger_kernels(hf)
             result.kernels = True
+        if getattr(hf, "is_loaded_in_4bit", False):
+            result.bf16_frozen_head = _frozen_head_to_bf16(hf)
         if fast.fused_lora:
             result.fused_lora_layers = fuse_lora_layers(model)
         if train.gradient_checkpointing:

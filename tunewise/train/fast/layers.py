@@ -6,8 +6,12 @@ from __future__ import annotations
 import importlib.util
 
 # model_type → Liger's patch function for that family (same decoder shape: RMSNorm, SwiGLU MLP, RoPE).
-LIGER_PATCH = {"llama": "apply_liger_kernel_to_llama", "mistral": "apply_liger_kernel_to_mistral",
-               "qwen2": "apply_liger_kernel_to_qwen2", "qwen3": "apply_liger_kernel_to_qwen3"}
+LIGER_PATCH = {
+    "llama": "apply_liger_kernel_to_llama",
+    "mistral": "apply_liger_kernel_to_mistral",
+    "qwen2": "apply_liger_kernel_to_qwen2",
+    "qwen3": "apply_liger_kernel_to_qwen3",
+}
 
 
 def liger_available() -> bool:
@@ -21,8 +25,14 @@ def apply_liger_kernels(hf_model) -> None:
     import liger_kernel.transformers as lk
 
     patch = getattr(lk, LIGER_PATCH[hf_model.config.model_type])
-    patch(rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False,
-          model=hf_model)
+    patch(
+        rope=True,
+        rms_norm=True,
+        swiglu=True,
+        cross_entropy=False,
+        fused_linear_cross_entropy=False,
+        model=hf_model,
+    )
 
 
 def decoder_layers(hf_model) -> list:

@@ -3,10 +3,11 @@ into the matrix product (addmm), and the adapter input neither copied nor upcast
 
 Why by hand: PEFT's lora.Linear upcasts the input to the adapter's fp32 dtype (a new [tokens, in] copy per
 adapted layer, kept for backward), multiplies by the scale and adds the result as separate passes over
-[tokens, out]. For Llama-3-8B that is ~1 MB of extra memory traffic per token and layer in forward and again in
-backward (bench/train_speed_notes.md has the arithmetic); no library offers a drop-in replacement that keeps
-PEFT's modules, saving and loading. Here the adapter runs in the base layer's compute dtype (bf16 under
-autocast, as transformers' Trainer computes it anyway) with fp32 master weights and fp32 gradients."""
+[tokens, out]. For Llama-3-8B that is ~1 MB of extra memory traffic per token and layer in forward and again
+in backward (bench/train_speed_notes.md has the arithmetic); no library offers a drop-in replacement
+that keeps PEFT's modules, saving and loading. Here the adapter runs in the base layer's compute dtype
+(bf16 under autocast, as transformers' Trainer computes it anyway) with fp32 master weights and fp32
+gradients."""
 
 from __future__ import annotations
 
@@ -79,8 +80,15 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     dropout = self.lora_dropout[name]
     x_drop = dropout(x) if self.training and not isinstance(dropout, nn.Identity) and dropout.p > 0 else None
     base = self.base_layer
-    return LoraLinear.apply(x, x_drop, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
-                            float(self.scaling[name]))
+    return LoraLinear.apply(
+        x,
+        x_drop,
+        base.weight,
+        base.bias,
+        self.lora_A[name].weight,
+        self.lora_B[name].weight,
+        float(self.scaling[name]),
+    )
 
 
 def fuse_lora_layers(model) -> int:

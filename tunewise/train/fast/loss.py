@@ -19,15 +19,21 @@ import torch.nn.functional as F
 IGNORE = -100
 
 
-def _chunked(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_tokens: int,
-             need_h: bool, need_w: bool):
+def _chunked(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_tokens: int,
+    need_h: bool,
+    need_w: bool,
+):
     """(sum of CE, d sum/d hidden or None, d sum/d weight in fp32 or None), [chunk, vocab] live at a time."""
     grad_h = torch.empty_like(hidden) if need_h else None
     grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
     for start in range(0, hidden.shape[0], chunk_tokens):
-        h, t = hidden[start:start + chunk_tokens], targets[start:start + chunk_tokens]
-        # F.linear under the caller's autocast, as the model's lm_head would be: the same logits dtype as plain.
+        h, t = hidden[start : start + chunk_tokens], targets[start : start + chunk_tokens]
+        # F.linear under the caller's autocast, as the model's lm_head would be: plain's logits dtype.
         logits = F.linear(h, weight)
         probs = logits.float()
         lse = torch.logsumexp(probs, dim=-1)
@@ -39,7 +45,9 @@ def _chunked(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, 
         grad_logits = probs.to(logits.dtype)
         del probs
         if need_h:
-            grad_h[start:start + chunk_tokens] = (grad_logits @ weight.to(grad_logits.dtype)).to(hidden.dtype)
+            grad_h[start : start + chunk_tokens] = (grad_logits @ weight.to(grad_logits.dtype)).to(
+                hidden.dtype
+            )
         if need_w:
             grad_w += (grad_logits.t() @ h.to(grad_logits.dtype)).float()
     return total, grad_h, grad_w
@@ -71,11 +79,18 @@ def _liger_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
     return LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE, reduction="sum")(weight, hidden, targets)
 
 
-def causal_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor | None,
-                   num_items_in_batch: torch.Tensor | int | None = None, shift_labels: torch.Tensor | None = None,
-                   chunk_tokens: int = 1024, impl: str = "torch") -> torch.Tensor:
+def causal_lm_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor | None,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    shift_labels: torch.Tensor | None = None,
+    chunk_tokens: int = 1024,
+    impl: str = "torch",
+) -> torch.Tensor:
     """The value transformers' ForCausalLMLoss gives for `lm_head(hidden)`: next-token CE over labelled
-    positions, summed over num_items_in_batch when the Trainer passes it (gradient accumulation), else a mean."""
+    positions, summed over num_items_in_batch when the Trainer passes it (gradient
+    accumulation), else a mean."""
     if shift_labels is None:
         shift_labels = F.pad(labels, (0, 1), value=IGNORE)[..., 1:]
     flat_t = shift_labels.reshape(-1).to(hidden.device)

@@ -1,0 +1,275 @@
+"""What bench/train_speed.py measures: rows, tunewise variants ("sides"), model building and the timed loop.
+
+Both sides share the loop (autocast bf16 as transformers' Trainer with bf16=True, AdamW, clip 1.0, no
+accumulation) and the data (seeded random tokens); they differ only in how the model is prepared: plain
+transformers + PEFT, or tunewise's apply_method + apply_fast_path (the code `tunewise train` runs)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+LLAMA3_8B = dict(
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=128256,
+    rope_theta=500000.0,
+    max_position_embeddings=131072,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+)
+TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=512,
+    max_position_embeddings=8192,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+)
+TINY_SCALE = 32  # --tiny divides sequence lengths by this
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    kind: str  # lora | qlora | maxctx | banking77
+    seq: int = 2048
+    batch: int = 1
+    gc: bool = False
+    sides: tuple[str, ...] = ("tunewise",)
+
+
+ABLATION = ("t-none", "t-loss", "t-liger-loss", "t-kernels", "t-lora", "tunewise", "t-compile")
+ROWS = {
+    "lora-2048x4-gc": Row(
+        "LoRA 8B 2048×4 GC on", "lora", 2048, 4, True, ("tunewise", "t-ckpt75", "t-ckpt50")
+    ),
+    "lora-2048x2": Row("LoRA 8B 2048×2 GC off", "lora", 2048, 2, False),
+    "lora-4096x1-gc": Row(
+        "LoRA 8B 4096×1 GC on", "lora", 4096, 1, True, ("tunewise", "t-ckpt75", "t-ckpt50")
+    ),
+    "ablate-2048x4-gc": Row("LoRA 8B 2048×4 GC on", "lora", 2048, 4, True, ABLATION),
+    "ablate-2048x2": Row("LoRA 8B 2048×2 GC off", "lora", 2048, 2, False, ABLATION),
+    "qlora-2048x1": Row("QLoRA 8B 2048×1 GC on", "qlora", 2048, 1, True),
+    "maxctx": Row("LoRA 8B batch 1 GC on, longest context", "maxctx", 0, 1, True),
+    "banking77": Row(
+        "135M full FT, Banking77 (padded vs packed)",
+        "banking77",
+        128,
+        32,
+        False,
+        ("tunewise", "t-packed", "t-packed-flex"),
+    ),
+}
+OFF = {"loss": "off", "kernels": False, "fused_lora": False}
+SIDES = {  # tunewise variants: train.fast overrides, plus packing / attention for the banking77 row
+    "tunewise": {"fast": {}},
+    "t-none": {"fast": OFF},  # the fast path with every component off: the noise floor against base
+    "t-loss": {"fast": {**OFF, "loss": "chunked"}},
+    "t-liger-loss": {"fast": {**OFF, "loss": "liger"}},
+    "t-kernels": {"fast": {**OFF, "kernels": True}},
+    "t-lora": {"fast": {**OFF, "fused_lora": True}},
+    "t-ckpt75": {"fast": {"checkpoint_layers": 0.75}},
+    "t-ckpt50": {"fast": {"checkpoint_layers": 0.5}},
+    "t-compile": {"fast": {"compile": True}},
+    "t-packed": {"fast": {}, "packing": True},
+    "t-packed-flex": {"fast": {}, "packing": True, "attn": "flex_attention"},
+}
+
+
+def _device() -> tuple[str, torch.dtype]:
+    return ("cuda", torch.bfloat16) if torch.cuda.is_available() else ("cpu", torch.float32)
+
+
+def build_llama(shape: dict, seed: int, attn: str = "sdpa"):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    device, dtype = _device()
+    torch.manual_seed(seed)
+    with torch.device(device):  # random init straight on the GPU: seconds, not minutes on the CPU
+        return AutoModelForCausalLM.from_config(LlamaConfig(**shape), dtype=dtype, attn_implementation=attn)
+
+
+def _train_cfg(side: str, method: str, gc: bool, dropout: float = 0.0):
+    from tunewise.config import LoraConfig, TrainConfig
+
+    fast = {"enabled": True, **SIDES[side]["fast"]} if side != "base" else {"enabled": False}
+    return TrainConfig(
+        method=method, lora=LoraConfig(r=16, alpha=32, dropout=dropout), gradient_checkpointing=gc, fast=fast
+    )
+
+
+def prepare(model, side: str, method: str, gc: bool, seed: int):
+    """base: plain transformers + PEFT as its docs show it; else tunewise's method + fast path."""
+    device, _ = _device()
+    torch.manual_seed(seed + 1)  # identical adapter initialisation on both sides
+    if side != "base":
+        from tunewise.train.fast import apply_fast_path
+        from tunewise.train.methods import apply_method
+
+        cfg = _train_cfg(side, method, gc)
+        model = apply_method(model, cfg)
+        return model, apply_fast_path(model, cfg, device, log=False).describe()
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    model.config.use_cache = False
+    ckpt = {"use_reentrant": False}
+    if method == "qlora":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs=ckpt
+        )
+    elif gc:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt)
+    if method != "full":
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+            ),
+        )
+    return model, "plain transformers + PEFT"
+
+
+def flops_per_token(shape: dict, seq: int, full: bool, r: int = 16) -> float:
+    """Model FLOPs per trained token, no recompute: matmuls 2·params forward, 2·params input gradients, and
+    2·params weight gradients only when the weights train; causal attention 2·seq·hidden per layer forward."""
+    h, i, n, v = (
+        shape["hidden_size"],
+        shape["intermediate_size"],
+        shape["num_hidden_layers"],
+        shape["vocab_size"],
+    )
+    kv = h * shape["num_key_value_heads"] // shape["num_attention_heads"]
+    per_layer = [(h, h), (h, kv), (h, kv), (h, h), (h, i), (h, i), (i, h)]
+    linear = n * sum(a * b for a, b in per_layer) + v * h
+    attention = 2 * seq * h * n
+    if full:
+        return 6 * linear + 3 * attention
+    lora = n * sum(6 * r * (a + b) for a, b in per_layer)
+    return 4 * linear + 3 * attention + lora
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_loop(model, batches: list[dict], warmup: int, tokens: list[int]) -> dict:
+    """Time each optimizer step after `warmup` steps; loss, time and peak memory per run."""
+    device, _ = _device()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=0.0, fused=device == "cuda")
+    model.train()
+    losses, times = [], []
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for step, batch in enumerate(batches):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        _sync(device)
+        start = time.perf_counter()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        _sync(device)
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+            losses.append(loss.item())
+    timed_tokens = sum(tokens[warmup:])
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
+    reserved = torch.cuda.max_memory_reserved() / 2**30 if device == "cuda" else 0.0
+    return {
+        "tokens_per_s": timed_tokens / sum(times),
+        "losses": losses,
+        "step_s": times,
+        "peak_gib": round(peak, 2),
+        "reserved_gib": round(reserved, 2),
+    }
+
+
+def random_batches(vocab: int, seq: int, batch: int, n: int, seed: int) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(0, vocab, (batch, seq), generator=g)
+        out.append({"input_ids": ids, "labels": ids.clone()})
+    return out
+
+
+def _oom_safe(fn, *args) -> dict:
+    try:
+        return fn(*args)
+    except torch.OutOfMemoryError as err:
+        return {"error": f"OutOfMemoryError: {str(err).splitlines()[0][:160]}", "oom": True}
+
+
+def measure(spec: dict) -> dict:
+    from bench.train_speed_models import measure_banking77, quantized_8b
+
+    row, side = ROWS[spec["row"]], spec["side"]
+    if row.kind == "banking77":
+        return _oom_safe(measure_banking77, spec, row, side)
+    shape = TINY if spec["tiny"] else LLAMA3_8B
+    seq = max(16, row.seq // TINY_SCALE) if spec["tiny"] else row.seq
+    if row.kind == "qlora":
+        model = quantized_8b(spec["tiny"], seed=0)
+        if isinstance(model, dict):
+            return model
+    else:
+        model = build_llama(shape, seed=0)
+    model, described = prepare(model, side, row.kind, row.gc, seed=0)
+    batches = random_batches(shape["vocab_size"], seq, row.batch, spec["warmup"] + spec["steps"], seed=1)
+    res = _oom_safe(train_loop, model, batches, spec["warmup"], [seq * row.batch] * len(batches))
+    if "tokens_per_s" in res:
+        res["mfu"] = res["tokens_per_s"] * flops_per_token(shape, seq, False) / (spec["peak_tflops"] * 1e12)
+    return {**res, "path": described, "seq": seq, "batch": row.batch}
+
+
+def probe_max_context(spec: dict) -> dict:
+    """Binary search over multiples of 1024 (64 with --tiny) for the longest batch-1 sequence one LoRA
+    training step fits at, on tunewise's fast path with checkpointing on every layer."""
+    tiny, unit = spec["tiny"], 64 if spec["tiny"] else 1024
+    shape = TINY if tiny else LLAMA3_8B
+    lo, hi = (128, 1024) if tiny else (spec["lo"], spec["hi"])
+    model, _ = prepare(build_llama(shape, seed=0), "tunewise", "lora", True, seed=0)
+    start, tried = time.perf_counter(), {}
+
+    def fits(seq: int) -> bool:
+        batches = random_batches(shape["vocab_size"], seq, 1, 1, seed=seq)
+        res = _oom_safe(train_loop, model, batches, 0, [seq])
+        tried[seq] = res.get("peak_gib", "OOM") if "error" not in res else "OOM"
+        print(f"probe seq {seq}: {tried[seq]} GiB, step {res.get('step_s', ['-'])[0]}", flush=True)
+        if device_is_cuda():
+            torch.cuda.empty_cache()
+        return "error" not in res
+
+    best, bad = (lo, None) if fits(lo) else (None, lo)
+    left, right = (lo // unit, hi // unit + 1) if best else (1, lo // unit)
+    while right - left > 1 and time.perf_counter() - start < spec["budget_s"]:
+        mid = (left + right) // 2
+        if fits(mid * unit):
+            best, left = mid * unit, mid
+        else:
+            bad, right = mid * unit, mid
+    return {
+        "max_seq": best,
+        "smallest_failing": bad,
+        "probes": tried,
+        "peak_gib": tried.get(best),
+        "searched_s": round(time.perf_counter() - start),
+        "complete": right - left <= 1,
+    }
+
+
+def device_is_cuda() -> bool:
+    return torch.cuda.is_available()

@@ -55,7 +55,7 @@ def _loss_diff(base: dict, fast: dict) -> str:
 
 def _cell(r: dict, key: str, fmt: str) -> str:
     if "error" in r:
-        return "OOM" if "OutOfMemory" in r["error"] or r.get("oom") else "error"
+        return "OOM" if r.get("oom") else ("skipped" if r["error"].startswith("skipped") else "error")
     return format(r[key], fmt)
 
 
@@ -132,7 +132,10 @@ def run_rows(args) -> None:
             continue
         base = _worker({**common, "side": "base"}, args.timeout)
         records.append({"row": name, "side": "base", **base})
-        sides = [s for s in row.sides if args.sides is None or s in args.sides.split(",")]
+        sides = row.sides if args.sides is None else args.sides.split(",")
+        bad = [s for s in sides if s not in SIDES]
+        if bad:
+            sys.exit(f"unknown side(s) {bad}; known: {list(SIDES)}")
         for side in sides:
             fast = _worker({**common, "side": side}, args.timeout)
             records.append({"row": name, "side": side, **fast})

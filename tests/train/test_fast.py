@@ -168,3 +168,25 @@ def test_training_through_the_trainer_gives_the_plain_loss_curve(tmp_path, tiny_
     plain, fast = ([loss for _, loss in r.train_loss] for r in (runs[False], runs[True]))
     assert len(plain) == len(fast) == 6
     assert max(abs(a - b) / a for a, b in zip(plain, fast)) < TOL
+
+
+def test_bf16_autocast_fast_path_is_as_close_to_float32_as_plain():
+    """The GPU setting (bf16 base, fp32 adapters, autocast) on the CPU: no tolerance exists between two bf16
+    paths, so both are measured against the float32 model and the fast one must be no further off."""
+    ref = _lora_model()
+    plain = copy.deepcopy(ref)
+    plain.get_base_model().to(torch.bfloat16)
+    for name, p in plain.named_parameters():
+        if "lora_" in name:
+            p.data = p.data.float()
+    fast = copy.deepcopy(plain)
+    _fast(fast)
+    batch = PadCollator(pad_id=3)(_batch(seed=9))
+    want = _loss_and_grads(ref, batch)
+    errors = {}
+    for name, model in (("plain", plain), ("fast", fast)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, grads = _loss_and_grads(model, batch)
+        errors[name] = (abs(loss.item() - want[0].item()) / want[0].item(),
+                        max(_rel(grads[n].float(), want[1][n]) for n in want[1]))
+    assert errors["fast"][0] < 1e-3 and errors["fast"][1] < 1.5 * errors["plain"][1] + 1e-3, errors

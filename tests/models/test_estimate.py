@@ -36,11 +36,12 @@ def test_parameter_count_matches_a_real_model(tiny_model_dir):
 
 def test_qlora_needs_less_memory_than_lora_and_full_more_than_both():
     shape = ModelShape.from_config(LLAMA3_8B)
-    kw = {"batch_size": 1, "seq_len": 1024, "tokens_per_epoch": 10**6, "epochs": 2}
+    kw = {"batch_size": 4, "seq_len": 1024, "tokens_per_epoch": 10**6, "epochs": 2}
     lora, qlora, full = (estimate(shape, m, **kw) for m in ("lora", "qlora", "full"))
     assert qlora.weights_gib < lora.weights_gib / 2 < full.peak_memory_gib
     assert 14.5 < lora.weights_gib < 15.5  # 8.03e9 bf16 weights = 14.96 GiB, plus the adapter
     assert full.optimizer_gib == pytest.approx(2 * full.weights_gib)
+    # At 4x1024 tokens the step is compute-bound (at 1x1024 a LoRA step is launch-bound and can be the slower)
     assert full.hours > lora.hours and lora.cost_usd == pytest.approx(lora.hours * 2.99, rel=0.01)
     assert set(lora.short_json()) == {"peak_memory_gib", "hours", "cost_usd", "trainable_params"}
     assert not estimate(shape, "full", **kw, device="L4").fits
@@ -73,3 +74,26 @@ def test_activation_model_matches_autograd_on_an_unseen_shape(method, bf16, drop
 def test_estimate_reads_config_json_only(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(LLAMA3_8B))  # no weights in the folder at all
     assert read_shape(tmp_path).layers == 32
+
+
+def test_short_steps_take_the_launch_floor_and_long_ones_scale_with_tokens():
+    shape = ModelShape.from_config(LLAMA3_8B)
+
+    def step(seq, batch=1):
+        return estimate(shape, "lora", batch_size=batch, seq_len=seq, tokens_per_epoch=batch * seq,
+                        epochs=1).seconds_per_epoch
+
+    assert step(512) == step(1024) == pytest.approx(224 * 1.05e-3)  # 7 adapted modules x 32 layers
+    assert step(4096, batch=2) == pytest.approx(2 * step(4096))
+    cpu = estimate(shape, "lora", batch_size=1, seq_len=512, tokens_per_epoch=512, epochs=1, device="CPU")
+    assert cpu.seconds_per_epoch > 100 * step(512)  # no launch floor on CPU: arithmetic dominates
+
+
+def test_a_large_eval_batch_sets_the_peak_through_its_logits():
+    shape = ModelShape.from_config(LLAMA3_8B)
+    kw = {"batch_size": 1, "seq_len": 128, "tokens_per_epoch": 10**5, "epochs": 1, "method": "lora"}
+    train_only = estimate(shape, **kw)
+    with_eval = estimate(shape, **kw, eval_batch_size=128)
+    logits_gib = 128 * 128 * shape.vocab * 10 / 1024**3
+    assert with_eval.activations_gib == pytest.approx(logits_gib) and logits_gib > train_only.activations_gib
+    assert estimate(shape, **kw, eval_batch_size=1).activations_gib == train_only.activations_gib

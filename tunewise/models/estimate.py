@@ -20,19 +20,37 @@ GIB = 1024**3
 
 # Device table. peak_tflops: dense BF16 tensor-core TFLOP/s from the vendors' datasheets (H100 SXM5 989,
 # A100 SXM 312, L4 121, RTX 4090 165 with FP32 accumulate, Ada whitepaper). mfu: the share of that peak a
-# Trainer + peft step reaches; 0.35 is typical of published Llama fine-tuning MFU on one GPU and is what
-# bench/estimate_accuracy.py checks. CPU: effective fp32 throughput derived from the demo (35.5k tokens of
+# compute-bound Trainer + peft step reaches: 0.29, measured on the H100 (Llama-3-8B LoRA, 1x4096, 464 ms a
+# step in bench/estimate_accuracy.md); assumed the same on the other GPUs (not measured). CPU: effective fp32 throughput derived from the demo (35.5k tokens of
 # SmolLM2-135M LoRA in ~4 min on 2 cores = ~0.08 TFLOP/s), so mfu is 1; small shapes run far below it (the
 # toy CPU bench is dominated by per-op overhead). memory_gib: what CUDA reports.
 DEVICES: dict[str, dict] = {
-    "H100": {"memory_gib": 79.6, "peak_tflops": 989.0, "mfu": 0.35},
-    "A100": {"memory_gib": 79.2, "peak_tflops": 312.0, "mfu": 0.35},
-    "L4": {"memory_gib": 22.0, "peak_tflops": 121.0, "mfu": 0.35},
-    "RTX4090": {"memory_gib": 23.6, "peak_tflops": 165.0, "mfu": 0.35},
+    "H100": {"memory_gib": 79.6, "peak_tflops": 989.0, "mfu": 0.29},
+    "A100": {"memory_gib": 79.2, "peak_tflops": 312.0, "mfu": 0.29},
+    "L4": {"memory_gib": 22.0, "peak_tflops": 121.0, "mfu": 0.29},
+    "RTX4090": {"memory_gib": 23.6, "peak_tflops": 165.0, "mfu": 0.29},
     "CPU": {"memory_gib": None, "peak_tflops": 0.1, "mfu": 1.0},
 }
-# bitsandbytes dequantises every 4-bit weight before each matmul; published QLoRA step times are ~1.3x LoRA.
-QLORA_SLOWDOWN = 1.3
+# bitsandbytes dequantises every 4-bit weight before each matmul: measured 576 vs 464 ms a step for 8B at
+# 1x4096 on the H100 (bench/estimate_accuracy.md).
+QLORA_SLOWDOWN = 1.24
+# A step has a floor the GPU cannot beat: the host's time to launch its kernels (autograd, autocast and peft's
+# per-module Python), which overlaps a long step's GPU work and is the whole of a short one. Measured on the H100:
+# LoRA steps of SmolLM2-135M take 214-245 ms at any size from 8x256 to 4x4096 tokens (210 adapted modules), 8B
+# LoRA 236-262 ms up to 1x2048 (224 modules); QLoRA 298-311 ms; full fine-tuning 113-120 ms for 30 layers.
+# So: seconds per micro-batch = max(this floor, FLOPs / (peak x mfu)). Per adapted module (adapters) or per
+# layer (full fine-tuning), so the floor scales with the model.
+LAUNCH_FLOOR_S = {"lora": 1.05e-3, "dora": 1.05e-3, "qlora": 1.36e-3, "full": 3.8e-3}  # dora: not measured
+# What the CUDA caching allocator's peak shows against the saved-for-backward bytes the coefficients above
+# count (those were measured on CPU): LoRA 0.69 (8B) to 0.79 (135M) of them, full fine-tuning 1.00; QLoRA
+# 0.86 of them plus 1.1 GiB (prepare_model_for_kbit_training's fp32 upcasts, dequantisation buffers).
+# Fitted on the rows of bench/estimate_accuracy.md; applied on GPUs only.
+GPU_ACTIVATION_SCALE = {"lora": 0.72, "dora": 0.72, "qlora": 0.86, "full": 1.0}
+QLORA_EXTRA_GIB = 1.1
+# Evaluation during training computes the loss over the whole eval batch: bf16 logits, their fp32 upcast and
+# the fp32 log-softmax, 10 B per vocabulary entry per token, on top of the resident weights and optimizer state.
+# With eval_batch_size 128 on Banking77 that is the run's peak: 8.5 GiB estimated, 8.43 GiB measured.
+EVAL_LOGIT_BYTES = 10
 # NF4 with double quantisation: 4 bits + an 8-bit absmax per 64 weights + an fp32 per 256 absmax blocks.
 NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
 
@@ -134,7 +152,7 @@ class Estimate:
     weights_gib: float
     grads_gib: float
     optimizer_gib: float
-    activations_gib: float
+    activations_gib: float  # or, when larger, the evaluation batch's logits
     peak_memory_gib: float
     device_memory_gib: float | None
     tokens_per_epoch: int
@@ -199,12 +217,25 @@ def train_flops_per_token(shape: ModelShape, method: str, seq_len: int, gradient
     return fwd * factor * (QLORA_SLOWDOWN if method == "qlora" else 1.0)
 
 
+def train_seconds(shape: ModelShape, method: str, tokens: int, micro_batch_tokens: int, seq_len: int,
+                  gradient_checkpointing: bool, tflops_per_device: float, gpus: int = 1,
+                  target_modules="all-linear", launch_floor: bool = True) -> float:
+    """Seconds to train on `tokens`: micro-batches of `micro_batch_tokens`, shared by `gpus` devices, each the
+    longer of its arithmetic time and the host's kernel-launch floor (LAUNCH_FLOOR_S)."""
+    compute = micro_batch_tokens * train_flops_per_token(shape, method, seq_len, gradient_checkpointing) \
+        / (tflops_per_device * 1e12)
+    units = shape.layers if method == "full" else shape.layers * len(_targets(shape, target_modules))
+    floor = LAUNCH_FLOOR_S[method] * units if launch_floor else 0.0
+    return tokens / micro_batch_tokens * max(compute, floor) / gpus
+
+
 def estimate(shape: ModelShape, method: str, *, batch_size: int, seq_len: int, tokens_per_epoch: int,
              epochs: float, device: str = "H100", gpus: int = 1, r: int = 16, target_modules="all-linear",
              dropout: float = 0.05, gradient_checkpointing: bool = False, mean_seq_len: int | None = None,
              prices: dict[str, float] | None = None, mfu: float | None = None,
-             device_memory_gib: float | None = None) -> Estimate:
-    """Peak memory per device for one micro-batch of `batch_size` x `seq_len`, and time for the whole run."""
+             device_memory_gib: float | None = None, eval_batch_size: int | None = None) -> Estimate:
+    """Peak memory per device for one micro-batch of `batch_size` x `seq_len` (or for an evaluation batch of
+    `eval_batch_size` x `seq_len`, when that is larger), and time for the whole run."""
     spec = _device(device)
     bf16 = device.upper() != "CPU"
     trainable = trainable_params(shape, method, r, target_modules)
@@ -213,10 +244,15 @@ def estimate(shape: ModelShape, method: str, *, batch_size: int, seq_len: int, t
     acts = activation_bytes(shape, method, tokens, seq_len, bf16=bf16, dropout=dropout,
                             gradient_checkpointing=gradient_checkpointing, attention_scores=not bf16)
     acts += tokens * shape.vocab * LOSS_TRANSIENT_BYTES
+    if bf16:
+        acts = acts * GPU_ACTIVATION_SCALE[method] + (QLORA_EXTRA_GIB * GIB if method == "qlora" else 0)
     tflops = spec["peak_tflops"] * (mfu or spec["mfu"]) * gpus
-    flops = train_flops_per_token(shape, method, mean_seq_len or seq_len, gradient_checkpointing)
-    seconds = tokens_per_epoch * flops / (tflops * 1e12)
+    seconds = train_seconds(shape, method, tokens_per_epoch, batch_size * (mean_seq_len or seq_len),
+                            mean_seq_len or seq_len, gradient_checkpointing, spec["peak_tflops"] * (mfu or spec["mfu"]),
+                            gpus, target_modules, launch_floor=bf16)
     hours = seconds * epochs / 3600
+    if eval_batch_size:
+        acts = max(acts, eval_batch_size * seq_len * shape.vocab * EVAL_LOGIT_BYTES)
     return Estimate(device, method, shape.total_params, trainable, weights / GIB, grads / GIB, optim / GIB,
                     acts / GIB, (weights + grads + optim + acts) / GIB,
                     device_memory_gib if device_memory_gib is not None else spec["memory_gib"],

@@ -64,7 +64,7 @@ def plan(cfg: RunConfig, model_dir: Path, lengths: list[int], device: str, gpus:
         mean_seq_len=round(sum(lengths) / len(lengths)), tokens_per_epoch=sum(lengths), epochs=t.epochs,
         device=device, gpus=gpus, r=t.lora.r, target_modules=t.lora.target_modules, dropout=t.lora.dropout,
         gradient_checkpointing=t.gradient_checkpointing, prices=cfg.estimate.prices, mfu=cfg.estimate.mfu,
-        device_memory_gib=device_memory_gib)
+        device_memory_gib=device_memory_gib, eval_batch_size=t.eval_batch_size)
 
 
 def estimate_config(cfg: RunConfig) -> Estimate:

@@ -82,8 +82,11 @@ def print_results(cfg: RunConfig, metrics: dict) -> None:
 
 def _run(cfg: RunConfig) -> None:
     from tunewise.pipeline import run
+    from tunewise.train.distributed import is_main_process
 
     metrics = run(cfg)
+    if not is_main_process():  # torchrun: rank 0 evaluated and prints
+        return
     print_results(cfg, metrics)
     console.print(f"report: {cfg.run_dir / 'report.html'}")
 
@@ -121,19 +124,35 @@ def init(path: Path = typer.Argument(Path("tunewise.yaml"), help="where to write
 @friendly_errors
 def train_cmd(config: Path = typer.Argument(..., help="YAML run config"),
               resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint"),
-              force: bool = typer.Option(False, "--force", help="train even if the memory estimate does not fit")
+              force: bool = typer.Option(False, "--force", help="train even if the memory estimate does not fit"),
+              set_: list[str] = typer.Option([], "--set", help="override a key: --set train.fsdp=true")
               ) -> None:
     """Prepare the data and train (no baselines, no evaluation). Works under torchrun / accelerate launch."""
     from tunewise.pipeline import RunFolder, stage_data, stage_model, stage_train
-    from tunewise.train.runtime import is_main_process
+    from tunewise.train.distributed import is_main_process
 
-    cfg = load_config(config)
+    cfg = load_config(config, parse_overrides(set_))
     run = RunFolder(cfg)
     result = stage_train(cfg, run, stage_data(cfg, run), stage_model(cfg, run), resume=resume, force=force)
     if is_main_process():
         est = result.estimate
         console.print(f"{cfg.train.method}: {result.adapter_dir}  ({result.examples} examples, "
-                      f"{result.seconds:.0f} s; estimated peak {est['peak_memory_gib']:.2f} GiB)")
+                      f"{result.seconds:.0f} s, {result.tokens_per_second:,.0f} tokens/s on {result.world_size} "
+                      f"device(s), global batch {result.global_batch}; estimated peak "
+                      f"{est['peak_memory_gib']:.2f} GiB per device)")
+
+
+@app.command("accelerate-config")
+@friendly_errors
+def accelerate_config_cmd(kind: str = typer.Argument(..., help="ddp | fsdp")) -> None:
+    """Print the path of a shipped accelerate config: accelerate launch --config_file "$(tunewise
+    accelerate-config fsdp)" -m tunewise.cli train CONFIG."""
+    from tunewise.errors import ConfigError
+
+    path = importlib.resources.files("tunewise") / "configs" / "accelerate" / f"{kind}.yaml"
+    if kind not in ("ddp", "fsdp") or not path.is_file():
+        raise ConfigError(f"accelerate-config {kind}: expected ddp or fsdp")
+    print(path)
 
 
 @app.command("estimate")

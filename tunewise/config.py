@@ -157,6 +157,10 @@ class TrainConfig(_Strict):
     learning_rate: float = Field(2e-4, gt=0)
     batch_size: int = Field(8, gt=0)
     grad_accum: int = Field(1, gt=0)
+    global_batch_size: int | None = Field(
+        None, gt=0, description="examples per optimizer step on all devices; sets grad_accum from the device count"
+    )
+    fsdp: bool = Field(False, description="under torchrun with several GPUs: shard with FSDP2 instead of DDP")
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)

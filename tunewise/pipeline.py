@@ -15,7 +15,7 @@ from tunewise.evaluate import EvalResult, evaluate, run_baselines
 from tunewise.models import ResolvedModel, load_model, resolve_model
 from tunewise.report import export_review, write_report
 from tunewise.train import TrainResult, reproducibility, train
-from tunewise.train.runtime import is_main_process
+from tunewise.train.distributed import bind_device, is_main_process, main_process_first
 
 LIBRARIES = ["torch", "transformers", "peft", "accelerate", "tunewise"]
 
@@ -42,7 +42,8 @@ class RunFolder:
         if is_main_process():
             dump_config(cfg, self.path / "config.yaml")
         mpath = self.path / "manifest.json"
-        self.manifest = json.loads(mpath.read_text()) if mpath.is_file() else {}
+        # Under torchrun only rank 0 reads and writes it: another rank could read it half written.
+        self.manifest = json.loads(mpath.read_text()) if mpath.is_file() and is_main_process() else {}
         self.manifest.update({"name": cfg.name, "task": cfg.task.type, "seed": cfg.seed, "libraries": _versions()})
         self.manifest.setdefault("stage_seconds", {})
         self.save()
@@ -61,7 +62,8 @@ class RunFolder:
 
 
 def stage_data(cfg: RunConfig, run: RunFolder) -> PreparedData:
-    with run.stage("data"):
+    # Rank 0 first: it fills the model cache (a GGUF conversion for token counts) that the others then read.
+    with run.stage("data"), main_process_first():
         data = prepare(cfg)
         if is_main_process():
             data.write(run.path / "data")
@@ -70,7 +72,7 @@ def stage_data(cfg: RunConfig, run: RunFolder) -> PreparedData:
 
 
 def stage_model(cfg: RunConfig, run: RunFolder) -> ResolvedModel:
-    with run.stage("model"):
+    with run.stage("model"), main_process_first():
         base = resolve_model(cfg.model.base, cfg.model.cache_dir)
         run.manifest["base_model"] = {"id": base.model_id, "sha256": base.sha256, "path": str(base.path)}
     return base
@@ -106,6 +108,7 @@ def stage_train(cfg: RunConfig, run: RunFolder, data: PreparedData, base: Resolv
         if is_main_process():
             (run.path / "train_result.json").write_text(json.dumps(result.to_json(), indent=2))
             run.manifest["train"] = {**reproducibility(cfg), "method": cfg.train.method,
+                                     "global_batch": result.global_batch, "fsdp": result.fsdp,
                                      "resumed_from": result.resumed_from, "packing": result.packing,
                                      "attn_implementation": result.attn_implementation,
                                      "best_checkpoint": result.best_checkpoint, "estimate": result.estimate}
@@ -113,7 +116,11 @@ def stage_train(cfg: RunConfig, run: RunFolder, data: PreparedData, base: Resolv
 
 
 def run(cfg: RunConfig) -> dict:
-    """Run every stage; returns metrics.json's content. The report lands in `<run>/report.html`."""
+    """Run every stage; returns metrics.json's content. The report lands in `<run>/report.html`.
+
+    Under torchrun every rank runs the baselines (no rank waits long at a barrier) and trains; then rank 0
+    alone evaluates and reports, and the other ranks return an empty dict."""
+    bind_device()
     folder = RunFolder(cfg)
     data = stage_data(cfg, folder)
     base = stage_model(cfg, folder)
@@ -121,12 +128,13 @@ def run(cfg: RunConfig) -> dict:
     with folder.stage("baselines"):
         baselines = run_baselines(cfg, data, base, model)
     trained = stage_train(cfg, folder, data, base, model)
+    if not is_main_process():
+        return {}
     with folder.stage("evaluate"):
         result = evaluate(cfg, data, base, trained.adapter_dir, baselines, trained.model)
         metrics = write_results(folder, data, result)
-    if is_main_process():
-        with folder.stage("report"):
-            write_report(folder.path, cfg.eval.review_examples)
-            if cfg.eval.review_examples:
-                export_review(folder.path, cfg.eval.review_examples)
+    with folder.stage("report"):
+        write_report(folder.path, cfg.eval.review_examples)
+        if cfg.eval.review_examples:
+            export_review(folder.path, cfg.eval.review_examples)
     return metrics

@@ -233,13 +233,16 @@ def estimate(shape: ModelShape, method: str, *, batch_size: int, seq_len: int, t
              epochs: float, device: str = "H100", gpus: int = 1, r: int = 16, target_modules="all-linear",
              dropout: float = 0.05, gradient_checkpointing: bool = False, mean_seq_len: int | None = None,
              prices: dict[str, float] | None = None, mfu: float | None = None,
-             device_memory_gib: float | None = None, eval_batch_size: int | None = None) -> Estimate:
-    """Peak memory per device for one micro-batch of `batch_size` x `seq_len` (or for an evaluation batch of
-    `eval_batch_size` x `seq_len`, when that is larger), and time for the whole run."""
+             device_memory_gib: float | None = None, eval_batch_size: int | None = None,
+             shards: int = 1) -> Estimate:
+    """Peak memory per device for one micro-batch of `batch_size` x `seq_len` per device (or for an evaluation
+    batch of `eval_batch_size` x `seq_len`, when that is larger), and time for the whole run on `gpus` devices.
+    `shards`: devices FSDP splits weights, gradients and optimizer state over (1 for DDP or one device; the
+    one layer FSDP gathers at a time is left out as small)."""
     spec = _device(device)
     bf16 = device.upper() != "CPU"
     trainable = trainable_params(shape, method, r, target_modules)
-    weights, grads, optim = _memory(shape, method, trainable, bf16)
+    weights, grads, optim = (b / shards for b in _memory(shape, method, trainable, bf16))
     tokens = batch_size * seq_len
     acts = activation_bytes(shape, method, tokens, seq_len, bf16=bf16, dropout=dropout,
                             gradient_checkpointing=gradient_checkpointing, attention_scores=not bf16)

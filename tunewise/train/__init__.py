@@ -16,6 +16,16 @@ from tunewise.config import RunConfig
 from tunewise.data import PreparedData
 from tunewise.models import ResolvedModel, load_model, load_tokenizer, pick_device
 from tunewise.train.checkpoints import load_trained, mark_finished, prepare_checkpoints, trained_weights_dir
+from tunewise.train.distributed import (
+    barrier,
+    bind_device,
+    describe_batch,
+    global_batch,
+    is_main_process,
+    local_rank,
+    uses_fsdp,
+    world_size,
+)
 from tunewise.train.fast import apply_fast_path
 from tunewise.train.plan import encode_data, encode_split, plan
 from tunewise.train.runtime import (
@@ -23,11 +33,8 @@ from tunewise.train.runtime import (
     attention_implementation,
     check_fits,
     device_memory_gib,
-    is_main_process,
-    local_rank,
     oom_message,
     use_packing,
-    world_size,
 )
 
 __all__ = ["TrainError", "TrainResult", "encode_split", "load_trained", "reproducibility", "train",
@@ -53,10 +60,13 @@ class TrainResult:
     attn_implementation: str = "sdpa"
     tokens_seen: int = 0
     world_size: int = 1
+    global_batch: int = 0  # examples per optimizer step, all devices together
+    fsdp: bool = False
+    tokens_per_second: float | None = None  # training tokens/s on all devices, after the first optimizer step
     estimate: dict = field(default_factory=dict)
     peak_gpu_memory_gib: float | None = None  # measured (torch.cuda.max_memory_allocated), beside the estimate
     fast_path: dict = field(default_factory=dict)  # tunewise.train.fast.FastPath: which components ran
-    model: object = field(default=None, repr=False)  # the trained model, still in memory
+    model: object = field(default=None, repr=False)  # the trained model, still in memory (None under FSDP)
 
     def to_json(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "model"}
@@ -98,13 +108,16 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
 
     enable_full_determinism(cfg.seed) if cfg.train.deterministic else set_seed(cfg.seed)
     device = pick_device()
-    if device == "cuda":
-        torch.cuda.set_device(local_rank())
+    bind_device()
     tokenizer = load_tokenizer(base.path)
     enc = encode_data(cfg, data, tokenizer)
+    fsdp = uses_fsdp(cfg)
+    # Per device: the micro-batch is per device, and FSDP splits weights, gradients and optimizer state.
     est = plan(cfg, base.path, enc.lengths, cfg.estimate.device if device == "cuda" else "CPU",
-               world_size(), device_memory_gib(device))
+               world_size(), device_memory_gib(device), shards=world_size() if fsdp else 1)
     check_fits(est, force)
+    if is_main_process():
+        print(f"tunewise train: {cfg.train.method}, {describe_batch(cfg)}{', FSDP' if fsdp else ''}", flush=True)
     attn = attention_implementation(cfg, device)
     packing = use_packing(cfg, device, attn)
     model = _prepare_model(cfg, base, device, attn, model)
@@ -113,11 +126,11 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
     total = sum(p.numel() for p in model.parameters())
 
     run_dir, ckpt_dir = cfg.run_dir, cfg.run_dir / "checkpoints"
-    checkpoint = prepare_checkpoints(ckpt_dir, resume) if is_main_process() else None
-    if resume and checkpoint is None:  # other ranks: the same folder, read after rank 0 checked it
-        from tunewise.train.checkpoints import last_complete_checkpoint
-
-        checkpoint = last_complete_checkpoint(ckpt_dir)
+    checkpoint = prepare_checkpoints(ckpt_dir, resume, clear=False)  # every rank: the same answer or error
+    barrier()  # nobody still reading checkpoints/ when rank 0 clears it
+    if is_main_process():
+        prepare_checkpoints(ckpt_dir, resume)
+    barrier()
     trainer = build_trainer(cfg, model, tokenizer, enc, ckpt_dir, device, packing, callbacks or [],
                             trainer_checkpointing=cfg.train.gradient_checkpointing and fast.checkpointed_layers is None)
     if device == "cuda":
@@ -136,18 +149,21 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
                          "answers, then --resume or start over") from None
     seconds = time.perf_counter() - start
     out_dir = run_dir / ("model" if cfg.train.method == "full" else "adapter")
-    trainer.save_model(str(out_dir))  # rank 0 only; gathers FSDP shards
+    trainer.save_model(str(out_dir))  # every rank calls it (FSDP gathers the shards); rank 0 writes
     state = trainer.state
     if is_main_process():
         tokenizer.save_pretrained(out_dir)
         (run_dir / "train_log.json").write_text(json.dumps(state.log_history, indent=1))
         mark_finished(ckpt_dir)
+    barrier()  # when train() returns, the weights are on disk for every rank
     train_curve, val_curve = _curves(state.log_history)
     stopped = state.global_step < state.max_steps
+    rate = trainer.progress.steady_tokens_per_second or state.num_input_tokens_seen / max(seconds, 1e-9)
     return TrainResult(out_dir, train_curve, val_curve, seconds, len(enc.train), enc.skipped_too_long, trainable,
                        total, cfg.train.method, enc.replay_examples, state.best_model_checkpoint, stopped,
                        str(checkpoint) if checkpoint else None, packing, attn, state.num_input_tokens_seen,
-                       world_size(), est.to_json(), _peak_gpu_gib(device), fast.to_json(), trainer.model)
+                       world_size(), global_batch(cfg), fsdp, round(rate, 1), est.to_json(), _peak_gpu_gib(device),
+                       fast.to_json(), None if fsdp else trainer.model)  # an FSDP model is sharded: reload it
 
 
 def _peak_gpu_gib(device: str) -> float | None:

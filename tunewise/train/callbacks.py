@@ -33,17 +33,31 @@ class GuardedTrainer(Trainer):
 
 
 class TokensProgressCallback(ProgressCallback):
-    """The Trainer's tqdm bar (steps, ETA) with training tokens/s beside it."""
+    """The Trainer's tqdm bar (steps, ETA) with training tokens/s beside it (all devices: Trainer gathers the
+    token count), and the steady rate after the first optimizer step, which carries one-off costs (CUDA and
+    NCCL start-up, FSDP's first all-gathers, the allocator growing) that would blur a speed comparison."""
+
+    _first: tuple[float, int] | None = None
+    _last: tuple[float, int] | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         super().on_train_begin(args, state, control, **kwargs)
         self._start, self._tokens0 = time.perf_counter(), state.num_input_tokens_seen
+        self._first = self._last = None
 
     def on_step_end(self, args, state, control, **kwargs):
         super().on_step_end(args, state, control, **kwargs)
+        now = (time.perf_counter(), state.num_input_tokens_seen)
+        self._first, self._last = self._first or now, now
         if state.is_world_process_zero and self.training_bar is not None:
-            rate = (state.num_input_tokens_seen - self._tokens0) / max(1e-9, time.perf_counter() - self._start)
+            rate = (now[1] - self._tokens0) / max(1e-9, now[0] - self._start)
             self.training_bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
+
+    @property
+    def steady_tokens_per_second(self) -> float | None:
+        if self._first is None or self._last[0] <= self._first[0]:
+            return None
+        return (self._last[1] - self._first[1]) / (self._last[0] - self._first[0])
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         pass  # the default prints every log dict under the bar; the metrics go to TensorBoard/MLflow instead

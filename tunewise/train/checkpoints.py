@@ -22,8 +22,9 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
     return max(steps)[1] if steps else None
 
 
-def prepare_checkpoints(folder: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from (resume=True), or None after clearing a finished run's checkpoints."""
+def prepare_checkpoints(folder: Path, resume: bool, clear: bool = True) -> Path | None:
+    """The checkpoint to resume from (resume=True), or None after clearing a finished run's checkpoints
+    (clear=False: only check, as every rank but the first does)."""
     folder = Path(folder)
     last = last_complete_checkpoint(folder) if folder.is_dir() else None
     if resume:
@@ -33,7 +34,8 @@ def prepare_checkpoints(folder: Path, resume: bool) -> Path | None:
     if last is not None and not (folder / FINISHED).is_file():
         raise ConfigError(f"{folder}: holds checkpoints of an interrupted run (up to {last.name}); "
                           "continue it with --resume, or delete the folder to start over")
-    shutil.rmtree(folder, ignore_errors=True)
+    if clear:
+        shutil.rmtree(folder, ignore_errors=True)
     return None
 
 

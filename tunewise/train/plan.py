@@ -57,14 +57,14 @@ def encode_data(cfg: RunConfig, data: PreparedData, tokenizer) -> EncodedData:
 
 
 def plan(cfg: RunConfig, model_dir: Path, lengths: list[int], device: str, gpus: int = 1,
-         device_memory_gib: float | None = None) -> Estimate:
+         device_memory_gib: float | None = None, shards: int = 1) -> Estimate:
     t = cfg.train
     return estimate(
         read_shape(model_dir), t.method, batch_size=t.batch_size, seq_len=max(lengths),
         mean_seq_len=round(sum(lengths) / len(lengths)), tokens_per_epoch=sum(lengths), epochs=t.epochs,
         device=device, gpus=gpus, r=t.lora.r, target_modules=t.lora.target_modules, dropout=t.lora.dropout,
         gradient_checkpointing=t.gradient_checkpointing, prices=cfg.estimate.prices, mfu=cfg.estimate.mfu,
-        device_memory_gib=device_memory_gib, eval_batch_size=t.eval_batch_size)
+        device_memory_gib=device_memory_gib, eval_batch_size=t.eval_batch_size, shards=shards)
 
 
 def estimate_config(cfg: RunConfig) -> Estimate:
@@ -75,4 +75,5 @@ def estimate_config(cfg: RunConfig) -> Estimate:
     base = Path(cfg.model.base).expanduser()
     model_dir = base if (base / "config.json").is_file() else resolve_model(cfg.model.base, cfg.model.cache_dir).path
     enc = encode_data(cfg, prepare(cfg), load_tokenizer(model_dir))
-    return plan(cfg, model_dir, enc.lengths, cfg.estimate.device, cfg.estimate.gpus)
+    gpus = cfg.estimate.gpus
+    return plan(cfg, model_dir, enc.lengths, cfg.estimate.device, gpus, shards=gpus if cfg.train.fsdp else 1)

@@ -10,23 +10,11 @@ import torch
 from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError
 from tunewise.models.estimate import Estimate
+from tunewise.train.distributed import is_main_process, local_rank, world_size  # noqa: F401 (old import path)
 
 
 class TrainError(TunewiseError):
     exit_code = 1
-
-
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    """Rank 0 under torchrun / accelerate launch (RANK is set by both); a single process otherwise."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def attention_implementation(cfg: RunConfig, device: str) -> str:

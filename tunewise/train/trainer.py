@@ -9,6 +9,7 @@ from pathlib import Path
 from tunewise.config import RunConfig
 from tunewise.errors import ConfigError
 from tunewise.train.callbacks import GuardedTrainer, TokensProgressCallback, answer_metrics, argmax_logits
+from tunewise.train.distributed import grad_accum, uses_fsdp
 from tunewise.train.tokenize import PadCollator, packed_collator
 
 
@@ -69,19 +70,36 @@ def _checkpointing(on: bool) -> dict:
     return {name: on, f"{name}_kwargs": {"use_reentrant": False}}
 
 
+def _fsdp(cfg: RunConfig, layers: list[str], checkpointing: bool) -> dict:
+    """FSDP2 through TrainingArguments when train.fsdp is set (under torchrun). Each decoder layer is its own
+    shard unit. PEFT needs nothing special with FSDP2: it shards per parameter, so frozen base weights and
+    trainable adapters can share a layer (FSDP1 needed use_orig_params or peft's wrap policy for that). Under
+    `accelerate launch` with an FSDP config the launcher's settings are used instead."""
+    if not (cfg.train.fsdp and uses_fsdp(cfg)):
+        return {}
+    return {"fsdp": True, "fsdp_config": {
+        "version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_layer_cls_to_wrap": layers,
+        "reshard_after_forward": True, "state_dict_type": "FULL_STATE_DICT",
+        # FSDP's own checkpointing: transformers warns that the Trainer's one all-gathers twice under FSDP.
+        "activation_checkpointing": checkpointing}}
+
+
 def training_args(cfg: RunConfig, out_dir: Path, device: str, packing: bool, has_val: bool,
-                  trainer_checkpointing: bool | None = None):
+                  trainer_checkpointing: bool | None = None, fsdp_layers: list[str] | None = None):
     """trainer_checkpointing: whether the Trainer switches activation checkpointing on (default:
-    train.gradient_checkpointing); False when the fast path already did, for a chosen share of the layers."""
+    train.gradient_checkpointing); False when the fast path already did, for a chosen share of the layers.
+    fsdp_layers: the decoder layer class names FSDP wraps one by one."""
     from transformers import TrainingArguments
 
     t = cfg.train
+    checkpointing = t.gradient_checkpointing if trainer_checkpointing is None else trainer_checkpointing
+    fsdp = _fsdp(cfg, fsdp_layers or [], checkpointing)
     return TrainingArguments(
         output_dir=str(out_dir),
         num_train_epochs=t.epochs,
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size,
-        gradient_accumulation_steps=t.grad_accum,
+        gradient_accumulation_steps=grad_accum(cfg),
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
@@ -98,7 +116,8 @@ def training_args(cfg: RunConfig, out_dir: Path, device: str, packing: bool, has
         full_determinism=t.deterministic,
         use_cpu=device == "cpu",
         bf16=device == "cuda",
-        **_checkpointing(t.gradient_checkpointing if trainer_checkpointing is None else trainer_checkpointing),
+        **_checkpointing(checkpointing and not fsdp),
+        **fsdp,
         remove_unused_columns=False,
         dataloader_num_workers=0,
         # Sorting by length cuts padding, which on CPU is most of the wasted time; packing has none to cut.
@@ -115,7 +134,8 @@ def build_trainer(cfg: RunConfig, model, tokenizer, enc, out_dir: Path, device: 
     from transformers.trainer_callback import ProgressCallback
 
     has_val = bool(enc.val)
-    args = training_args(cfg, out_dir, device, packing, has_val, trainer_checkpointing)
+    layers = sorted(getattr(model, "_no_split_modules", None) or [])  # the decoder layer, e.g. LlamaDecoderLayer
+    args = training_args(cfg, out_dir, device, packing, has_val, trainer_checkpointing, layers)
     names, reporters = _reporters(cfg, cfg.run_dir)
     args.report_to = names
     pad = PadCollator(tokenizer.pad_token_id)
@@ -134,5 +154,6 @@ def build_trainer(cfg: RunConfig, model, tokenizer, enc, out_dir: Path, device: 
     )
     trainer.eval_collator = pad
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(TokensProgressCallback())
+    trainer.progress = TokensProgressCallback()
+    trainer.add_callback(trainer.progress)
     return trainer

@@ -47,6 +47,17 @@ def test_qlora_needs_less_memory_than_lora_and_full_more_than_both():
     assert not estimate(shape, "full", **kw, device="L4").fits
 
 
+def test_fsdp_shards_weights_grads_and_optimizer_per_device_but_not_activations():
+    shape = ModelShape.from_config(LLAMA3_8B)
+    kw = {"batch_size": 2, "seq_len": 1024, "tokens_per_epoch": 10**6, "epochs": 1, "gpus": 2}
+    ddp, fsdp = estimate(shape, "full", **kw), estimate(shape, "full", **kw, shards=2)
+    for part in ("weights_gib", "grads_gib", "optimizer_gib"):
+        assert getattr(fsdp, part) == pytest.approx(getattr(ddp, part) / 2)
+    assert fsdp.activations_gib == ddp.activations_gib  # batch_size is per device either way
+    assert fsdp.hours == ddp.hours
+    assert fsdp.hours == pytest.approx(estimate(shape, "full", **{**kw, "gpus": 1}).hours / 2)
+
+
 @pytest.mark.parametrize("method,bf16,dropout", [("lora", True, 0.05), ("lora", False, 0.0), ("full", True, 0.0),
                                                  ("lora", True, 0.0), ("full", False, 0.0),
                                                  ("lora", False, 0.1)])

@@ -18,6 +18,17 @@ class _Trainer(GuardedTrainer):
 
     eval_collator = None
 
+    def _get_train_sampler(self, train_dataset=None):
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            # transformers sizes its length groups by per-device batch × grad_accum, which changes with the
+            # device count; grouping by the global batch gives the same example order on 1 GPU or N.
+            args = self.args
+            sampler.batch_size = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+        return sampler
+
     def get_eval_dataloader(self, eval_dataset=None):
         train_collator, self.data_collator = self.data_collator, self.eval_collator
         try:

@@ -138,3 +138,16 @@ def test_report_rebuilds_from_files(tiny_runs, tmp_path):
     assert (cfg.run_dir / "report.html").is_file()
     assert len(list(csv.reader((cfg.run_dir / "review.csv").open()))) == 3
     assert runner.invoke(app, ["report", str(tmp_path / "nowhere")]).exit_code == 2
+
+
+def test_accelerate_config_prints_the_shipped_ddp_and_fsdp2_configs():
+    import yaml
+
+    fsdp = runner.invoke(app, ["accelerate-config", "fsdp"])
+    assert fsdp.exit_code == 0
+    cfg = yaml.safe_load(open(fsdp.output.strip()))
+    assert cfg["distributed_type"] == "FSDP" and cfg["fsdp_config"]["fsdp_version"] == 2
+    ddp = yaml.safe_load(open(runner.invoke(app, ["accelerate-config", "ddp"]).output.strip()))
+    assert ddp["distributed_type"] == "MULTI_GPU" and ddp["mixed_precision"] == "bf16"
+    wrong = runner.invoke(app, ["accelerate-config", "deepspeed"])
+    assert wrong.exit_code == 2 and "expected ddp or fsdp" in wrong.output

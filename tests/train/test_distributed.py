@@ -87,7 +87,7 @@ def _config(tmp_path: Path, model_dir: Path) -> Path:
            "data": {"paths": [str(data)], "split": {"val": 8, "test": 8}},
            "model": {"base": str(model_dir), "max_length": 64},
            "train": {"batch_size": 4, "global_batch_size": 8, "learning_rate": 1e-3, "logging_steps": 1,
-                     "report_to": [], "lora": {"dropout": 0.0}}}
+                     "report_to": ["tensorboard"], "lora": {"dropout": 0.0}}}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -127,6 +127,7 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(tmp
     assert manifest["train"]["world_size"] == 2 and manifest["train"]["global_batch"] == 8
     assert sorted(p.name for p in (runs / "ddp" / "adapter").glob("*.safetensors")) == ["adapter_model.safetensors"]
     assert (runs / "ddp" / "checkpoints" / ".finished").is_file()
+    assert len(list((runs / "ddp" / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert (runs / "ddp" / "data" / "train.jsonl").read_text() == (runs / "single" / "data" / "train.jsonl").read_text()
 
     # Same examples in every step, averaged gradients: the weights agree up to float summation order.

@@ -126,11 +126,7 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
     total = sum(p.numel() for p in model.parameters())
 
     run_dir, ckpt_dir = cfg.run_dir, cfg.run_dir / "checkpoints"
-    checkpoint = prepare_checkpoints(ckpt_dir, resume, clear=False)  # every rank: the same answer or error
-    barrier()  # nobody still reading checkpoints/ when rank 0 clears it
-    if is_main_process():
-        prepare_checkpoints(ckpt_dir, resume)
-    barrier()
+    checkpoint = _resume_point(ckpt_dir, resume)
     trainer = build_trainer(cfg, model, tokenizer, enc, ckpt_dir, device, packing, callbacks or [],
                             trainer_checkpointing=cfg.train.gradient_checkpointing and fast.checkpointed_layers is None)
     if device == "cuda":
@@ -149,13 +145,8 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
                          "answers, then --resume or start over") from None
     seconds = time.perf_counter() - start
     out_dir = run_dir / ("model" if cfg.train.method == "full" else "adapter")
-    trainer.save_model(str(out_dir))  # every rank calls it (FSDP gathers the shards); rank 0 writes
+    _save(trainer, tokenizer, out_dir, run_dir, ckpt_dir)
     state = trainer.state
-    if is_main_process():
-        tokenizer.save_pretrained(out_dir)
-        (run_dir / "train_log.json").write_text(json.dumps(state.log_history, indent=1))
-        mark_finished(ckpt_dir)
-    barrier()  # when train() returns, the weights are on disk for every rank
     train_curve, val_curve = _curves(state.log_history)
     stopped = state.global_step < state.max_steps
     rate = trainer.progress.steady_tokens_per_second or state.num_input_tokens_seen / max(seconds, 1e-9)
@@ -164,6 +155,26 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
                        str(checkpoint) if checkpoint else None, packing, attn, state.num_input_tokens_seen,
                        world_size(), global_batch(cfg), fsdp, round(rate, 1), est.to_json(), _peak_gpu_gib(device),
                        fast.to_json(), None if fsdp else trainer.model)  # an FSDP model is sharded: reload it
+
+
+def _resume_point(ckpt_dir: Path, resume: bool) -> Path | None:
+    """Every rank checks checkpoints/ (the same answer or the same error); rank 0 alone clears a finished
+    run's checkpoints, once nobody is still reading them."""
+    checkpoint = prepare_checkpoints(ckpt_dir, resume, clear=False)
+    barrier()
+    if is_main_process():
+        prepare_checkpoints(ckpt_dir, resume)
+    barrier()
+    return checkpoint
+
+
+def _save(trainer, tokenizer, out_dir: Path, run_dir: Path, ckpt_dir: Path) -> None:
+    trainer.save_model(str(out_dir))  # every rank calls it (FSDP gathers the shards); rank 0 writes
+    if is_main_process():
+        tokenizer.save_pretrained(out_dir)
+        (run_dir / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        mark_finished(ckpt_dir)
+    barrier()  # when train() returns, the weights are on disk for every rank
 
 
 def _peak_gpu_gib(device: str) -> float | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from tunewise.config import RunConfig
 from tunewise.errors import ConfigError
 from tunewise.train.callbacks import GuardedTrainer, TokensProgressCallback, answer_metrics, argmax_logits
-from tunewise.train.distributed import grad_accum, uses_fsdp
+from tunewise.train.distributed import grad_accum, is_main_process, uses_fsdp
 from tunewise.train.tokenize import PadCollator, packed_collator
 
 
@@ -59,7 +59,8 @@ def _schedule(cfg: RunConfig, has_val: bool) -> dict:
 def _reporters(cfg: RunConfig, run_dir: Path) -> tuple[list[str], list]:
     """report_to names for Trainer, plus callbacks we build ourselves; packages that are missing are skipped."""
     names, callbacks = [], []
-    if "tensorboard" in cfg.train.report_to and importlib.util.find_spec("tensorboard"):
+    # Rank 0 only: a writer opens its event file at once, and the others would leave empty ones beside it.
+    if "tensorboard" in cfg.train.report_to and importlib.util.find_spec("tensorboard") and is_main_process():
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 

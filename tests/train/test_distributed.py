@@ -67,7 +67,7 @@ def test_fsdp_reaches_transformers_as_fsdp2_wrapping_the_decoder_layer(tmp_path,
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
     monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: True)
     cfg = tiny_config(tmp_path, fsdp=True, gradient_checkpointing=True)
-    args = training_args(cfg, tmp_path, "cpu", False, False, ["LlamaDecoderLayer"])
+    args = training_args(cfg, tmp_path, "cpu", False, False, fsdp_layers=["LlamaDecoderLayer"])
     plugin = args.fsdp_plugin_args
     assert plugin["fsdp_version"] == 2 and plugin["transformer_cls_names_to_wrap"] == "LlamaDecoderLayer"
     assert plugin["reshard_after_forward"] is True and plugin["state_dict_type"] == "FULL_STATE_DICT"

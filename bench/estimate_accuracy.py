@@ -133,7 +133,8 @@ def estimate_row(m: dict) -> list[str]:
     """One table row from a measurement, with the estimator as it is now (so the table can be rebuilt from
     saved measurements after the estimator changes, without re-measuring)."""
     est = estimate(ModelShape.from_config(CONFIGS[m["model"]]), m["method"], batch_size=m["batch"],
-                   seq_len=m["seq"], tokens_per_epoch=m["batch"] * m["seq"], epochs=1, device=m["device_key"])
+                   seq_len=m["seq"], tokens_per_epoch=m["batch"] * m["seq"], epochs=1, device=m["device_key"],
+                   fp32_master=False)  # build() makes every model bf16, full fine-tuning included
     peak, step_s = m["peak_gib"], m["step_s"]
     mem_err = (est.peak_memory_gib - peak) / peak * 100
     step_est = est.seconds_per_epoch  # one epoch of batch x seq tokens = one optimizer step

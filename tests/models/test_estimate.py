@@ -106,5 +106,15 @@ def test_a_large_eval_batch_sets_the_peak_through_its_logits():
     train_only = estimate(shape, **kw)
     with_eval = estimate(shape, **kw, eval_batch_size=128)
     logits_gib = 128 * 128 * shape.vocab * 10 / 1024**3
-    assert with_eval.activations_gib == pytest.approx(logits_gib) and logits_gib > train_only.activations_gib
+    # Gradients are freed before evaluation, so the eval peak is weights + optimizer state + logits.
+    assert with_eval.peak_memory_gib == pytest.approx(
+        with_eval.weights_gib + with_eval.optimizer_gib + logits_gib) and logits_gib > train_only.activations_gib
     assert estimate(shape, **kw, eval_batch_size=1).activations_gib == train_only.activations_gib
+
+
+def test_full_fine_tuning_counts_fp32_master_weights_as_training_keeps_them():
+    shape = ModelShape.from_config(LLAMA3_8B)
+    kw = {"batch_size": 1, "seq_len": 128, "tokens_per_epoch": 10**5, "epochs": 1}
+    master, pure_bf16 = estimate(shape, "full", **kw), estimate(shape, "full", **kw, fp32_master=False)
+    assert master.weights_gib == pytest.approx(2 * pure_bf16.weights_gib)
+    assert master.optimizer_gib == pytest.approx(2 * master.weights_gib)  # AdamW: two fp32 states

@@ -1,7 +1,8 @@
 """Data doctor throughput: Banking77 replicated to N rows (default 200,000) with small perturbations and a
 planted share of broken, duplicate and PII rows, through `tunewise.data.check` (validate + clean + PII
 redaction + token lengths + exact/near dedup + card), streaming to a clean JSONL. Prints rows/s, RSS at
-50k/100k/200k rows, peak RSS, found/planted per kind, and a plain json.loads+dumps pass as the baseline.
+50k/100k/200k rows (a quarter, half, all of --rows) with the growth per 1k rows and what stays O(n) by design,
+peak RSS, found/planted per kind, and a plain json.loads+dumps pass as the baseline.
 
     python bench/data_throughput.py [--rows 200000] [--data ../shared/data/banking77]
 
@@ -176,14 +177,15 @@ def generate(data: Path, n: int, out: Path, seed: int = 0) -> dict:
     return planted
 
 
-def rss_mb() -> tuple[float, float]:
-    """(RSS, PSS) in MiB of this process plus its worker processes. RSS counts the pages the forked workers
-    share with the parent once per process, so its sum overstates the machine's use; PSS splits each shared
-    page between the processes sharing it, so its sum is what the machine really holds."""
+def rss_mb() -> tuple[float, float, float]:
+    """(RSS, PSS) in MiB of this process plus its worker processes, and this process's own RSS. RSS counts
+    the pages the forked workers share with the parent once per process, so its sum overstates the machine's
+    use; PSS splits each shared page between the processes sharing it, so its sum is what the machine holds."""
     import psutil
 
     me = psutil.Process()
     rss = pss = 0
+    main = me.memory_info().rss
     for proc in [me, *me.children(recursive=True)]:
         try:
             info = proc.memory_full_info()
@@ -191,7 +193,38 @@ def rss_mb() -> tuple[float, float]:
             continue
         rss += info.rss
         pss += getattr(info, "pss", info.rss)
-    return rss / 2**20, pss / 2**20
+    return rss / 2**20, pss / 2**20, main / 2**20
+
+
+# What stays in memory per kept row by design (the dtypes in tunewise/data/dedup.py, band_index.py, spill.py,
+# clusters.py, scan.py); everything else about a row is on disk or gone once the row is written.
+PER_ROW = {"LSH band index (16 bands × 32-bit key + 32-bit slot)": 128,
+           "exact index (64-bit key + slot) and digest tail": 20, "row ids (near slot, exact slot)": 16,
+           "spill offsets (shingles; file, line, label, preview)": 16, "cluster size": 4,
+           "token length + turns (card histogram)": 6}
+
+
+def print_memory(rss_start: tuple, marks: dict, peak_total: tuple, peak_main: float) -> None:
+    print(f"\nmemory before the pass (tokenizer, libraries): RSS / PSS main + workers {rss_start[0]:.0f} / "
+          f"{rss_start[1]:.0f} MiB, main RSS {rss_start[2]:.0f} MiB")
+    print("| rows read | rows kept | RSS main + workers MiB | PSS main + workers MiB | RSS main MiB |\n"
+          "|---:|---:|---:|---:|---:|")
+    for m, (kept, (rss, pss, main)) in marks.items():
+        print(f"| {m:,} | {kept:,} | {rss:.0f} | {pss:.0f} | {main:.0f} |")
+    print(f"peak (sampled every 2,000 rows) RSS / PSS main + workers {peak_total[0]:.0f} / {peak_total[1]:.0f} "
+          f"MiB; main process alone: peak RSS {peak_main:.0f} MiB")
+    if len(marks) < 2:
+        return
+    (m0, (k0, a)), (m1, (k1, b)) = list(marks.items())[0], list(marks.items())[-1]
+    per_k = [(y - x) * 2**20 / ((m1 - m0) / 1000) for x, y in zip(a, b)]
+    print(f"growth {m0:,} → {m1:,} rows: RSS {b[0] - a[0]:+.0f} MiB ({(b[0] - a[0]) / a[0]:+.1%} of RSS at {m0:,}), "
+          f"PSS {b[1] - a[1]:+.0f} MiB ({(b[1] - a[1]) / a[1]:+.1%}), main RSS {b[2] - a[2]:+.0f} MiB "
+          f"({(b[2] - a[2]) / a[2]:+.1%}); per 1,000 rows read: RSS {per_k[0] / 1024:.0f} KiB, "
+          f"PSS {per_k[1] / 1024:.0f} KiB, main RSS {per_k[2] / 1024:.0f} KiB ({per_k[2] / 1000:.0f} bytes a row)")
+    total = sum(PER_ROW.values())
+    print("O(n) by design, per kept row: " + ", ".join(f"{k} {v} B" for k, v in PER_ROW.items())
+          + f" = {total} B: {total * (k1 - k0) / 2**20:.0f} MiB for the {k1 - k0:,} rows kept between the marks. "
+          "Shingles, file/line/label/preview and cluster members of kept rows are spilled to temporary files.")
 
 
 def baseline(path: Path, out: Path) -> float:
@@ -271,12 +304,14 @@ def main() -> int:
     cfg = parse_config({"task": {"labels": labels}, "data": {"paths": [str(src)], "pii": "drop",
                                                                  "workers": args.workers}})
     counter = load_counter(cfg.model.base)
-    marks, seen = {}, [m for m in (50_000, 100_000, 200_000) if m <= args.rows]
+    # RSS at a quarter, half and all of the rows (50k, 100k, 200k by default).
+    marks, seen = {}, [args.rows // 4, args.rows // 2, args.rows]
     peak_total, next_sample = [(0.0, 0.0)], [0]
 
     def progress(stats) -> None:
         if seen and stats.rows >= seen[0]:
-            marks[seen.pop(0)] = rss_mb()
+            seen.pop(0)
+            marks[stats.rows] = (stats.kept, rss_mb())
         if stats.rows >= next_sample[0]:  # every 2,000 rows: main + workers, the peak the machine sees
             now = rss_mb()
             peak_total[0] = (max(peak_total[0][0], now[0]), max(peak_total[0][1], now[1]))
@@ -309,10 +344,7 @@ def main() -> int:
         f"{args.rows / seconds:,.0f} | {cpu:.1f} | {args.rows / cpu:,.0f} |"
     )
     print(f"CPU s: main process {cpu_main:.1f}, worker processes {cpu_workers:.1f}")
-    at = "; ".join(f"at {k:,} rows {v[0]:.0f} / {v[1]:.0f} MiB" for k, v in marks.items())
-    print(f"\nmemory, RSS / PSS summed over main + workers: before the pass (tokenizer, libraries) "
-          f"{rss_start[0]:.0f} / {rss_start[1]:.0f} MiB; {at}; peak (sampled every 2,000 rows) "
-          f"{peak_total[0][0]:.0f} / {peak_total[0][1]:.0f} MiB; main process alone: peak RSS {peak:.0f} MiB")
+    print_memory(rss_start, marks, peak_total[0], peak)
     print("\n| planted problem | found | planted |\n|---|---:|---:|")
     for kind, found, n in score(planted, tmp / "out"):
         print(f"| {kind} | {found} | {n} |")

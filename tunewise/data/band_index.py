@@ -1,15 +1,13 @@
-"""Compact storage for the near-duplicate index: what every kept row leaves behind in memory.
+"""Compact key → slots index for deduplication: what every kept row leaves behind in memory.
 
-Why not Python dicts alone (the first version, and datasketch before it): a dict entry with a 64-bit int key
-costs ~70 bytes, and LSH needs one per band (16) per kept row — ~1.1 KiB a row, ~0.2 GiB at 200k kept rows,
-and datasketch's per-band sets of keys ~6 KiB a row. Here the rows of the last FLUSH additions live in a dict
-(fast to update one at a time), and older ones in one sorted uint64 array of band keys with a uint32 slot
-array beside it (12 bytes per band entry), looked up for a whole batch with one vectorised searchsorted.
-Shingle sets likewise: one contiguous uint32 block per flush instead of a numpy object per row."""
+Why not Python dicts alone (the first version, and datasketch before it): a dict entry with an int key costs
+~70 bytes, and LSH needs one per band (16) per kept row — ~1.1 KiB a row, ~0.2 GiB at 200k kept rows, and
+datasketch's per-band sets of keys ~6 KiB a row. Here the rows of the last FLUSH additions live in a dict
+(fast to update one at a time), and older ones in one sorted key array with a uint32 slot array beside it
+(8 bytes per entry with 32-bit LSH band keys, 12 with the 64-bit exact-duplicate keys), looked up for a whole
+batch with one vectorised searchsorted. The rows' shingle sets are not here: they are on disk (spill.py)."""
 
 from __future__ import annotations
-
-from bisect import bisect_right
 
 import numpy as np
 
@@ -17,10 +15,10 @@ FLUSH = 8192  # rows per merge into the sorted arrays: each merge is O(index siz
 
 
 class BandIndex:
-    """band key → slots of the rows that have it (keys are already salted per band, so one table serves all)."""
+    """key → slots of the rows that have it (band keys are already salted per band, so one table serves all)."""
 
-    def __init__(self) -> None:
-        self.keys = np.empty(0, dtype=np.uint64)
+    def __init__(self, dtype: type = np.uint32) -> None:
+        self.keys = np.empty(0, dtype=dtype)
         self.slots = np.empty(0, dtype=np.uint32)
         self._recent: dict[int, int | list[int]] = {}
         self._pending_keys: list[np.ndarray] = []
@@ -80,37 +78,3 @@ class BandIndex:
         self.keys, self.slots = np.insert(self.keys, at, keys), np.insert(self.slots, at, slots)
         self._recent.clear()
         self._pending_keys, self._pending_slots = [], []
-
-
-class ShingleStore:
-    """Shingle sets by slot (dense, 0, 1, 2…): recent ones as arrays, older ones in contiguous blocks."""
-
-    def __init__(self) -> None:
-        self._starts: list[int] = []  # first slot of each block
-        self._blocks: list[tuple[np.ndarray, np.ndarray]] = []  # (data, offsets) per block
-        self._recent: list[np.ndarray] = []
-        self._flushed = 0
-
-    def append(self, shingles: np.ndarray) -> None:
-        self._recent.append(shingles)
-
-    def __len__(self) -> int:
-        return self._flushed + len(self._recent)
-
-    def __getitem__(self, slot: int) -> np.ndarray:
-        if slot >= self._flushed:
-            return self._recent[slot - self._flushed]
-        b = bisect_right(self._starts, slot) - 1
-        data, offsets = self._blocks[b]
-        i = slot - self._starts[b]
-        return data[offsets[i]:offsets[i + 1]]
-
-    def flush(self) -> None:
-        if not self._recent:
-            return
-        sizes = np.fromiter((s.size for s in self._recent), dtype=np.int64, count=len(self._recent))
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        self._starts.append(self._flushed)
-        self._blocks.append((np.concatenate(self._recent), offsets))
-        self._flushed += len(self._recent)
-        self._recent = []

@@ -61,7 +61,7 @@ def build_card(stats: ScanStats, audit: Audit, content_hash: str, task: str, pii
     quarantined = sum(stats.quarantine.values())
     if quarantined:
         warnings.append(f"{quarantined} rows quarantined (reasons on the card, rows in quarantine.jsonl)")
-    clusters = sorted(stats.clusters.values(), key=lambda c: -c.size)[:50]
+    clusters = stats.clusters.largest(50) if stats.clusters else []
     return DataCard(
         content_hash=content_hash, task=task,
         counts={"rows_read": stats.rows, "quarantined": quarantined, "duplicates_removed": sum(
@@ -69,7 +69,7 @@ def build_card(stats: ScanStats, audit: Audit, content_hash: str, task: str, pii
         sources=[asdict(f) for f in stats.files],
         quarantine={"by_reason": dict(stats.quarantine.most_common()), "examples": stats.quarantine_examples},
         duplicates={"exact": stats.duplicates["exact"], "near": stats.duplicates["near"],
-                    "clusters": len(stats.clusters), "largest_clusters": [asdict(c) for c in clusters]},
+                    "clusters": len(stats.clusters or ()), "largest_clusters": [asdict(c) for c in clusters]},
         conflicts={"count": stats.conflict_count, "listed": stats.conflicts},
         pii={"policy": pii_policy, "occurrences": dict(stats.pii.most_common()),
              "rows": dict(stats.pii_rows.most_common()), "not_detected": NOT_DETECTED},

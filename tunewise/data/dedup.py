@@ -10,9 +10,10 @@ anything; 64 permutations in 16 bands of 4 find a pair at Jaccard 0.8 with proba
 
 Why not datasketch (used here before): its MinHashLSH keeps, per band, a dict from the band's bytes to a
 Python set of keys — about 6 KiB per indexed row at 16 bands, and it was ~35% of the data pass's CPU
-(benchmark, docs/data_doctor.md). Here a band is one 64-bit key in a compact index (band_index.py: ~12 bytes
-per band entry), and the MinHash of a whole batch of rows is one vectorised numpy computation
-(multiply-shift hashing of all shingles at once, then a segmented minimum)."""
+(benchmark, docs/data_doctor.md). Here a band is one 32-bit key in a compact index (band_index.py: 8 bytes
+per band entry), the kept rows' shingle sets wait on disk (spill.py) for the few candidates that need them,
+and the MinHash of a whole batch of rows is one vectorised numpy computation (multiply-shift hashing of all
+shingles at once, then a segmented minimum)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tunewise.data.band_index import BandIndex, ShingleStore
+from tunewise.data.band_index import BandIndex
+from tunewise.data.spill import Spill
 
 SHINGLE = 5
 LONG_TEXT = 4096  # shingles kept per row for exact verification; longer rows are verified by their signature
@@ -134,13 +136,15 @@ def _group_min(sets: list[np.ndarray], group: list[int], num_perm: int, out: np.
 
 
 def band_keys(sigs: np.ndarray, bands: tuple[int, int]) -> np.ndarray:
-    """One 64-bit key per (row, band): a random linear combination of the band's values mod 2^64, xor a
-    per-band salt so all bands can share one table. Two rows share a key when their band is equal (or, with
-    probability ~2^-64, by accident — then the exact Jaccard check rejects the candidate)."""
+    """One 32-bit key per (row, band): the top half of a random linear combination of the band's values mod
+    2^64, xor a per-band salt so all bands can share one table. Two rows share a key when their band is equal,
+    or by accident: with n rows indexed, a row meets ~16·n/2^32 accidental candidates (0.01 at 200k rows),
+    each rejected by the exact Jaccard check. 32 bits rather than 64 save 64 bytes of index per kept row."""
     b, r = bands
     part = sigs[:, : b * r].astype(np.uint64).reshape(len(sigs), b, r)
     with np.errstate(over="ignore"):
-        return (part * _BAND[:r][None, None, :]).sum(axis=2, dtype=np.uint64) ^ _SALT[None, :b]
+        keys = (part * _BAND[:r][None, None, :]).sum(axis=2, dtype=np.uint64) ^ _SALT[None, :b]
+    return (keys >> np.uint64(32)).astype(np.uint32)
 
 
 def banding(threshold: float, num_perm: int, recall: float = 0.999) -> tuple[int, int]:
@@ -173,8 +177,17 @@ class Probe:
     digest: bytes
     shingles: np.ndarray | None = None
     signature: np.ndarray | None = None  # uint32[num_perm]
-    keys: np.ndarray | None = None  # uint64, one LSH key per band
+    keys: np.ndarray | None = None  # uint32, one LSH key per band
     candidates: set[int] | None = None  # slots from the index's sorted part (`Deduper.lookup`)
+    exact_candidates: set[int] | None = None  # the same for the digest
+
+    @property
+    def head(self) -> int:  # the digest's first 64 bits: its key in the exact index
+        return int.from_bytes(self.digest[:8], "little")
+
+    @property
+    def tail(self) -> int:  # its last 64 bits: compared on a key match, so the whole 128 bits decide
+        return int.from_bytes(self.digest[8:], "little")
 
 
 @dataclass
@@ -206,14 +219,21 @@ def unpack(packed: PackedProbes | list[Probe]) -> list[Probe]:
 
 
 class Deduper:
+    """What stays in memory per indexed row: 16 band entries × 8 bytes, an exact-index entry (12 bytes) and
+    the digest's tail (8), two row ids (16) and the shingle store's offset (8): 172 bytes, plus the last
+    FLUSH rows' entries in dicts. The shingle sets themselves (~0.5 KiB a Banking77 row) are on disk, read back
+    only for candidates."""
+
     def __init__(self, threshold: float = 0.8, num_perm: int = 64, exact: bool = True, near: bool = True):
         self.threshold, self.use_exact, self.use_near, self.num_perm = threshold, exact, near, num_perm
         self.bands = banding(threshold, num_perm)
-        self._index = BandIndex()
-        self._kept = ShingleStore()  # slot → shingles (short rows) or signature (long rows)
-        self._long: set[int] = set()  # slots of long rows
+        self._index = BandIndex(np.uint32)
+        self._kept = Spill()  # slot → uint32 shingles (short rows) or signature (long rows), on disk
+        self._long: set[int] = set()  # slots of long rows (over LONG_TEXT shingles: rare)
         self._ids = array("q")  # slot → the caller's row id
-        self._digests: dict[bytes, int] = {}
+        self._exact = BandIndex(np.uint64)  # digest head → exact slot
+        self._tails = array("Q")  # exact slot → digest tail
+        self._exact_ids = array("q")  # exact slot → the caller's row id
 
     def probes(self, texts: list[str]) -> list[Probe]:
         """Digests, shingles, signatures and band keys of a batch of texts, computed together."""
@@ -232,7 +252,12 @@ class Deduper:
         (earlier rows of the same batch) are still seen by `match`. Call before matching a batch."""
         if self._index.due():
             self._index.flush()
-            self._kept.flush()
+        if self._exact.due():
+            self._exact.flush()
+        if self.use_exact and probes:
+            heads = np.array([[p.head] for p in probes], dtype=np.uint64)
+            for p, found in zip(probes, self._exact.lookup(heads), strict=True):
+                p.exact_candidates = found
         near = [p for p in probes if p.keys is not None]
         if near:
             for p, found in zip(near, self._index.lookup(np.stack([p.keys for p in near])), strict=True):
@@ -245,35 +270,44 @@ class Deduper:
 
     def match(self, probe: Probe) -> Match | None:
         """The best duplicate of a probed (and looked-up) row among the rows added so far, or None."""
-        if self.use_exact and probe.digest in self._digests:
-            return Match("exact", self._digests[probe.digest], 1.0)
+        if self.use_exact:
+            found = self._exact.recent(np.array([probe.head], dtype=np.uint64), probe.exact_candidates or set())
+            same = [e for e in found if self._tails[e] == probe.tail]
+            if same:  # the first row added with this digest, as a dict's setdefault would keep
+                return Match("exact", self._exact_ids[min(same)], 1.0)
         if not self.use_near or probe.keys is None:
             return None
         best: Match | None = None
         for slot in self._index.recent(probe.keys, probe.candidates or set()):
             if slot not in self._long and probe.shingles.size <= LONG_TEXT:
-                sim = jaccard(probe.shingles, self._kept[slot])
+                sim = jaccard(probe.shingles, self._stored(slot))
             else:  # a long row on either side: the MinHash estimate (std <= 0.06 at 64 permutations)
                 sim = float(np.mean(probe.signature == self._signature(slot)))
             if sim >= self.threshold and (best is None or sim > best.similarity):
                 best = Match("near", self._ids[slot], sim)
         return best
 
+    def _stored(self, slot: int) -> np.ndarray:
+        return np.frombuffer(self._kept[slot], dtype=np.uint32)
+
     def _signature(self, slot: int) -> np.ndarray:
         if slot in self._long:
-            return self._kept[slot]
-        return signatures([self._kept[slot]], self.num_perm)[0]
+            return self._stored(slot)
+        return signatures([self._stored(slot)], self.num_perm)[0]
 
     def add(self, row_id: int, probe: Probe) -> None:
         """Index a kept row so later rows are compared with it."""
-        self._digests.setdefault(probe.digest, row_id)
+        if self.use_exact:
+            self._exact.add(len(self._tails), np.array([probe.head], dtype=np.uint64))
+            self._tails.append(probe.tail)
+            self._exact_ids.append(row_id)
         if probe.keys is None:
             return
         slot = len(self._ids)
         self._ids.append(row_id)
         self._index.add(slot, probe.keys)
-        if probe.shingles.size > LONG_TEXT:  # a copy: the signature is a view of its whole batch's array
-            self._kept.append(probe.signature.copy())
+        if probe.shingles.size > LONG_TEXT:
+            self._kept.append(probe.signature.tobytes())
             self._long.add(slot)
         else:
-            self._kept.append(probe.shingles)
+            self._kept.append(probe.shingles.tobytes())

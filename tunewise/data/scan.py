@@ -1,6 +1,8 @@
 """The streaming pass: read → validate → clean → PII → token lengths → dedup, one row at a time (token counts
 in batches). Kept records are yielded as they are decided; everything else goes to the quarantine sink with
-its file, line, field and reason. Only counters, the dedup index and small per-row facts stay in memory."""
+its file, line, field and reason. Only counters and small fixed-size per-row facts stay in memory (the dedup
+index, token lengths, cluster sizes: ~200 bytes a kept row, measured in bench/data_throughput.py); what must be
+looked up again for any earlier row (its shingles, file, line, label, preview) is spilled to disk."""
 
 from __future__ import annotations
 
@@ -14,12 +16,14 @@ from pathlib import Path
 
 from tunewise.config import DataConfig, TaskConfig
 from tunewise.data.clean import check_control, clean_record, dedup_text
+from tunewise.data.clusters import ClusterTable
 from tunewise.data.dedup import Deduper, Probe
 from tunewise.data.formats import FileFormat, detect_format, sniff, to_record
 from tunewise.data.load import RawRow, Rejected, RowError, iter_rows
 from tunewise.data.parallel import chunks, prepare_parallel, resolve_workers
 from tunewise.data.pii import find_pii, redact
 from tunewise.data.records import Record
+from tunewise.data.spill import JsonSpill
 from tunewise.data.tokens import TokenCounter, record_text
 
 BATCH = 512  # rows per tokenizer call: large enough to amortise the call, small enough to stay streaming
@@ -36,13 +40,6 @@ class FileReport:
 
 
 @dataclass
-class Cluster:
-    representative: dict  # file, line, text preview
-    members: list[dict] = field(default_factory=list)
-    size: int = 1
-
-
-@dataclass
 class ScanStats:
     files: list[FileReport] = field(default_factory=list)
     rows: int = 0
@@ -50,7 +47,7 @@ class ScanStats:
     quarantine: Counter = field(default_factory=Counter)  # reason kind → rows
     quarantine_examples: dict = field(default_factory=dict)  # reason kind → first few rejections
     duplicates: Counter = field(default_factory=Counter)  # exact / near → rows dropped
-    clusters: dict = field(default_factory=dict)  # representative id → Cluster
+    clusters: ClusterTable | None = None  # duplicate clusters (set by the Scanner)
     conflicts: list = field(default_factory=list)
     conflict_count: int = 0
     pii: Counter = field(default_factory=Counter)  # kind → occurrences
@@ -87,9 +84,10 @@ class Scanner:
         self.labels = frozenset(labels) if labels else None
         d = data.dedup
         self.dedup = Deduper(d.threshold, d.num_perm, d.exact, d.near)
-        self.stats = ScanStats()
+        # kept id → [file, line, label, preview], on disk: read back only when a later row duplicates it
+        self._where = JsonSpill()
+        self.stats = ScanStats(clusters=ClusterTable(self._where))
         self.hash = hashlib.sha256()
-        self._where: list[tuple[str, int, str | None, str]] = []  # kept id → file, line, label, preview
         self._framing = counter.framing(task, labels) if counter else 0
         # text_field/label_field are explicit only when changed; otherwise the usual names are looked for.
         explicit = {k: v for k, v in (("text", data.text_field), ("label", data.label_field)) if k != v}
@@ -214,10 +212,11 @@ class Scanner:
     def _is_duplicate(self, source: str, line: int, record: Record, probe: Probe) -> bool:
         match = self.dedup.match(probe)
         if match is not None:
-            rep_file, rep_line, rep_label, rep_preview = self._where[match.rep]
+            rep_file, rep_line, rep_label, rep_preview = self._where.get(match.rep)
             if not self.classification or rep_label == record.label:
                 self.stats.duplicates[match.kind] += 1
-                self._cluster(match, source, line)
+                self.stats.clusters.add(match.rep, {"file": source, "line": line, "kind": match.kind,
+                                                    "similarity": round(match.similarity, 3)})
                 return True
             self.stats.conflict_count += 1
             if len(self.stats.conflicts) < MAX_LISTED:
@@ -226,18 +225,8 @@ class Scanner:
                     "a": {"file": rep_file, "line": rep_line, "label": rep_label},
                     "b": {"file": source, "line": line, "label": record.label}})
         self.dedup.add(len(self._where), probe)
-        self._where.append((source, line, record.label, _preview(record.input_text)))
+        self._where.append([source, line, record.label, _preview(record.input_text)])
         return False
-
-    def _cluster(self, match, source: str, line: int) -> None:
-        rep_file, rep_line, _, preview = self._where[match.rep]
-        cluster = self.stats.clusters.get(match.rep)
-        if cluster is None:
-            cluster = self.stats.clusters[match.rep] = Cluster({"file": rep_file, "line": rep_line, "text": preview})
-        cluster.size += 1
-        if len(cluster.members) < 10:
-            cluster.members.append({"file": source, "line": line, "kind": match.kind,
-                                    "similarity": round(match.similarity, 3)})
 
     def _keep(self, record: Record, n_tokens: int) -> None:
         s = self.stats

@@ -21,7 +21,7 @@ class BandIndex:
         self.keys = np.empty(0, dtype=dtype)
         self.slots = np.empty(0, dtype=np.uint32)
         self._recent: dict[int, int | list[int]] = {}
-        self._pending_keys: list[np.ndarray] = []
+        self._pending_keys: list[int] = []
         self._pending_slots: list[int] = []
 
     def lookup(self, keys: np.ndarray) -> list[set[int]]:
@@ -37,10 +37,10 @@ class BandIndex:
             out[j // bands].update(self.slots[lo[j]:hi[j]].tolist())
         return out
 
-    def recent(self, keys: np.ndarray, found: set[int]) -> set[int]:
+    def recent(self, keys: list[int], found: set[int]) -> set[int]:
         """`found` plus the slots added since the last flush that share a key with this row."""
         found = set(found)
-        for key in keys.tolist():
+        for key in keys:
             hit = self._recent.get(key)
             if hit is None:
                 continue
@@ -50,8 +50,9 @@ class BandIndex:
                 found.add(hit)
         return found
 
-    def add(self, slot: int, keys: np.ndarray) -> None:
-        for key in keys.tolist():
+    def add(self, slot: int, keys: list[int]) -> None:
+        """Index a row's keys (every row has the same number of them)."""
+        for key in keys:
             hit = self._recent.get(key)
             if hit is None:
                 self._recent[key] = slot
@@ -59,7 +60,7 @@ class BandIndex:
                 hit.append(slot)
             else:
                 self._recent[key] = [hit, slot]
-        self._pending_keys.append(keys)
+        self._pending_keys.extend(keys)
         self._pending_slots.append(slot)
 
     def due(self) -> bool:
@@ -70,8 +71,8 @@ class BandIndex:
         flight refer to the sorted part as it was)."""
         if not self._pending_slots:
             return
-        keys = np.concatenate(self._pending_keys)
-        slots = np.repeat(np.array(self._pending_slots, dtype=np.uint32), len(self._pending_keys[0]))
+        keys = np.array(self._pending_keys, dtype=self.keys.dtype)
+        slots = np.repeat(np.array(self._pending_slots, dtype=np.uint32), len(keys) // len(self._pending_slots))
         order = np.argsort(keys, kind="stable")
         keys, slots = keys[order], slots[order]
         at = np.searchsorted(self.keys, keys, side="right")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -180,14 +180,13 @@ class Probe:
     keys: np.ndarray | None = None  # uint32, one LSH key per band
     candidates: set[int] | None = None  # slots from the index's sorted part (`Deduper.lookup`)
     exact_candidates: set[int] | None = None  # the same for the digest
+    key_list: list[int] | None = None  # `keys` as Python ints, for the index's dict part (set by lookup)
+    head: int = field(init=False)  # the digest's first 64 bits: its key in the exact index
+    tail: int = field(init=False)  # its last 64 bits: compared on a key match, so all 128 bits decide
 
-    @property
-    def head(self) -> int:  # the digest's first 64 bits: its key in the exact index
-        return int.from_bytes(self.digest[:8], "little")
-
-    @property
-    def tail(self) -> int:  # its last 64 bits: compared on a key match, so the whole 128 bits decide
-        return int.from_bytes(self.digest[8:], "little")
+    def __post_init__(self) -> None:
+        self.head = int.from_bytes(self.digest[:8], "little")
+        self.tail = int.from_bytes(self.digest[8:], "little")
 
 
 @dataclass
@@ -260,8 +259,9 @@ class Deduper:
                 p.exact_candidates = found
         near = [p for p in probes if p.keys is not None]
         if near:
-            for p, found in zip(near, self._index.lookup(np.stack([p.keys for p in near])), strict=True):
-                p.candidates = found
+            keys = np.stack([p.keys for p in near])
+            for p, found, key_list in zip(near, self._index.lookup(keys), keys.tolist(), strict=True):
+                p.candidates, p.key_list = found, key_list
 
     def find(self, text: str) -> tuple[Match | None, Probe]:
         probe = self.probes([text])[0]
@@ -271,14 +271,14 @@ class Deduper:
     def match(self, probe: Probe) -> Match | None:
         """The best duplicate of a probed (and looked-up) row among the rows added so far, or None."""
         if self.use_exact:
-            found = self._exact.recent(np.array([probe.head], dtype=np.uint64), probe.exact_candidates or set())
+            found = self._exact.recent([probe.head], probe.exact_candidates or set())
             same = [e for e in found if self._tails[e] == probe.tail]
             if same:  # the first row added with this digest, as a dict's setdefault would keep
                 return Match("exact", self._exact_ids[min(same)], 1.0)
         if not self.use_near or probe.keys is None:
             return None
         best: Match | None = None
-        for slot in self._index.recent(probe.keys, probe.candidates or set()):
+        for slot in self._index.recent(probe.key_list, probe.candidates or set()):
             if slot not in self._long and probe.shingles.size <= LONG_TEXT:
                 sim = jaccard(probe.shingles, self._stored(slot))
             else:  # a long row on either side: the MinHash estimate (std <= 0.06 at 64 permutations)
@@ -298,14 +298,14 @@ class Deduper:
     def add(self, row_id: int, probe: Probe) -> None:
         """Index a kept row so later rows are compared with it."""
         if self.use_exact:
-            self._exact.add(len(self._tails), np.array([probe.head], dtype=np.uint64))
+            self._exact.add(len(self._tails), [probe.head])
             self._tails.append(probe.tail)
             self._exact_ids.append(row_id)
         if probe.keys is None:
             return
         slot = len(self._ids)
         self._ids.append(row_id)
-        self._index.add(slot, probe.keys)
+        self._index.add(slot, probe.key_list)
         if probe.shingles.size > LONG_TEXT:
             self._kept.append(probe.signature.tobytes())
             self._long.add(slot)

@@ -109,3 +109,47 @@ def test_batched_shingles_equal_one_text_at_a_time():
     for got, text in zip(shingle_batch(texts), texts, strict=True):
         assert (got == shingle_hashes(text)).all() and got.dtype == np.uint32
     assert shingle_batch([]) == []
+
+
+def test_memory_per_indexed_row_is_small_and_shingles_stay_on_disk(monkeypatch):
+    """The deduper keeps ~172 bytes a row in memory (index entries, ids, offsets; 177 measured); the shingle
+    sets (~4 bytes per character) are on disk. With FLUSH small, the dict part is flushed often and does not
+    blur the measurement; the spill's write buffer (1 MiB) likewise."""
+    import gc
+    import random
+    import tracemalloc
+
+    from tunewise.data import band_index, spill
+
+    monkeypatch.setattr(band_index, "FLUSH", 256)
+    monkeypatch.setattr(spill, "BUFFER", 4096)
+    rnd = random.Random(5)
+    words = [f"w{i}" for i in range(2000)]
+    texts = [" ".join(rnd.choice(words) for _ in range(40)) for _ in range(3000)]  # ~200 chars a row
+    d = Deduper()
+
+    def index(rows: list[str], start: int) -> None:
+        for i in range(0, len(rows), 500):
+            probes = d.probes(rows[i:i + 500])
+            d.lookup(probes)
+            for j, p in enumerate(probes, start + i):
+                if d.match(p) is None:
+                    d.add(j, p)
+
+    def flush() -> None:  # the dict part out of the way: what remains is what every row leaves behind
+        d._index.flush()
+        d._exact.flush()
+        gc.collect()
+
+    tracemalloc.start()  # before the first row: only what is allocated while tracing is counted
+    try:
+        index(texts[:1000], 0)
+        flush()
+        before = tracemalloc.get_traced_memory()[0]
+        index(texts[1000:], 1000)
+        flush()
+        per_row = (tracemalloc.get_traced_memory()[0] - before) / 2000
+    finally:
+        tracemalloc.stop()
+    assert len(d._ids) == 3000
+    assert per_row < 200, per_row  # in-memory shingles alone would be ~800 bytes a row here

@@ -73,13 +73,16 @@ def prepare_parallel(scanner: Scanner, rows: Iterable[RawRow], fmt: FileFormat |
         pool = ctx.Pool(workers)
     finally:
         gc.unfreeze()
-    with pool:
-        for chunk in chunks(rows, CHUNK):
-            pending.append(pool.apply_async(_work, ((chunk, fmt),)))
-            if len(pending) >= 2 * workers:
+    try:
+        with pool:
+            for chunk in chunks(rows, CHUNK):
+                pending.append(pool.apply_async(_work, ((chunk, fmt),)))
+                if len(pending) >= 2 * workers:
+                    yield from _merge(scanner, pending.popleft().get())
+            while pending:
                 yield from _merge(scanner, pending.popleft().get())
-        while pending:
-            yield from _merge(scanner, pending.popleft().get())
+    finally:
+        _SCANNER = None  # the scanner (its dedup index, its spill files) is not kept alive after the pass
 
 
 def _merge(scanner: Scanner, result: tuple) -> list[Prepared]:

@@ -2,7 +2,8 @@
 
 Entry points (the CLI and the pipeline call the same ones):
 - `check(cfg, out)`: the streaming pass; writes card.json, card.html, quarantine.jsonl (and, with
-  `clean_path`, the cleaned canonical JSONL). Nothing but counters and the dedup index stays in memory.
+  `clean_path`, the cleaned canonical JSONL). Only counters and compact per-row state (dedup index, token
+  lengths: ~190 bytes a kept row) stay in memory; what is looked up again spills to temporary files.
 - `prepare(cfg) -> PreparedData`: the same pass, then splits with a leakage check; what training uses."""
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class Metrics:
 def create_app(cfg: OperateConfig, registry: Registry, pool: ModelPool | None = None) -> FastAPI:
     app = FastAPI(title="tunewise", docs_url=None, redoc_url=None)
     app.add_middleware(BodySizeLimit, max_bytes=cfg.serve.max_request_bytes)
-    pool = pool or ModelPool()
+    pool = pool or ModelPool(max_batch_size=cfg.serve.max_batch_size)
     metrics = Metrics()
     framing: dict[int, tuple[TaskConfig, list[str] | None]] = {}  # model id -> task (immutable once registered)
     engine = registry.engine

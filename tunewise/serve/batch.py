@@ -93,7 +93,8 @@ class Batcher:
         self.queue: deque[Job] = deque()
         self.cond = threading.Condition()
         self.worker: threading.Thread | None = None
-        self.batch_sizes: list[int] = []  # the last few batch sizes, for tests and /metrics
+        self.batch_sizes: list[int] = []  # the last 100 batch sizes, for tests
+        self.observe: Callable[[int], None] = lambda size: None  # the server's /metrics histogram
 
     def submit(self, job: Job):
         """Queue `job` and wait for its result (the worker's exception is raised here)."""
@@ -121,6 +122,7 @@ class Batcher:
                     self.cond.wait()
                 batch = self._take()
             self.batch_sizes = [*self.batch_sizes[-99:], len(batch)]
+            self.observe(len(batch))
             try:
                 results = self.run_batch(batch)
             except Exception as err:  # every waiting request gets the error, the worker lives on

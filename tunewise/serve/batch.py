@@ -93,6 +93,7 @@ class Batcher:
         self.queue: deque[Job] = deque()
         self.cond = threading.Condition()
         self.worker: threading.Thread | None = None
+        self.running: list[Job] = []  # the batch being generated
         self.batch_sizes: list[int] = []  # the last 100 batch sizes, for tests
         self.observe: Callable[[int], None] = lambda size: None  # the server's /metrics histogram
 
@@ -120,7 +121,7 @@ class Batcher:
             with self.cond:
                 while not self.queue:
                     self.cond.wait()
-                batch = self._take()
+                batch = self.running = self._take()
             self.batch_sizes = [*self.batch_sizes[-99:], len(batch)]
             self.observe(len(batch))
             try:
@@ -128,6 +129,8 @@ class Batcher:
             except Exception as err:  # every waiting request gets the error, the worker lives on
                 for j in batch:
                     j.result.set_exception(err)
+                self.running = []
                 continue
             for j, r in zip(batch, results):
                 j.result.set_result(r)
+            self.running = []

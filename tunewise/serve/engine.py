@@ -63,6 +63,10 @@ class ModelPool:
 
     def prepare(self, record: ModelRecord, task: TaskConfig, labels: list[str] | None) -> Served:
         served = Served(record, str(record.base_model["path"]), f"model-{record.id}", task, labels)
+        if served.adapter in self.adapters:
+            # Loaded already: no lock, which a running batch holds, so the request queues for the next batch
+            # now (the worker reloads it, under the lock, if it is evicted meanwhile).
+            return served
         with self.lock:
             self._load(served, keep={served.adapter})
         return served

@@ -275,6 +275,7 @@ class ServeConfig(_Strict):
     max_tokens: int = Field(64, gt=0, description="the most new tokens a request may ask for")
     max_request_bytes: int = Field(64_000, gt=0)
     max_messages: int = Field(32, gt=0)
+    max_batch_size: int = Field(16, gt=0, le=256, description="the most queued requests one generate call takes")
     auth: bool = Field(True, description="require a bearer API key (`tunewise keys create`)")
 
 

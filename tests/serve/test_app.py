@@ -123,3 +123,4 @@ def test_feedback_is_stored_and_checked(stack):
     metrics = client.get("/metrics").text
     assert 'tunewise_feedback_total{rating="-1"} 1.0' in metrics
     assert 'tunewise_requests_total{model="clf:v1",status="ok"} 1.0' in metrics
+    assert "tunewise_batch_size_count 1.0" in metrics  # one generate call so far

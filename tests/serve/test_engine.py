@@ -61,3 +61,17 @@ def test_least_recently_used_adapter_is_evicted(tmp_path, tiny_model_dir, tiny_a
     s = pool.prepare(recs[1], TASK, LABELS)
     assert pool.loaded() == ["model-2"] and list(pool.bases.values())[0][0].peft_config.keys() == {"model-2"}
     assert pool.complete(s, [{"role": "user", "content": "hello"}], 3).completion_tokens >= 1
+
+
+def test_a_request_for_a_loaded_adapter_queues_while_a_batch_runs(tmp_path, tiny_model_dir, tiny_adapters):
+    import threading
+
+    reg = Registry(RegistryConfig(workspace=tmp_path / "ws"))
+    rec = reg.register_run(fake_run(tmp_path, "clf", [True] * 40, adapter=tiny_adapters["clf"],
+                                    base_path=str(tiny_model_dir)))
+    pool = ModelPool()
+    pool.prepare(rec, TASK, LABELS)
+    done = threading.Event()
+    with pool.lock:  # what a running batch holds
+        threading.Thread(target=lambda: (pool.prepare(rec, TASK, LABELS), done.set()), daemon=True).start()
+        assert done.wait(10)  # not blocked until the batch ends: it can join the next batch's queue

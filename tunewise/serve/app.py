@@ -53,13 +53,16 @@ class Metrics:
         self.tokens = Counter("tunewise_tokens", "tokens processed", ["model", "kind"], registry=self.registry)
         self.feedback = Counter("tunewise_feedback", "feedback received", ["rating"], registry=self.registry)
         self.adapters = Gauge("tunewise_loaded_adapters", "adapters in memory", registry=self.registry)
+        self.batch_size = Histogram("tunewise_batch_size", "requests per generate call", registry=self.registry,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 
 
 def create_app(cfg: OperateConfig, registry: Registry, pool: ModelPool | None = None) -> FastAPI:
     app = FastAPI(title="tunewise", docs_url=None, redoc_url=None)
     app.add_middleware(BodySizeLimit, max_bytes=cfg.serve.max_request_bytes)
-    pool = pool or ModelPool()
+    pool = pool or ModelPool(max_batch_size=cfg.serve.max_batch_size)
     metrics = Metrics()
+    pool.batcher.observe = metrics.batch_size.observe
     framing: dict[int, tuple[TaskConfig, list[str] | None]] = {}  # model id -> task (immutable once registered)
     engine = registry.engine
 

@@ -1,8 +1,9 @@
 """Models in memory: one copy of each base model, with every requested adapter loaded onto it by name
 (peft `load_adapter` / `set_adapter`), so serving several fine-tunes costs one base model of memory.
 
-Generation is serialised with a lock: adapters are switched on the shared model, and on CPU one generate call
-already uses every core."""
+Plain requests are batched (tunewise.serve.batch): one worker thread runs a generate call at a time for all
+queued requests of one base model, with a mix of adapters routed per row by peft's `adapter_names`. A
+streamed request takes the model for itself (one at a time): tokens are pushed to its client as they come."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tunewise.data.prompt import fine_tuned_labels, prompt_messages
 from tunewise.data.records import Record
 from tunewise.models import load_model, load_tokenizer
 from tunewise.registry import ModelRecord
+from tunewise.serve.batch import Batcher, Job, generate_rows
 from tunewise.train.tokenize import encode_prompt
 
 
@@ -49,36 +51,47 @@ def chat_to_prompt(messages: list[dict], task: TaskConfig, labels: list[str] | N
 
 
 class ModelPool:
-    def __init__(self, max_adapters: int = 8, device: str = "cpu"):
+    def __init__(self, max_adapters: int = 8, device: str = "cpu", max_batch_size: int = 16):
         self.device = device
         self.max_adapters = max_adapters
         self.bases: dict[str, list] = {}  # base path -> [model (PeftModel once an adapter is on), tokenizer]
         self.adapters: OrderedDict[str, str] = OrderedDict()  # adapter name -> base path, least recent first
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the models: loading adapters, batches and streams take turns
+        # Fast tokenizers raise "Already borrowed" when request threads encode on one tokenizer at once.
+        self.tokenizer_lock = threading.Lock()
+        self.batcher = Batcher(self._run_batch, max_batch_size)
 
     def prepare(self, record: ModelRecord, task: TaskConfig, labels: list[str] | None) -> Served:
+        served = Served(record, str(record.base_model["path"]), f"model-{record.id}", task, labels)
+        if served.adapter in self.adapters:
+            # Loaded already: no lock, which a running batch holds, so the request queues for the next batch
+            # now (the worker reloads it, under the lock, if it is evicted meanwhile).
+            return served
+        with self.lock:
+            self._load(served, keep={served.adapter})
+        return served
+
+    def _load(self, served: Served, keep: set[str]) -> None:
+        """Put `served`'s adapter on its base (called with the lock held); adapters in `keep` are not evicted."""
         from peft import PeftModel
 
-        name = f"model-{record.id}"
-        key = str(record.base_model["path"])
-        with self.lock:
-            if key not in self.bases:
-                self.bases[key] = [load_model(Path(key), self.device), load_tokenizer(Path(key))]
-            entry = self.bases[key]
-            if name not in self.adapters:
-                if isinstance(entry[0], PeftModel):
-                    entry[0].load_adapter(str(record.artifact_path), adapter_name=name)
-                else:
-                    entry[0] = PeftModel.from_pretrained(entry[0], str(record.artifact_path), adapter_name=name)
-                entry[0].eval()
-                self.adapters[name] = key
-                self._evict(keep=name)
-            self.adapters.move_to_end(name)
-        return Served(record, key, name, task, labels)
+        key, name = served.base_key, served.adapter
+        if key not in self.bases:
+            self.bases[key] = [load_model(Path(key), self.device), load_tokenizer(Path(key))]
+        entry = self.bases[key]
+        if name not in self.adapters:
+            path = str(served.record.artifact_path)
+            if isinstance(entry[0], PeftModel):
+                entry[0].load_adapter(path, adapter_name=name)
+            else:
+                entry[0] = PeftModel.from_pretrained(entry[0], path, adapter_name=name)
+            entry[0].eval()
+            self.adapters[name] = key
+            self._evict(keep)
+        self.adapters.move_to_end(name)
 
-    def _evict(self, keep: str) -> None:
-        while len(self.adapters) > self.max_adapters:
-            old = next(a for a in self.adapters if a != keep)
+    def _evict(self, keep: set[str]) -> None:
+        for old in [a for a in self.adapters if a not in keep][: max(0, len(self.adapters) - self.max_adapters)]:
             base = self.bases[self.adapters.pop(old)][0]
             if old in base.peft_config:
                 base.delete_adapter(old)
@@ -86,47 +99,59 @@ class ModelPool:
     def loaded(self) -> list[str]:
         return list(self.adapters)
 
-    def _inputs(self, served: Served, messages: list[dict]) -> tuple[object, torch.Tensor]:
+    def _encode(self, served: Served, messages: list[dict]) -> list[int]:
+        tok = self.bases[served.base_key][1]
+        with self.tokenizer_lock:
+            return encode_prompt(tok, chat_to_prompt(messages, served.task, served.labels))
+
+    def _stops(self, served: Served) -> list[int]:
         model, tok = self.bases[served.base_key]
-        ids = encode_prompt(tok, chat_to_prompt(messages, served.task, served.labels))
-        return tok, torch.tensor([ids], device=self.device)
-
-    def _gen_kwargs(self, tok, model, ids, max_tokens: int, temperature: float, top_p: float, seed) -> dict:
         eos = getattr(model.generation_config, "eos_token_id", None)
-        stops = [t for t in {tok.eos_token_id, *(eos if isinstance(eos, list) else [eos])} if t is not None]
-        kw = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "max_new_tokens": max_tokens,
-              "eos_token_id": stops, "pad_token_id": tok.pad_token_id, "do_sample": temperature > 0}
-        if temperature > 0:
-            kw.update(temperature=temperature, top_p=top_p)
-            if seed is not None:
-                torch.manual_seed(seed)
-        return kw
+        return [t for t in {tok.eos_token_id, *(eos if isinstance(eos, list) else [eos])} if t is not None]
 
-    @torch.no_grad()
     def complete(self, served: Served, messages: list[dict], max_tokens: int, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int | None = None) -> Completion:
+        """Generate one answer; concurrent calls are batched (see tunewise.serve.batch)."""
+        ids = self._encode(served, messages)
+        return self.batcher.submit(Job(served.base_key, served.adapter, ids, max_tokens, temperature, top_p, seed,
+                                       owner=served))
+
+    def _run_batch(self, jobs: list[Job]) -> list[Completion]:
         with self.lock:
-            model, tok = self.bases[served.base_key]
-            model.set_adapter(served.adapter)
-            tok, ids = self._inputs(served, messages)
-            kw = self._gen_kwargs(tok, model, ids, max_tokens, temperature, top_p, seed)
-            out = model.generate(**kw)[0, ids.shape[1]:].tolist()
-        n = next((i + 1 for i, t in enumerate(out) if t in kw["eos_token_id"]), len(out))
-        finish = "stop" if n < len(out) or (out and out[-1] in kw["eos_token_id"]) else "length"
-        text = tok.decode(out[:n], skip_special_tokens=True).strip()
-        return Completion(text, ids.shape[1], n, finish)
+            names = {j.adapter for j in jobs}
+            for j in jobs:
+                self._load(j.owner, keep=names)
+            model, tok = self.bases[jobs[0].base_key]
+            stops = self._stops(jobs[0].owner)
+            if len(names) == 1:
+                model.set_adapter(jobs[0].adapter)
+                rows = generate_rows(model, tok.pad_token_id, stops, jobs)
+            else:  # several adapters in one batch: peft routes each row through its own adapter's LoRA
+                rows = generate_rows(model, tok.pad_token_id, stops, jobs, [j.adapter for j in jobs])
+        with self.tokenizer_lock:
+            texts = [tok.decode(r, skip_special_tokens=True).strip() for r in rows]
+        return [Completion(text, len(j.ids), len(r), "stop" if r and r[-1] in stops else "length")
+                for j, r, text in zip(jobs, rows, texts)]
 
     def stream(self, served: Served, messages: list[dict], max_tokens: int, temperature: float = 0.0,
                top_p: float = 1.0, seed: int | None = None) -> Iterator[str | Completion]:
-        """Yield text pieces as they are generated, then the finished Completion."""
+        """Yield text pieces as they are generated, then the finished Completion. Streams are not batched: a
+        stream holds the model for its whole generation (batches wait, and go on after it)."""
         from transformers import TextIteratorStreamer
 
+        ids = torch.tensor([self._encode(served, messages)], device=self.device)
         self.lock.acquire()
         try:
+            self._load(served, keep={served.adapter})
             model, tok = self.bases[served.base_key]
             model.set_adapter(served.adapter)
-            tok, ids = self._inputs(served, messages)
-            kw = self._gen_kwargs(tok, model, ids, max_tokens, temperature, top_p, seed)
+            stops = self._stops(served)
+            kw = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "max_new_tokens": max_tokens,
+                  "eos_token_id": stops, "pad_token_id": tok.pad_token_id, "do_sample": temperature > 0}
+            if temperature > 0:
+                kw.update(temperature=temperature, top_p=top_p)
+                if seed is not None:
+                    torch.manual_seed(seed)
             streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=120)
             result: dict = {}
 
@@ -151,6 +176,6 @@ class ModelPool:
         if "ids" not in result:
             raise RuntimeError("generation failed (see the server log)")
         out = result["ids"]
-        n = next((i + 1 for i, t in enumerate(out) if t in kw["eos_token_id"]), len(out))
-        finish = "stop" if n < len(out) or (out and out[-1] in kw["eos_token_id"]) else "length"
+        n = next((i + 1 for i, t in enumerate(out) if t in stops), len(out))
+        finish = "stop" if out[:n] and out[n - 1] in stops else "length"
         yield Completion("".join(pieces).strip(), ids.shape[1], n, finish)

@@ -101,3 +101,19 @@ def test_label_smoothing_and_neftune_change_the_training_loss(tmp_path, tiny_bas
     assert first_loss(label_smoothing=0.1) != pytest.approx(plain, rel=1e-4)
     assert first_loss(neftune_alpha=5.0) != pytest.approx(plain, rel=1e-4)
     assert first_loss() == pytest.approx(plain, rel=1e-5)  # the test itself is deterministic
+
+
+def test_mlflow_run_logs_the_training_loss_when_installed(tmp_path, tiny_base, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")  # in the dev extra, so CI runs this
+    # train() points MLflow at this run's store through the environment; put the variables back afterwards.
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.setenv(name, "unset")
+        monkeypatch.delenv(name)
+    cfg = tiny_config(tmp_path, report_to=["mlflow"])
+    result = train(cfg, tiny_data(), tiny_base)
+    uri = f"sqlite:///{(cfg.run_dir / 'mlflow.db').resolve()}"
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name(cfg.name).experiment_id])
+    assert len(runs) == 1
+    logged = [m.value for m in client.get_metric_history(runs[0].info.run_id, "loss")]
+    assert logged and logged[0] == pytest.approx(result.train_loss[0][1], rel=1e-4)

@@ -13,6 +13,11 @@ from tunewise.train.distributed import grad_accum, is_main_process, uses_fsdp
 from tunewise.train.tokenize import PadCollator, packed_collator
 
 
+# What the user exported before tunewise ran; tunewise's own per-run settings never count as the user's.
+_USER_MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI")
+_USER_MLFLOW_EXPERIMENT = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+
+
 class _Trainer(GuardedTrainer):
     """Evaluation always uses the padding collator: the answer metric needs one row per example."""
 
@@ -67,8 +72,10 @@ def _reporters(cfg: RunConfig, run_dir: Path) -> tuple[list[str], list]:
         # Our own writer: Trainer's default folder is inside checkpoints/, which a fresh run clears.
         callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(run_dir / "tensorboard"))))
     if "mlflow" in cfg.train.report_to and importlib.util.find_spec("mlflow"):
-        os.environ.setdefault("MLFLOW_TRACKING_URI", (run_dir / "mlruns").resolve().as_uri())
-        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", cfg.name)
+        # Transformers' MLflow callback reads these from the environment. Unless the user set them, each run
+        # logs to a SQLite store in its own folder (MLflow 3 refuses the old ./mlruns file store by default).
+        os.environ["MLFLOW_TRACKING_URI"] = _USER_MLFLOW_URI or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+        os.environ["MLFLOW_EXPERIMENT_NAME"] = _USER_MLFLOW_EXPERIMENT or cfg.name
         names.append("mlflow")
     return names, callbacks
 

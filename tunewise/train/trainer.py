@@ -12,7 +12,6 @@ from tunewise.train.callbacks import GuardedTrainer, TokensProgressCallback, ans
 from tunewise.train.distributed import grad_accum, is_main_process, uses_fsdp
 from tunewise.train.tokenize import PadCollator, packed_collator
 
-
 # What the user exported before tunewise ran; tunewise's own per-run settings never count as the user's.
 _USER_MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI")
 _USER_MLFLOW_EXPERIMENT = os.environ.get("MLFLOW_EXPERIMENT_NAME")

@@ -17,6 +17,7 @@ import gc
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -143,9 +144,8 @@ def estimate_row(m: dict) -> list[str]:
             f"{mem_err:+.1f}%", f"{step_est * 1000:.0f}", f"{step_s * 1000:.0f}", f"{time_err:+.1f}%"]
 
 
-def measure_group(name, config, method, shapes, steps, device) -> list[dict]:
-    """Build the model once per (model, method), then measure each (batch, seq) on it."""
-    out = []
+def measure_group(name, config, method, shapes, steps, device) -> Iterator[dict]:
+    """Build the model once per (model, method), then measure each (batch, seq) on it, yielding each row."""
     _free(device)
     model = build(config, method, device)
     for batch, seq in shapes:
@@ -156,9 +156,8 @@ def measure_group(name, config, method, shapes, steps, device) -> list[dict]:
             peak, step_s = measure(model, batch, seq, steps, device)
         except torch.OutOfMemoryError:
             peak, step_s = float("nan"), float("nan")
-        out.append({"model": name, "method": method, "batch": batch, "seq": seq, "peak_gib": peak,
-                    "step_s": step_s, "device_key": device_key(device)})
-        yield out[-1]
+        yield {"model": name, "method": method, "batch": batch, "seq": seq, "peak_gib": peak,
+               "step_s": step_s, "device_key": device_key(device)}
     model = None
     _free(device)
 

@@ -255,10 +255,11 @@ def estimate(shape: ModelShape, method: str, *, batch_size: int, seq_len: int, t
         acts = acts * GPU_ACTIVATION_SCALE[method] + (QLORA_EXTRA_GIB * GIB if method == "qlora" else 0)
         if method == "full" and fp32_master:  # autocast's bf16 copies of the fp32 weights, kept for backward
             acts += shape.total_params * 2
-    tflops = spec["peak_tflops"] * (mfu or spec["mfu"]) * gpus
-    seconds = train_seconds(shape, method, tokens_per_epoch, batch_size * (mean_seq_len or seq_len),
-                            mean_seq_len or seq_len, gradient_checkpointing, spec["peak_tflops"] * (mfu or spec["mfu"]),
-                            gpus, target_modules, launch_floor=bf16)
+    tflops_per_device = spec["peak_tflops"] * (mfu or spec["mfu"])
+    tflops = tflops_per_device * gpus
+    mean_len = mean_seq_len or seq_len
+    seconds = train_seconds(shape, method, tokens_per_epoch, batch_size * mean_len, mean_len,
+                            gradient_checkpointing, tflops_per_device, gpus, target_modules, launch_floor=bf16)
     hours = seconds * epochs / 3600
     if eval_batch_size:  # gradients are freed (set to None) before evaluation: the eval peak does not hold them
         acts = max(acts, eval_batch_size * seq_len * shape.vocab * EVAL_LOGIT_BYTES - grads)

@@ -110,6 +110,8 @@ def run_rows(args) -> None:
             "peak_tflops": args.peak_tflops,
             "banking77": args.banking77,
             "model": args.model,
+            "lora_dropout": args.lora_dropout,
+            "profile": args.profile,
         }
         if row.kind == "maxctx":
             res = _worker(
@@ -131,6 +133,8 @@ def run_rows(args) -> None:
             _write(out, lines, records, meta)
             continue
         base = _worker({**common, "side": "base"}, args.timeout)
+        if base.get("profile"):
+            out.with_name(f"profile_{name}_base.txt").write_text(base.pop("profile"), encoding="utf-8")
         records.append({"row": name, "side": "base", **base})
         sides = row.sides if args.sides is None else args.sides.split(",")
         bad = [s for s in sides if s not in SIDES]
@@ -138,6 +142,8 @@ def run_rows(args) -> None:
             sys.exit(f"unknown side(s) {bad}; known: {list(SIDES)}")
         for side in sides:
             fast = _worker({**common, "side": side}, args.timeout)
+            if fast.get("profile"):
+                out.with_name(f"profile_{name}_{side}.txt").write_text(fast.pop("profile"), encoding="utf-8")
             records.append({"row": name, "side": side, **fast})
             lines.append(_line(row, side, base, fast))
             print(lines[-1], flush=True)
@@ -153,6 +159,10 @@ def main() -> None:
     )
     ap.add_argument("--steps", type=int, default=20, help="timed steps (the loss is compared over these)")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument(
+        "--lora-dropout", type=float, default=0.0, help="LoRA dropout on both sides (tunewise's default is 0.05)"
+    )
+    ap.add_argument("--profile", action="store_true", help="write each side's top kernels (torch.profiler)")
     ap.add_argument("--tiny", action="store_true", help="toy model and lengths (CPU check of the script)")
     ap.add_argument("--peak-tflops", type=float, default=776.0, help="bf16 matmul rate measured on the H100")
     ap.add_argument("--banking77", default=None, help="Banking77 train.csv for the banking77 row")

@@ -79,6 +79,23 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing / attention f
     "t-lora": {"fast": {**OFF, "fused_lora": True}},
     "t-ckpt75": {"fast": {"checkpoint_layers": 0.75}},
     "t-ckpt50": {"fast": {"checkpoint_layers": 0.5}},
+    # The device batch in micro-batches of 1 (accumulation, same examples per step) with no recompute.
+    "t-mb1": {"fast": {"micro_batch_size": 1, "checkpoint_layers": 0.0}},
+    "t-mb2": {"fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0}},
+    "t-mb1-cudnn": {"fast": {"micro_batch_size": 1, "checkpoint_layers": 0.0, "sdpa_backend": "cudnn"}},
+    "t-cudnn": {"fast": {"sdpa_backend": "cudnn"}},
+    "t-mb1-compile": {"fast": {"micro_batch_size": 1, "checkpoint_layers": 0.0, "compile": True, "kernels": False}},
+    "t-mb1-graphs": {
+        "fast": {
+            "micro_batch_size": 1,
+            "checkpoint_layers": 0.0,
+            "compile": True,
+            "compile_mode": "reduce-overhead",
+            "kernels": False,
+        }
+    },
+    "t-mb2-ckpt25": {"fast": {"micro_batch_size": 2, "checkpoint_layers": 0.25}},
+    "t-ckpt69": {"fast": {"checkpoint_layers": 0.6875}},
     "t-compile": {"fast": {"compile": True}},
     "t-packed": {"fast": {}, "packing": True},
     "t-packed-flex": {"fast": {}, "packing": True, "attn": "flex_attention"},
@@ -107,17 +124,19 @@ def _train_cfg(side: str, method: str, gc: bool, dropout: float = 0.0):
     )
 
 
-def prepare(model, side: str, method: str, gc: bool, seed: int):
-    """base: plain transformers + PEFT as its docs show it; else tunewise's method + fast path."""
+def prepare(model, side: str, method: str, gc: bool, seed: int, dropout: float = 0.0, batch: int = 1):
+    """base: plain transformers + PEFT as its docs show it; else tunewise's method + fast path. Both sides get
+    the same LoRA dropout (--lora-dropout). Returns (model, description, micro-batch size or None)."""
     device, _ = _device()
     torch.manual_seed(seed + 1)  # identical adapter initialisation on both sides
     if side != "base":
         from tunewise.train.fast import apply_fast_path
         from tunewise.train.methods import apply_method
 
-        cfg = _train_cfg(side, method, gc)
+        cfg = _train_cfg(side, method, gc, dropout).model_copy(update={"batch_size": batch})
         model = apply_method(model, cfg)
-        return model, apply_fast_path(model, cfg, device, log=False).describe()
+        fast = apply_fast_path(model, cfg, device, log=False)
+        return model, fast.describe(), fast.micro_batch_size
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     model.config.use_cache = False
@@ -132,10 +151,10 @@ def prepare(model, side: str, method: str, gc: bool, seed: int):
         model = get_peft_model(
             model,
             LoraConfig(
-                r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+                r=16, lora_alpha=32, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM"
             ),
         )
-    return model, "plain transformers + PEFT"
+    return model, "plain transformers + PEFT", None
 
 
 def flops_per_token(shape: dict, seq: int, full: bool, r: int = 16) -> float:
@@ -162,7 +181,24 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def train_loop(model, batches: list[dict], warmup: int, tokens: list[int]) -> dict:
+def _forward_backward(model, batch: dict, micro: int | None, device: str) -> torch.Tensor:
+    """One optimizer step's loss and gradients. With `micro`, the batch runs as micro-batches whose losses are
+    summed over the whole batch's label count, as transformers' Trainer does under gradient accumulation
+    (num_items_in_batch): the same loss and gradients as the batch in one piece."""
+    parts = [batch] if micro is None else [
+        {k: v[i : i + micro] for k, v in batch.items()} for i in range(0, len(batch["input_ids"]), micro)
+    ]
+    items = (batch["labels"][:, 1:] != -100).sum() if micro else None
+    total = 0.0
+    for part in parts:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            loss = model(**part, **({"num_items_in_batch": items} if micro else {})).loss
+        loss.backward()
+        total = total + loss.detach()
+    return total
+
+
+def train_loop(model, batches: list[dict], warmup: int, tokens: list[int], micro: int | None = None) -> dict:
     """Time each optimizer step after `warmup` steps; loss, time and peak memory per run."""
     device, _ = _device()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -175,9 +211,7 @@ def train_loop(model, batches: list[dict], warmup: int, tokens: list[int]) -> di
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         _sync(device)
         start = time.perf_counter()
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            loss = model(**batch).loss
-        loss.backward()
+        loss = _forward_backward(model, batch, micro, device)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -227,9 +261,13 @@ def measure(spec: dict) -> dict:
             return model
     else:
         model = build_llama(shape, seed=0)
-    model, described = prepare(model, side, row.kind, row.gc, seed=0)
+    model, described, micro = prepare(
+        model, side, row.kind, row.gc, seed=0, dropout=spec.get("lora_dropout", 0.0), batch=row.batch
+    )
     batches = random_batches(shape["vocab_size"], seq, row.batch, spec["warmup"] + spec["steps"], seed=1)
-    res = _oom_safe(train_loop, model, batches, spec["warmup"], [seq * row.batch] * len(batches))
+    res = _oom_safe(train_loop, model, batches, spec["warmup"], [seq * row.batch] * len(batches), micro)
+    if spec.get("profile") and "error" not in res:
+        res["profile"] = profile_steps(model, batches[:3], micro)
     if "tokens_per_s" in res:
         res["mfu"] = res["tokens_per_s"] * flops_per_token(shape, seq, False) / (spec["peak_tflops"] * 1e12)
     return {**res, "path": described, "seq": seq, "batch": row.batch}
@@ -241,7 +279,7 @@ def probe_max_context(spec: dict) -> dict:
     tiny, unit = spec["tiny"], 64 if spec["tiny"] else 1024
     shape = TINY if tiny else LLAMA3_8B
     lo, hi = (128, 1024) if tiny else (spec["lo"], spec["hi"])
-    model, _ = prepare(build_llama(shape, seed=0), "tunewise", "lora", True, seed=0)
+    model, _, _ = prepare(build_llama(shape, seed=0), "tunewise", "lora", True, seed=0)
     start, tried = time.perf_counter(), {}
 
     def fits(seq: int) -> bool:
@@ -269,6 +307,22 @@ def probe_max_context(spec: dict) -> dict:
         "searched_s": round(time.perf_counter() - start),
         "complete": right - left <= 1,
     }
+
+
+def profile_steps(model, batches: list[dict], micro: int | None) -> str:
+    """torch.profiler over a few more steps: the kernels that take the GPU's time, most first (text table)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device, _ = _device()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            _forward_backward(model, batch, micro, device)
+            model.zero_grad(set_to_none=True)
+        _sync(device)
+    key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=70)
 
 
 def device_is_cuda() -> bool:

@@ -148,6 +148,16 @@ class FastConfig(_Strict):
         1.0, ge=0, le=1, description="share of decoder layers checkpointed when train.gradient_checkpointing "
         "is on (spread evenly); the others keep activations and skip the recompute")
     compile: bool = Field(False, description="torch.compile each decoder layer (falls back to eager on failure)")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile's mode; reduce-overhead adds CUDA graphs (fewer kernel launches)")
+    sdpa_backend: Literal["default", "cudnn"] = Field(
+        "default", description="SDPA attention kernel: default = torch's choice (FlashAttention-2 on CUDA); "
+        "cudnn = cuDNN's fused attention first (CUDA)")
+    micro_batch_size: int | None = Field(
+        None, gt=0, description="split each device batch of train.batch_size into micro-batches of this many "
+        "examples (gradient accumulation: the same examples per optimizer step, the same loss). The fast path's "
+        "smaller activations let a smaller micro-batch train with checkpoint_layers 0 (no recompute) in the "
+        "memory the plain path needs with checkpointing on every layer; it must divide train.batch_size")
 
 
 class TrainConfig(_Strict):

@@ -170,6 +170,35 @@ def test_training_through_the_trainer_gives_the_plain_loss_curve(tmp_path, tiny_
     assert max(abs(a - b) / a for a, b in zip(plain, fast)) < TOL
 
 
+def test_micro_batches_give_the_whole_batch_loss_curve_with_more_accumulation(tmp_path, tiny_base, capsys):
+    """train.fast.micro_batch_size: batch 4 as 4 micro-batches of 1, no recompute: the same examples per
+    optimizer step, so the same loss curve (the Trainer normalises by the whole step's label count)."""
+    from tests.train.conftest import tiny_config, tiny_data
+    from tunewise.train import train
+
+    runs = {}
+    for micro in (None, 1):
+        cfg = tiny_config(tmp_path / str(micro), fast={"enabled": True, "micro_batch_size": micro,
+                                                        "checkpoint_layers": 0.0},
+                          gradient_checkpointing=True, lora={"dropout": 0.0})
+        runs[micro] = train(cfg, tiny_data(), tiny_base)
+    assert "micro-batch 1" in capsys.readouterr().err
+    assert runs[1].fast_path["micro_batch_size"] == 1 and runs[None].fast_path["micro_batch_size"] is None
+    whole, micro = ([loss for _, loss in r.train_loss] for r in (runs[None], runs[1]))
+    assert len(whole) == len(micro) == 6  # 24 examples / 4 per optimizer step, in both
+    assert max(abs(a - b) / a for a, b in zip(whole, micro)) < TOL
+
+
+def test_micro_batch_must_divide_the_batch():
+    from tunewise.errors import ConfigError
+    from tunewise.train.fast import micro_batch
+
+    assert micro_batch(FastConfig(micro_batch_size=2), 8) == 2
+    assert micro_batch(FastConfig(micro_batch_size=8), 8) is None and micro_batch(FastConfig(), 8) is None
+    with pytest.raises(ConfigError, match="micro_batch_size=3 does not divide train.batch_size=8"):
+        micro_batch(FastConfig(micro_batch_size=3), 8)
+
+
 def test_bf16_autocast_fast_path_is_as_close_to_float32_as_plain():
     """The GPU setting (bf16 base, fp32 adapters, autocast) on the CPU: no tolerance exists between two bf16
     paths, so both are measured against the float32 model and the fast one must be no further off."""

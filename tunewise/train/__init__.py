@@ -128,7 +128,8 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
     run_dir, ckpt_dir = cfg.run_dir, cfg.run_dir / "checkpoints"
     checkpoint = _resume_point(ckpt_dir, resume)
     trainer = build_trainer(cfg, model, tokenizer, enc, ckpt_dir, device, packing, callbacks or [],
-                            trainer_checkpointing=cfg.train.gradient_checkpointing and fast.checkpointed_layers is None)
+                            trainer_checkpointing=cfg.train.gradient_checkpointing and fast.checkpointed_layers is None,
+                            micro_batch=fast.micro_batch_size)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()  # the baselines ran on this GPU first: measure training alone
     start = time.perf_counter()

@@ -103,21 +103,25 @@ def _fsdp(cfg: RunConfig, layers: list[str], checkpointing: bool) -> dict:
 
 
 def training_args(cfg: RunConfig, out_dir: Path, device: str, packing: bool, has_val: bool,
-                  trainer_checkpointing: bool | None = None, fsdp_layers: list[str] | None = None):
+                  trainer_checkpointing: bool | None = None, fsdp_layers: list[str] | None = None,
+                  micro_batch: int | None = None):
     """trainer_checkpointing: whether the Trainer switches activation checkpointing on (default:
     train.gradient_checkpointing); False when the fast path already did, for a chosen share of the layers.
-    fsdp_layers: the decoder layer class names FSDP wraps one by one."""
+    fsdp_layers: the decoder layer class names FSDP wraps one by one. micro_batch: the fast path's split of
+    each device batch (train.fast.micro_batch_size): more accumulation steps of fewer examples, the same
+    examples per optimizer step."""
     from transformers import TrainingArguments
 
     t = cfg.train
+    micro = micro_batch or t.batch_size
     checkpointing = t.gradient_checkpointing if trainer_checkpointing is None else trainer_checkpointing
     fsdp = _fsdp(cfg, fsdp_layers or [], checkpointing)
     return TrainingArguments(
         output_dir=str(out_dir),
         num_train_epochs=t.epochs,
-        per_device_train_batch_size=t.batch_size,
+        per_device_train_batch_size=micro,
         per_device_eval_batch_size=t.eval_batch_size,
-        gradient_accumulation_steps=grad_accum(cfg),
+        gradient_accumulation_steps=grad_accum(cfg) * (t.batch_size // micro),
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
@@ -147,13 +151,14 @@ def training_args(cfg: RunConfig, out_dir: Path, device: str, packing: bool, has
 
 
 def build_trainer(cfg: RunConfig, model, tokenizer, enc, out_dir: Path, device: str, packing: bool,
-                  callbacks: list, trainer_checkpointing: bool | None = None) -> GuardedTrainer:
+                  callbacks: list, trainer_checkpointing: bool | None = None,
+                  micro_batch: int | None = None) -> GuardedTrainer:
     from transformers import EarlyStoppingCallback
     from transformers.trainer_callback import ProgressCallback
 
     has_val = bool(enc.val)
     layers = sorted(getattr(model, "_no_split_modules", None) or [])  # the decoder layer, e.g. LlamaDecoderLayer
-    args = training_args(cfg, out_dir, device, packing, has_val, trainer_checkpointing, layers)
+    args = training_args(cfg, out_dir, device, packing, has_val, trainer_checkpointing, layers, micro_batch)
     names, reporters = _reporters(cfg, cfg.run_dir)
     args.report_to = names
     pad = PadCollator(tokenizer.pad_token_id)

@@ -22,6 +22,7 @@ from tunewise.train.fast.layers import (
     compile_layers,
     enable_checkpointing,
     liger_available,
+    prefer_sdpa_backend,
 )
 from tunewise.train.fast.lora import fuse_lora_layers
 from tunewise.train.fast.loss import causal_lm_loss
@@ -39,6 +40,8 @@ class FastPath:
     kernels: bool = False
     fused_lora_layers: int = 0
     checkpointed_layers: int | None = None  # None: the Trainer's own setting applies
+    micro_batch_size: int | None = None  # None: the device batch is one micro-batch
+    sdpa_backend: str = "default"
     compiled_layers: int = 0
     bf16_frozen_head: bool = False  # QLoRA: embeddings / LM head kept in bf16 instead of PEFT's fp32 upcast
 
@@ -46,10 +49,12 @@ class FastPath:
         if not self.enabled:
             return f"plain path ({self.reason})"
         ckpt = "off" if self.checkpointed_layers is None else f"{self.checkpointed_layers} layers"
+        micro = f", micro-batch {self.micro_batch_size}" if self.micro_batch_size else ""
+        micro += f", SDPA {self.sdpa_backend} first" if self.sdpa_backend != "default" else ""
         return (
             f"fast path ({self.reason}): loss {self.loss}, Liger kernels {'on' if self.kernels else 'off'}, "
             f"fused LoRA layers {self.fused_lora_layers}, checkpointing {ckpt}, "
-            f"compiled layers {self.compiled_layers}"
+            f"compiled layers {self.compiled_layers}{micro}"
         )
 
     def to_json(self) -> dict:
@@ -153,6 +158,19 @@ def _loss_impl(fast: FastConfig, device: str) -> str:
     return fast.loss
 
 
+def micro_batch(fast: FastConfig, batch_size: int) -> int | None:
+    """train.fast.micro_batch_size when it splits the device batch (it must divide train.batch_size)."""
+    micro = fast.micro_batch_size
+    if micro is None or micro >= batch_size:
+        return None
+    if batch_size % micro:
+        from tunewise.errors import ConfigError
+
+        raise ConfigError(f"config: train.fast.micro_batch_size={micro} does not divide train.batch_size="
+                          f"{batch_size}")
+    return micro
+
+
 def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True) -> FastPath:
     """Apply the enabled components to `model` (a transformers CausalLM, PEFT-wrapped or not) in place.
     Gradient checkpointing, when train.gradient_checkpointing is on, is enabled here (the Trainer's own
@@ -176,8 +194,12 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True) ->
             result.fused_lora_layers = fuse_lora_layers(model)
         if train.gradient_checkpointing:
             result.checkpointed_layers = enable_checkpointing(hf, fast.checkpoint_layers)
+        if fast.sdpa_backend != "default" and device == "cuda":
+            prefer_sdpa_backend(hf, fast.sdpa_backend)
+            result.sdpa_backend = fast.sdpa_backend
         if fast.compile:
-            result.compiled_layers = compile_layers(hf)
+            result.compiled_layers = compile_layers(hf, fast.compile_mode)
+        result.micro_batch_size = micro_batch(fast, train.batch_size)
     if log:
         print(f"tunewise: {result.describe()}", file=sys.stderr, flush=True)
     return result

@@ -55,7 +55,7 @@ def enable_checkpointing(hf_model, fraction: float) -> int:
     return len(chosen)
 
 
-def compile_layers(hf_model) -> int:
+def compile_layers(hf_model, mode: str = "default") -> int:
     """torch.compile each decoder layer in place (one graph reused by all: parameters are graph inputs).
     A layer that fails to compile runs eagerly instead (dynamo's suppress_errors) and says so in its log."""
     import torch._dynamo
@@ -63,5 +63,25 @@ def compile_layers(hf_model) -> int:
     torch._dynamo.config.suppress_errors = True
     layers = decoder_layers(hf_model)
     for layer in layers:
-        layer.compile()
+        layer.compile(mode=None if mode == "default" else mode)
+    return len(layers)
+
+
+def prefer_sdpa_backend(hf_model, backend: str) -> int:
+    """Run every decoder layer's forward (and its checkpointed recompute, which calls the same forward) with
+    `backend` first in SDPA's priority order. Per layer, not process-wide: other models keep torch's choice.
+    Returns how many layers."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    first = {"cudnn": SDPBackend.CUDNN_ATTENTION}[backend]
+    order = [first, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    layers = decoder_layers(hf_model)
+    for layer in layers:
+        forward = layer.forward
+
+        def wrapped(*args, _forward=forward, **kwargs):
+            with sdpa_kernel(order, set_priority=True):
+                return _forward(*args, **kwargs)
+
+        layer.forward = wrapped
     return len(layers)

@@ -139,3 +139,16 @@ def test_out_must_not_be_an_ingredient_nor_a_full_folder(cfg, data, good, tmp_pa
         make_soup(cfg, data, base, [good], tmp_path / "full")
     assert make_soup(cfg, data, base, [good], tmp_path / "full", force=True).out.joinpath("soup.json").is_file()
     assert not (tmp_path / "full" / "x").exists()
+
+
+def test_a_generation_task_is_scored_by_its_main_metric(good, tmp_path):
+    from tunewise.data.records import Record
+
+    cfg = parse_config({"name": "g", "output_dir": str(tmp_path), "data": {"builtin": "bbc_news"},
+                        "task": {"type": "generation"}, "eval": {"max_new_tokens": 3, "batch_size": 4}})
+    rows = [Record([{"role": "user", "content": q}, {"role": "assistant", "content": a}])
+            for q, a in (("hello", "hello world"), ("the match", "the team won"), ("what is this", "a film"))]
+    data = PreparedData(rows, rows, rows, None, "hash")
+    result = make_soup(cfg, data, ResolvedModel("tiny", good, "sha"), [good, good], tmp_path / "soup", greedy=True)
+    assert result.metric == "rouge_l" and isinstance(result.val_score, float)
+    assert all(isinstance(i.val_score, float) for i in result.ingredients) and result.val_examples == 3

@@ -1,5 +1,6 @@
-"""Soup stage (after train, before evaluate): average several fine-tuned models of one recipe into one model
-of the same size. Entry point: `make_soup(cfg, data, base, ingredients, out, greedy) -> SoupResult`.
+"""Soup stage (after train): average several fine-tuned models of one recipe into one model of the same size.
+It borrows evaluate's scorer for the validation split; evaluate then scores the soup on the test split.
+Entry point: `make_soup(cfg, data, base, ingredients, out, greedy) -> SoupResult`.
 
 Wortsman et al. 2022, "Model soups: averaging weights of multiple fine-tuned models improves accuracy without
 increasing inference time": the uniform soup is the plain mean; the greedy soup sorts the ingredients by

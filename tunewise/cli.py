@@ -206,7 +206,9 @@ def eval_cmd(config: Path = typer.Argument(..., help="YAML run config"),
              adapter: Path | None = typer.Option(None, help="adapter or full-model folder (default: "
                                                  "runs/<name>/adapter, else runs/<name>/model)"),
              review: int = typer.Option(0, "--review", min=0, help="also export N side-by-side test examples "
-                                        "(review.csv, review.html), wrong answers first")) -> None:
+                                        "(review.csv, review.html), wrong answers first"),
+             set_: list[str] = typer.Option([], "--set", help="override a key: --set name=banking77-soup")
+             ) -> None:
     """Score the baselines and the fine-tuned adapter on the held-out test split; write metrics and report."""
     from tunewise.errors import ConfigError
     from tunewise.evaluate import evaluate, load_fine_tuned, run_baselines
@@ -214,7 +216,7 @@ def eval_cmd(config: Path = typer.Argument(..., help="YAML run config"),
     from tunewise.pipeline import RunFolder, stage_data, stage_model, write_results
     from tunewise.report import export_review, write_report
 
-    cfg = load_config(config)
+    cfg = load_config(config, parse_overrides(set_))
     run = RunFolder(cfg)
     adapter = adapter or next((p for p in (run.path / "adapter", run.path / "model") if p.is_dir()),
                               run.path / "adapter")
@@ -384,8 +386,13 @@ def data_split(paths: list[Path] = PATHS, out: Path = OUT, task: str = TASK, mod
     _strict_exit(data.card, strict)
 
 
-# The operate commands register themselves on `app` (registry, keys, serve, feedback, monitor, retrain, export).
-from tunewise import cli_operate  # noqa: E402, F401
+# These register themselves on `app`: the operate commands (registry, keys, serve, feedback, monitor, retrain,
+# export) and `soup`.
+from tunewise import cli_operate, cli_soup  # noqa: E402, F401
 
 if __name__ == "__main__":
-    sys.exit(app())
+    # `python -m tunewise.cli` runs this file as __main__, but cli_operate and cli_soup registered their
+    # commands on the imported module's app (tunewise.cli.app): run that one, which has them all.
+    from tunewise.cli import app as full_app
+
+    sys.exit(full_app())

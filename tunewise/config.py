@@ -26,6 +26,8 @@ class SplitConfig(_Strict):
 
     val: float | int = 0.1
     test: float | int = 0.1
+    seed: int | None = Field(None, description="seed of the split (default: the run's seed); pin it when runs that "
+                             "differ only in `seed` must share one split, e.g. the ingredients of a model soup")
 
 
 class DedupConfig(_Strict):

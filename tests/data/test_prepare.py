@@ -136,3 +136,18 @@ def test_official_test_set_is_kept_as_published_and_its_leaks_reported(tmp_path,
 
     dedup_cfg = _cfg(tmp_path, tiny_model_dir, test_paths=[str(tmp_path / "t.jsonl")], official_test="deduplicated")
     assert [r.input_text for r in prepare(dedup_cfg).test] == [test_rows[1]["text"]]
+
+
+def test_split_seed_pins_the_split_whatever_the_run_seed(tmp_path, tiny_model_dir):
+    # Model-soup ingredients differ only in `seed`; with data.split.seed they must share train/val/test.
+    _write(tmp_path / "d.jsonl", _rows())
+
+    def splits(seed, split_seed=None):
+        cfg = _cfg(tmp_path, tiny_model_dir)
+        cfg = cfg.model_copy(update={"seed": seed, "data": cfg.data.model_copy(update={
+            "split": cfg.data.split.model_copy(update={"seed": split_seed})})})
+        data = prepare(cfg)
+        return [[r.input_text for r in rs] for rs in (data.train, data.val, data.test)]
+
+    assert splits(1, split_seed=42) == splits(42)
+    assert splits(1) != splits(42)

@@ -175,22 +175,23 @@ def prepare(cfg: RunConfig) -> PreparedData:
     labels = _labels(cfg, scanner)
     if classification and len(labels) < 2:
         raise DataError("classification needs at least two labels in the data")
+    seed = cfg.seed if d.split.seed is None else d.split.seed
     train, val, test = split_records(records, d.split.val, None if official_test is not None else d.split.test,
-                                     cfg.seed, d.group_column)
+                                     seed, d.group_column)
     if official_test is not None:
         test = official_test
     val, test, leakage = remove_leaks(train, val, test, d.dedup, classification, d.group_column,
                                       keep_test=official_test is not None and d.official_test == "as_published")
     # Subsets are stratified too, so a CPU-sized run keeps the class balance of the full data.
     if d.max_train_examples and len(train) > d.max_train_examples:
-        _, train = split_off(train, d.max_train_examples, cfg.seed + 2)
+        _, train = split_off(train, d.max_train_examples, seed + 2)
     if d.max_test_examples and len(test) > d.max_test_examples:
-        _, test = split_off(test, d.max_test_examples, cfg.seed + 3)
+        _, test = split_off(test, d.max_test_examples, seed + 3)
     digest = content_hash(records + (official_test or []))
     card = _card(cfg, scanner, tok, why_not, digest)
     method = "group-aware (" + d.group_column + "), " if d.group_column else ""
-    card.splits = {"counts": {"train": len(train), "val": len(val), "test": len(test)}, "seed": cfg.seed,
-                   "method": f"{method}stratified by label where every row has one, seed {cfg.seed}"
+    card.splits = {"counts": {"train": len(train), "val": len(val), "test": len(test)}, "seed": seed,
+                   "method": f"{method}stratified by label where every row has one, seed {seed}"
                              + ("; test from data.test_paths" if official_test is not None else "")}
     card.leakage = leakage.to_json()
     return PreparedData(train, val, test, labels, digest, rejected, card)

@@ -96,6 +96,11 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing / attention f
     },
     "t-mb2-ckpt25": {"fast": {"micro_batch_size": 2, "checkpoint_layers": 0.25}},
     "t-ckpt69": {"fast": {"checkpoint_layers": 0.6875}},
+    "t-mb2-ckpt28": {"fast": {"micro_batch_size": 2, "checkpoint_layers": 0.28125}},
+    "t-mb2-ckpt28-compile": {
+        "fast": {"micro_batch_size": 2, "checkpoint_layers": 0.28125, "compile": True, "kernels": False}
+    },
+    "t-mb1-compile-liger": {"fast": {"micro_batch_size": 1, "checkpoint_layers": 0.0, "compile": True}},
     "t-compile": {"fast": {"compile": True}},
     "t-packed": {"fast": {}, "packing": True},
     "t-packed-flex": {"fast": {}, "packing": True, "attn": "flex_attention"},

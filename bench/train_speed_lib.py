@@ -82,6 +82,10 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing / attention f
     # The device batch in micro-batches of 1 (accumulation, same examples per step) with no recompute.
     "t-mb1": {"fast": {"micro_batch_size": 1, "checkpoint_layers": 0.0}},
     "t-mb2": {"fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0}},
+    "t-mb2-rc": {"fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True}},
+    "t-mb2-rc-ckpt9": {
+        "fast": {"micro_batch_size": 2, "checkpoint_layers": 0.09375, "recompute_elementwise": True}
+    },
     "t-mb1-cudnn": {"fast": {"micro_batch_size": 1, "checkpoint_layers": 0.0, "sdpa_backend": "cudnn"}},
     "t-cudnn": {"fast": {"sdpa_backend": "cudnn"}},
     "t-mb1-compile": {"fast": {"micro_batch_size": 1, "checkpoint_layers": 0.0, "compile": True, "kernels": False}},

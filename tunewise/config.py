@@ -155,6 +155,10 @@ class FastConfig(_Strict):
     sdpa_backend: Literal["default", "cudnn"] = Field(
         "default", description="SDPA attention kernel: default = torch's choice (FlashAttention-2 on CUDA); "
         "cudnn = cuDNN's fused attention first (CUDA)")
+    recompute_elementwise: bool = Field(
+        False, description="layers that are not checkpointed keep recipes instead of the RMSNorm outputs and the "
+        "SwiGLU product that LoRA layers save, and recompute them in backward (same kernels, same values): less "
+        "memory for a few elementwise passes")
     micro_batch_size: int | None = Field(
         None, gt=0, description="split each device batch of train.batch_size into micro-batches of this many "
         "examples (gradient accumulation: the same examples per optimizer step, the same loss). The fast path's "

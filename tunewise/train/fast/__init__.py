@@ -20,12 +20,14 @@ from tunewise.train.fast.layers import (
     LIGER_PATCH,
     apply_liger_kernels,
     compile_layers,
+    decoder_layers,
     enable_checkpointing,
     liger_available,
     prefer_sdpa_backend,
 )
 from tunewise.train.fast.lora import fuse_lora_layers
 from tunewise.train.fast.loss import causal_lm_loss
+from tunewise.train.fast.recompute import enable_recompute
 
 SUPPORTED = set(LIGER_PATCH)  # decoder families whose CausalLM forward is model → lm_head → loss
 
@@ -42,6 +44,7 @@ class FastPath:
     checkpointed_layers: int | None = None  # None: the Trainer's own setting applies
     micro_batch_size: int | None = None  # None: the device batch is one micro-batch
     sdpa_backend: str = "default"
+    recompute_layers: int = 0  # layers keeping recipes for norm outputs / SwiGLU product (recompute.py)
     compiled_layers: int = 0
     bf16_frozen_head: bool = False  # QLoRA: embeddings / LM head kept in bf16 instead of PEFT's fp32 upcast
 
@@ -51,6 +54,7 @@ class FastPath:
         ckpt = "off" if self.checkpointed_layers is None else f"{self.checkpointed_layers} layers"
         micro = f", micro-batch {self.micro_batch_size}" if self.micro_batch_size else ""
         micro += f", SDPA {self.sdpa_backend} first" if self.sdpa_backend != "default" else ""
+        micro += f", elementwise recompute in {self.recompute_layers} layers" if self.recompute_layers else ""
         return (
             f"fast path ({self.reason}): loss {self.loss}, Liger kernels {'on' if self.kernels else 'off'}, "
             f"fused LoRA layers {self.fused_lora_layers}, checkpointing {ckpt}, "
@@ -197,6 +201,8 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True) ->
         if fast.sdpa_backend != "default" and device == "cuda":
             prefer_sdpa_backend(hf, fast.sdpa_backend)
             result.sdpa_backend = fast.sdpa_backend
+        if fast.recompute_elementwise and not fast.compile:  # dynamo does not trace saved-tensor hooks
+            result.recompute_layers = enable_recompute(decoder_layers(hf), result.kernels)
         if fast.compile:
             result.compiled_layers = compile_layers(hf, fast.compile_mode)
         result.micro_batch_size = micro_batch(fast, train.batch_size)

@@ -1,0 +1,108 @@
+"""Keep recipes, not copies: the RMSNorm outputs and the SwiGLU product that LoRA layers save for their
+weight gradients are recomputed in backward from tensors that stay saved anyway (the norm's input, the gate
+and up projections), with the same kernel, so the values are bit-identical.
+
+Why by hand: activation checkpointing recomputes whole layers (matmuls included, ~30 % more compute); torch's
+selective checkpointing works inside checkpointed regions only. Here nothing else is recomputed. For
+Llama-3-8B that drops 44 KB per token and layer (the two norm outputs, 8 KB each, and the 28 KB SwiGLU product)
+of ~130 KB, for a few elementwise passes in backward. Layers that are checkpointed are left alone: their own
+saved-tensor hooks must stay innermost."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from functools import partial
+
+import torch
+
+_RECIPE = object()
+
+
+class RecomputeSaved(torch.autograd.graph.saved_tensors_hooks):
+    """Inside this context, a tensor saved for backward that shares `target`'s storage is stored as its view
+    geometry; its first unpack recomputes `target` with `fn()` (no grad) and takes the view."""
+
+    def __init__(self, target: torch.Tensor, fn):
+        # The closures must not capture `target` itself: that would keep the very tensor alive they replace.
+        storage, dtype, cache = target.untyped_storage().data_ptr(), target.dtype, {}
+
+        def pack(t: torch.Tensor):
+            if t.untyped_storage().data_ptr() == storage and t.dtype == dtype:
+                return (_RECIPE, t.shape, t.stride(), t.storage_offset())
+            return t
+
+        def unpack(packed):
+            if not (isinstance(packed, tuple) and packed and packed[0] is _RECIPE):
+                return packed
+            if "value" not in cache:
+                with torch.no_grad():
+                    cache["value"] = fn()
+            return cache["value"].as_strided(packed[1], packed[2], packed[3])
+
+        super().__init__(pack, unpack)
+
+
+def _silu_mul(gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.Tensor:
+    if liger:
+        from liger_kernel.ops.swiglu import LigerSiLUMulFunction
+
+        return LigerSiLUMulFunction.apply(gate, up)
+    return torch.nn.functional.silu(gate) * up
+
+
+def _active(layer) -> bool:
+    """Not for checkpointed layers (their hooks must stay innermost) nor in evaluation (nothing is saved)."""
+    return layer.training and torch.is_grad_enabled() and not getattr(layer, "gradient_checkpointing", False)
+
+
+def _norm_forward(norm, slot: str, layer, forward, x):
+    out = forward(x)
+    setattr(layer, slot, (x, out) if _active(layer) else None)
+    return out
+
+
+def _recipe_for(layer, slot: str, norm, x: torch.Tensor):
+    """The context that stores the norm output `x` as a recipe, when `x` is what the norm just returned."""
+    src = getattr(layer, slot, None)
+    setattr(layer, slot, None)  # the references live on in the recipe only as long as the graph needs them
+    if src is None or src[1] is not x:
+        return nullcontext()
+    return RecomputeSaved(x, partial(norm, src[0]))
+
+
+def _attn_forward(layer, forward, hidden_states, *args, **kwargs):
+    with _recipe_for(layer, "_tw_norm1", layer.input_layernorm, hidden_states):
+        return forward(hidden_states, *args, **kwargs)
+
+
+def _mlp_forward(layer, liger: bool, x):
+    mlp = layer.mlp
+    with _recipe_for(layer, "_tw_norm2", layer.post_attention_layernorm, x):
+        gate, up = mlp.gate_proj(x), mlp.up_proj(x)
+    h = _silu_mul(gate, up, liger)
+    if not _active(layer):
+        return mlp.down_proj(h)
+    with RecomputeSaved(h, partial(_silu_mul, gate, up, liger)):
+        return mlp.down_proj(h)
+
+
+def _supported(layer) -> bool:
+    mlp, cfg = getattr(layer, "mlp", None), getattr(getattr(layer, "self_attn", None), "config", None)
+    act = getattr(cfg, "hidden_act", None)
+    return (mlp is not None and all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj"))
+            and act in ("silu", "swish") and hasattr(layer, "input_layernorm")
+            and hasattr(layer, "post_attention_layernorm"))
+
+
+def enable_recompute(layers: list, liger: bool) -> int:
+    """Patch each supported decoder layer's norms, attention and MLP (per instance). Returns how many."""
+    count = 0
+    for layer in layers:
+        if not _supported(layer):
+            continue
+        for slot, norm in (("_tw_norm1", layer.input_layernorm), ("_tw_norm2", layer.post_attention_layernorm)):
+            norm.forward = partial(_norm_forward, norm, slot, layer, norm.forward)
+        layer.self_attn.forward = partial(_attn_forward, layer, layer.self_attn.forward)
+        layer.mlp.forward = partial(_mlp_forward, layer, liger)
+        count += 1
+    return count

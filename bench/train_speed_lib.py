@@ -50,7 +50,7 @@ class Row:
 ABLATION = ("t-none", "t-loss", "t-liger-loss", "t-kernels", "t-lora", "tunewise", "t-compile")
 ROWS = {
     "lora-2048x4-gc": Row(
-        "LoRA 8B 2048×4 GC on", "lora", 2048, 4, True, ("tunewise", "t-ckpt75", "t-ckpt50")
+        "LoRA 8B 2048×4 GC on", "lora", 2048, 4, True, ("tunewise", "t-mb2-rc", "t-mb2", "t-ckpt75")
     ),
     "lora-2048x2": Row("LoRA 8B 2048×2 GC off", "lora", 2048, 2, False),
     "lora-4096x1-gc": Row(

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.fixtures.runs import tiny_adapter
+from tests.fixtures.tasks import topic_records
 from tests.fixtures.tiny import save_tiny_model
 from tunewise.config import parse_config
 from tunewise.data import PreparedData
@@ -22,14 +23,7 @@ TOPICS = {"sport": "the team won the match game", "business": "the bank profit a
 
 
 def _rows(n, seed):
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        label = sorted(TOPICS)[i % len(TOPICS)]
-        words = TOPICS[label].split()
-        rng.shuffle(words)
-        out.append(classification_record(" ".join(words[: rng.randint(2, len(words))]), label))
-    return out
+    return topic_records(n, random.Random(seed), TOPICS, sorted(TOPICS))
 
 
 @pytest.fixture(scope="module")

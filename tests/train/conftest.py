@@ -2,9 +2,9 @@ import random
 
 import pytest
 
+from tests.fixtures.tasks import topic_records
 from tunewise.config import parse_config
 from tunewise.data import PreparedData
-from tunewise.data.records import classification_record
 from tunewise.models import ResolvedModel
 
 TOPICS = {"sport": "the team won the match", "business": "the bank profit and market shares",
@@ -15,13 +15,7 @@ def tiny_data(n_train: int = 24, n_val: int = 8, seed: int = 0) -> PreparedData:
     rng = random.Random(seed)
 
     def rows(n):
-        out = []
-        for i in range(n):
-            label = list(TOPICS)[i % len(TOPICS)]
-            words = TOPICS[label].split()
-            rng.shuffle(words)
-            out.append(classification_record(" ".join(words[: rng.randint(2, len(words))]), label))
-        return out
+        return topic_records(n, rng, TOPICS, list(TOPICS))
 
     return PreparedData(rows(n_train), rows(n_val), rows(4), sorted(TOPICS), "hash")
 

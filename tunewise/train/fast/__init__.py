@@ -52,13 +52,13 @@ class FastPath:
         if not self.enabled:
             return f"plain path ({self.reason})"
         ckpt = "off" if self.checkpointed_layers is None else f"{self.checkpointed_layers} layers"
-        micro = f", micro-batch {self.micro_batch_size}" if self.micro_batch_size else ""
-        micro += f", SDPA {self.sdpa_backend} first" if self.sdpa_backend != "default" else ""
-        micro += f", elementwise recompute in {self.recompute_layers} layers" if self.recompute_layers else ""
+        extra = f", micro-batch {self.micro_batch_size}" if self.micro_batch_size else ""
+        extra += f", SDPA {self.sdpa_backend} first" if self.sdpa_backend != "default" else ""
+        extra += f", elementwise recompute in {self.recompute_layers} layers" if self.recompute_layers else ""
         return (
             f"fast path ({self.reason}): loss {self.loss}, Liger kernels {'on' if self.kernels else 'off'}, "
             f"fused LoRA layers {self.fused_lora_layers}, checkpointing {ckpt}, "
-            f"compiled layers {self.compiled_layers}{micro}"
+            f"compiled layers {self.compiled_layers}{extra}"
         )
 
     def to_json(self) -> dict:

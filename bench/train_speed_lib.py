@@ -6,6 +6,7 @@ transformers + PEFT, or tunewise's apply_method + apply_fast_path (the code `tun
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass
 
@@ -83,6 +84,19 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing / attention f
     "t-mb1": {"fast": {"micro_batch_size": 1, "checkpoint_layers": 0.0}},
     "t-mb2": {"fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0}},
     "t-mb2-rc": {"fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True}},
+    # t-mb2-rc one change at a time: without grouped q/k/v + gate/up LoRA, and also without the frozen GC.
+    "t-mb2-rc-nogroup": {
+        "fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True, "grouped_lora": False}
+    },
+    "t-mb2-rc-nogroup-nofreeze": {
+        "fast": {
+            "micro_batch_size": 2,
+            "checkpoint_layers": 0.0,
+            "recompute_elementwise": True,
+            "grouped_lora": False,
+            "freeze_gc": False,
+        }
+    },
     "t-mb2-rc-ckpt9": {
         "fast": {"micro_batch_size": 2, "checkpoint_layers": 0.09375, "recompute_elementwise": True}
     },
@@ -135,7 +149,8 @@ def _train_cfg(side: str, method: str, gc: bool, dropout: float = 0.0):
 
 def prepare(model, side: str, method: str, gc: bool, seed: int, dropout: float = 0.0, batch: int = 1):
     """base: plain transformers + PEFT as its docs show it; else tunewise's method + fast path. Both sides get
-    the same LoRA dropout (--lora-dropout). Returns (model, description, micro-batch size or None)."""
+    the same LoRA dropout (--lora-dropout). Returns (model, description, micro-batch size or None, whether
+    training runs with the GC frozen, as `tunewise train` does when the fast path says so)."""
     device, _ = _device()
     torch.manual_seed(seed + 1)  # identical adapter initialisation on both sides
     if side != "base":
@@ -145,7 +160,7 @@ def prepare(model, side: str, method: str, gc: bool, seed: int, dropout: float =
         cfg = _train_cfg(side, method, gc, dropout).model_copy(update={"batch_size": batch})
         model = apply_method(model, cfg)
         fast = apply_fast_path(model, cfg, device, log=False)
-        return model, fast.describe(), fast.micro_batch_size
+        return model, fast.describe(), fast.micro_batch_size, fast.freeze_gc
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     model.config.use_cache = False
@@ -163,7 +178,7 @@ def prepare(model, side: str, method: str, gc: bool, seed: int, dropout: float =
                 r=16, lora_alpha=32, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM"
             ),
         )
-    return model, "plain transformers + PEFT", None
+    return model, "plain transformers + PEFT", None, False
 
 
 def flops_per_token(shape: dict, seq: int, full: bool, r: int = 16) -> float:
@@ -207,18 +222,60 @@ def _forward_backward(model, batch: dict, micro: int | None, device: str) -> tor
     return total
 
 
-def train_loop(model, batches: list[dict], warmup: int, tokens: list[int], micro: int | None = None) -> dict:
-    """Time each optimizer step after `warmup` steps; loss, time and peak memory per run."""
+class PauseWatch:
+    """What stalls the host between kernels, per timed step: Python's garbage collections (count and time)
+    and the CUDA caching allocator's device allocations and retries."""
+
+    def __init__(self, device: str):
+        self.device, self.gc_s, self.gc_full = device, 0.0, 0
+        self._t0, self._mark = 0.0, {}
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.gc_s += time.perf_counter() - self._t0
+            self.gc_full += info.get("generation") == 2
+
+    def _alloc(self) -> dict:
+        if self.device != "cuda":
+            return {}
+        stats = torch.cuda.memory_stats()
+        return {k: stats.get(k, 0) for k in ("num_device_alloc", "num_alloc_retries")}
+
+    def start(self) -> None:
+        self.gc_s, self.gc_full, self._mark = 0.0, 0, self._alloc()
+
+    def step(self) -> dict:
+        now = self._alloc()
+        out = {"gc_ms": round(1000 * self.gc_s, 2), "gc_full": self.gc_full}
+        out.update({k: now[k] - self._mark.get(k, 0) for k in now})
+        return out
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+
+def train_loop(model, batches: list[dict], warmup: int, tokens: list[int], micro: int | None = None,
+               freeze_gc: bool = False) -> dict:
+    """Time each optimizer step after `warmup` steps; loss, time, peak memory and host pauses per run."""
     device, _ = _device()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=0.0, fused=device == "cuda")
     model.train()
-    losses, times = [], []
+    losses, times, pauses = [], [], []
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    if freeze_gc:
+        from tunewise.train.fast.quiet_gc import freeze_long_lived
+
+        freeze_long_lived()  # what tunewise train's FrozenGC callback does at on_train_begin
+    watch = PauseWatch(device)
     for step, batch in enumerate(batches):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         _sync(device)
+        watch.start()
         start = time.perf_counter()
         loss = _forward_backward(model, batch, micro, device)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -228,6 +285,10 @@ def train_loop(model, batches: list[dict], warmup: int, tokens: list[int], micro
         if step >= warmup:
             times.append(time.perf_counter() - start)
             losses.append(loss.item())
+            pauses.append(watch.step())
+    watch.close()
+    if freeze_gc:
+        gc.unfreeze()
     timed_tokens = sum(tokens[warmup:])
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
     reserved = torch.cuda.max_memory_reserved() / 2**30 if device == "cuda" else 0.0
@@ -235,6 +296,7 @@ def train_loop(model, batches: list[dict], warmup: int, tokens: list[int], micro
         "tokens_per_s": timed_tokens / sum(times),
         "losses": losses,
         "step_s": times,
+        "pauses": pauses,
         "peak_gib": round(peak, 2),
         "reserved_gib": round(reserved, 2),
     }
@@ -270,11 +332,11 @@ def measure(spec: dict) -> dict:
             return model
     else:
         model = build_llama(shape, seed=0)
-    model, described, micro = prepare(
+    model, described, micro, freeze = prepare(
         model, side, row.kind, row.gc, seed=0, dropout=spec.get("lora_dropout", 0.0), batch=row.batch
     )
     batches = random_batches(shape["vocab_size"], seq, row.batch, spec["warmup"] + spec["steps"], seed=1)
-    res = _oom_safe(train_loop, model, batches, spec["warmup"], [seq * row.batch] * len(batches), micro)
+    res = _oom_safe(train_loop, model, batches, spec["warmup"], [seq * row.batch] * len(batches), micro, freeze)
     if spec.get("profile") and "error" not in res:
         res["profile"] = profile_steps(model, batches[:3], micro)
     if "tokens_per_s" in res:
@@ -288,7 +350,7 @@ def probe_max_context(spec: dict) -> dict:
     tiny, unit = spec["tiny"], 64 if spec["tiny"] else 1024
     shape = TINY if tiny else LLAMA3_8B
     lo, hi = (128, 1024) if tiny else (spec["lo"], spec["hi"])
-    model, _, _ = prepare(build_llama(shape, seed=0), "tunewise", "lora", True, seed=0)
+    model, _, _, _ = prepare(build_llama(shape, seed=0), "tunewise", "lora", True, seed=0)
     start, tried = time.perf_counter(), {}
 
     def fits(seq: int) -> bool:

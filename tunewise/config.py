@@ -146,6 +146,9 @@ class FastConfig(_Strict):
     kernels: Literal["auto"] | bool = Field(
         "auto", description="Liger Kernel's fused RMSNorm, SwiGLU and RoPE (CUDA, when liger-kernel is installed)")
     fused_lora: bool = Field(True, description="LoRA layers as one autograd function (no input copy, fused add)")
+    grouped_lora: bool = Field(
+        True, description="with fused_lora: the q/k/v and the gate/up LoRA projections, which read the same input, "
+        "as one group each (stacked A matrices, one input gradient); needs LoRA dropout 0, else per projection")
     checkpoint_layers: float = Field(
         1.0, ge=0, le=1, description="share of decoder layers checkpointed when train.gradient_checkpointing "
         "is on (spread evenly); the others keep activations and skip the recompute")
@@ -155,6 +158,9 @@ class FastConfig(_Strict):
     sdpa_backend: Literal["default", "cudnn"] = Field(
         "default", description="SDPA attention kernel: default = torch's choice (FlashAttention-2 on CUDA); "
         "cudnn = cuDNN's fused attention first (CUDA)")
+    freeze_gc: bool = Field(
+        True, description="gc.freeze() when training starts: Python's full garbage collections then skip the "
+        "model and optimizer (they stall the CPU that feeds the GPU); cycles made later are still collected")
     recompute_elementwise: bool = Field(
         False, description="layers that are not checkpointed keep recipes instead of the RMSNorm outputs and the "
         "SwiGLU product that LoRA layers save, and recompute them in backward (same kernels, same values): less "

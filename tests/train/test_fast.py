@@ -214,6 +214,16 @@ def test_training_through_the_trainer_gives_the_plain_loss_curve(tmp_path, tiny_
     from tests.train.conftest import tiny_config, tiny_data
     from tunewise.train import train
 
+    import gc
+
+    from transformers import TrainerCallback
+
+    frozen = {}
+
+    class FreezeWatch(TrainerCallback):  # fast.freeze_gc: frozen while training, undone after
+        def on_step_end(self, args, state, control, **kwargs):
+            frozen.setdefault(fast, set()).add(gc.get_freeze_count() > 0)
+
     runs = {}
     for fast in (False, True):
         cfg = tiny_config(
@@ -222,7 +232,9 @@ def test_training_through_the_trainer_gives_the_plain_loss_curve(tmp_path, tiny_
             gradient_checkpointing=True,
             lora={"dropout": 0.0},
         )
-        runs[fast] = train(cfg, tiny_data(), tiny_base)
+        runs[fast] = train(cfg, tiny_data(), tiny_base, callbacks=[FreezeWatch()])
+        assert gc.get_freeze_count() == 0
+    assert frozen == {False: {False}, True: {True}}
     log = capsys.readouterr().err
     assert "tunewise: plain path (train.fast.enabled is false)" in log
     assert "tunewise: fast path (on by train.fast.enabled): loss chunked" in log

@@ -127,6 +127,10 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
 
     run_dir, ckpt_dir = cfg.run_dir, cfg.run_dir / "checkpoints"
     checkpoint = _resume_point(ckpt_dir, resume)
+    if fast.freeze_gc:
+        from tunewise.train.callbacks import FrozenGC
+
+        callbacks = [*(callbacks or []), FrozenGC()]
     trainer = build_trainer(cfg, model, tokenizer, enc, ckpt_dir, device, packing, callbacks or [],
                             trainer_checkpointing=cfg.train.gradient_checkpointing and fast.checkpointed_layers is None,
                             micro_batch=fast.micro_batch_size)

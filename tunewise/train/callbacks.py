@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 from transformers import Trainer
-from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_callback import ProgressCallback, TrainerCallback
 
 from tunewise.train.tokenize import IGNORE
 
@@ -30,6 +30,20 @@ class GuardedTrainer(Trainer):
         if not math.isfinite(value):
             raise NonFiniteLoss(self.state.global_step + 1, value)
         return loss
+
+
+class FrozenGC(TrainerCallback):
+    """gc.freeze() for the length of training (tunewise.train.fast.quiet_gc says why); undone at the end."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from tunewise.train.fast.quiet_gc import freeze_long_lived
+
+        freeze_long_lived()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        from tunewise.train.fast.quiet_gc import unfreeze
+
+        unfreeze()
 
 
 class TokensProgressCallback(ProgressCallback):

@@ -5,6 +5,7 @@ Components, each switchable in `train.fast` and measured one at a time in bench/
 - loss:        LM head + cross-entropy a chunk at a time, never the full logits (loss.py; Liger's on CUDA)
 - kernels:     Liger Kernel's Triton RMSNorm, SwiGLU and RoPE (CUDA, when liger-kernel is installed)
 - fused_lora:  LoRA layers as one autograd function with the scale and add in the GEMM epilogue (lora.py)
+- grouped_lora: q/k/v and gate/up LoRA projections as one group each (lora_groups.py)
 - checkpoint_layers: activation checkpointing on a share of the decoder layers (train.gradient_checkpointing)
 - compile:     torch.compile of each decoder layer
 Padding-free packing is the collator's job (train.packing); the loss here handles packed rows unchanged."""
@@ -26,6 +27,7 @@ from tunewise.train.fast.layers import (
     prefer_sdpa_backend,
 )
 from tunewise.train.fast.lora import fuse_lora_layers
+from tunewise.train.fast.lora_groups import group_lora_projections
 from tunewise.train.fast.loss import causal_lm_loss
 from tunewise.train.fast.recompute import enable_recompute
 
@@ -41,11 +43,13 @@ class FastPath:
     loss: str = "plain"  # plain | chunked | liger
     kernels: bool = False
     fused_lora_layers: int = 0
+    lora_groups: int = 0  # q/k/v and gate/up groups run as one (lora_groups.py)
     checkpointed_layers: int | None = None  # None: the Trainer's own setting applies
     micro_batch_size: int | None = None  # None: the device batch is one micro-batch
     sdpa_backend: str = "default"
     recompute_layers: int = 0  # layers keeping recipes for norm outputs / SwiGLU product (recompute.py)
     compiled_layers: int = 0
+    freeze_gc: bool = False  # gc.freeze() when training starts (quiet_gc.py; the Trainer callback does it)
     bf16_frozen_head: bool = False  # QLoRA: embeddings / LM head kept in bf16 instead of PEFT's fp32 upcast
 
     def describe(self) -> str:
@@ -54,6 +58,8 @@ class FastPath:
         ckpt = "off" if self.checkpointed_layers is None else f"{self.checkpointed_layers} layers"
         extra = f", micro-batch {self.micro_batch_size}" if self.micro_batch_size else ""
         extra += f", SDPA {self.sdpa_backend} first" if self.sdpa_backend != "default" else ""
+        extra += ", GC frozen in training" if self.freeze_gc else ""
+        extra += f", LoRA groups {self.lora_groups}" if self.lora_groups else ""
         extra += f", elementwise recompute in {self.recompute_layers} layers" if self.recompute_layers else ""
         return (
             f"fast path ({self.reason}): loss {self.loss}, Liger kernels {'on' if self.kernels else 'off'}, "
@@ -196,6 +202,9 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True) ->
             result.bf16_frozen_head = _frozen_head_to_bf16(hf)
         if fast.fused_lora:
             result.fused_lora_layers = fuse_lora_layers(model)
+            if fast.grouped_lora:
+                blocks = [b for layer in decoder_layers(hf) for b in (layer.self_attn, layer.mlp)]
+                result.lora_groups = group_lora_projections(blocks)
         if train.gradient_checkpointing:
             result.checkpointed_layers = enable_checkpointing(hf, fast.checkpoint_layers)
         if fast.sdpa_backend != "default" and device == "cuda":
@@ -206,6 +215,7 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True) ->
         if fast.compile:
             result.compiled_layers = compile_layers(hf, fast.compile_mode)
         result.micro_batch_size = micro_batch(fast, train.batch_size)
+        result.freeze_gc = fast.freeze_gc
     if log:
         print(f"tunewise: {result.describe()}", file=sys.stderr, flush=True)
     return result

@@ -211,12 +211,12 @@ def test_auto_runs_the_plain_path_on_cpu_and_on_unsupported_models():
 
 
 def test_training_through_the_trainer_gives_the_plain_loss_curve(tmp_path, tiny_base, capsys):
-    from tests.train.conftest import tiny_config, tiny_data
-    from tunewise.train import train
-
     import gc
 
     from transformers import TrainerCallback
+
+    from tests.train.conftest import tiny_config, tiny_data
+    from tunewise.train import train
 
     frozen = {}
 

@@ -57,7 +57,7 @@ class GroupedLora(torch.autograd.Function):
         x2, xa, a, ws, bs = saved[0], saved[1], saved[2], saved[3 : 3 + n], saved[3 + n :]
         tokens = x2.shape[0]
         dy2 = [None if dy is None else dy.reshape(tokens, -1).to(x2.dtype) for dy in dys]
-        dxa_parts, grads_b, start = [], [], 0
+        dxa_parts, grads_b = [], []
         for dy, b, xa_i, s, r, dtype in zip(dy2, bs, _split(xa, ctx.ranks), ctx.scalings, ctx.ranks, ctx.dtypes[2]):
             if dy is None:  # an output that did not reach the loss
                 dxa_parts.append(xa.new_zeros(tokens, r))

@@ -112,6 +112,7 @@ def run_rows(args) -> None:
             "model": args.model,
             "lora_dropout": args.lora_dropout,
             "profile": args.profile,
+            "gaps": args.gaps,
         }
         if row.kind == "maxctx":
             res = _worker(
@@ -163,6 +164,7 @@ def main() -> None:
         "--lora-dropout", type=float, default=0.0, help="LoRA dropout on both sides (tunewise's default is 0.05)"
     )
     ap.add_argument("--profile", action="store_true", help="write each side's top kernels (torch.profiler)")
+    ap.add_argument("--gaps", action="store_true", help="trace 2 more steps: GPU idle time and the host ops behind it")
     ap.add_argument("--tiny", action="store_true", help="toy model and lengths (CPU check of the script)")
     ap.add_argument("--peak-tflops", type=float, default=776.0, help="bf16 matmul rate measured on the H100")
     ap.add_argument("--banking77", default=None, help="Banking77 train.csv for the banking77 row")

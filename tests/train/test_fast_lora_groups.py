@@ -16,9 +16,9 @@ def group_calls(monkeypatch):
     calls = []
     apply = lora_groups.GroupedLora.apply
 
-    def counting(x, scalings, ranks, *params):
+    def counting(x, casts, scalings, ranks, *params):
         calls.append(len(scalings))
-        return apply(x, scalings, ranks, *params)
+        return apply(x, casts, scalings, ranks, *params)
 
     monkeypatch.setattr(lora_groups.GroupedLora, "apply", counting)
     return calls

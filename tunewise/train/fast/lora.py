@@ -16,6 +16,8 @@ from types import MethodType
 import torch
 from torch import nn
 
+from tunewise.train.fast.casts import cast, watch_optimizer_steps
+
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(x.device.type):
@@ -25,11 +27,11 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 class LoraLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, x_drop, weight, bias, lora_a, lora_b, scaling: float):
+    def forward(ctx, x, x_drop, weight, bias, lora_a, lora_b, scaling: float, casts: dict | None = None):
         dt = _compute_dtype(x)
         x2 = x.reshape(-1, x.shape[-1]).to(dt)
         xd2 = x2 if x_drop is None else x_drop.reshape(-1, x.shape[-1]).to(dt)
-        w, a, b = weight.to(dt), lora_a.to(dt), lora_b.to(dt)
+        w, a, b = weight.to(dt), cast(casts, "A", (lora_a,), dt), cast(casts, "B", (lora_b,), dt)
         with torch.autocast(x.device.type, enabled=False):
             xa = xd2 @ a.t()
             y = torch.nn.functional.linear(x2, w, None if bias is None else bias.to(dt))
@@ -57,7 +59,7 @@ class LoraLinear(torch.autograd.Function):
             grad_xd = (dxa @ a).view(ctx.in_shape).to(ctx.dtypes[1])
         grad_w = None  # the base weight is frozen (only LoRA layers with requires_grad=False are fused)
         grad_bias = dy2.sum(0) if ctx.has_bias else None
-        return grad_x, grad_xd, grad_w, grad_bias, grad_a, grad_b, None
+        return grad_x, grad_xd, grad_w, grad_bias, grad_a, grad_b, None, None
 
 
 def _fusable(layer) -> str | None:
@@ -80,6 +82,7 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     dropout = self.lora_dropout[name]
     x_drop = dropout(x) if self.training and not isinstance(dropout, nn.Identity) and dropout.p > 0 else None
     base = self.base_layer
+    casts = self.__dict__.setdefault("_tw_casts", {}) if self.training and torch.is_grad_enabled() else None
     return LoraLinear.apply(
         x,
         x_drop,
@@ -88,6 +91,7 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         self.lora_A[name].weight,
         self.lora_B[name].weight,
         float(self.scaling[name]),
+        casts,
     )
 
 
@@ -98,6 +102,7 @@ def fuse_lora_layers(model) -> int:
         from peft.tuners.lora.layer import Linear as LoraLinearLayer
     except ImportError:
         return 0
+    watch_optimizer_steps()
     count = 0
     for module in model.modules():
         if type(module) is LoraLinearLayer and _fusable(module) is not None:

@@ -18,6 +18,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from tunewise.train.fast.casts import cast, watch_optimizer_steps
 from tunewise.train.fast.lora import _compute_dtype, _fusable
 
 ATTENTION = ("q_proj", "k_proj", "v_proj")
@@ -28,13 +29,13 @@ class GroupedLora(torch.autograd.Function):
     """y_i = x W_i^T + s_i (x A_i^T) B_i^T for i in the group, with x A^T computed once for the stacked A."""
 
     @staticmethod
-    def forward(ctx, x, scalings: tuple, ranks: tuple, *params):
+    def forward(ctx, x, casts: dict | None, scalings: tuple, ranks: tuple, *params):
         n = len(scalings)
         weights, adapters_a, adapters_b = params[:n], params[n : 2 * n], params[2 * n :]
         dt = _compute_dtype(x)
         x2 = x.reshape(-1, x.shape[-1]).to(dt)
-        a = torch.cat([p.to(dt) for p in adapters_a])  # [sum r, in]: tiny
-        bs = [p.to(dt) for p in adapters_b]
+        a = cast(casts, "A", adapters_a, dt)  # [sum r, in]: the stacked A matrices
+        bs = [cast(casts, ("B", i), (p,), dt) for i, p in enumerate(adapters_b)]
         ws = [w.to(dt) for w in weights]
         outs = []
         with torch.autocast(x.device.type, enabled=False):
@@ -74,7 +75,7 @@ class GroupedLora(torch.autograd.Function):
                 if dy is not None:
                     grad_x.addmm_(dy, w)
             grad_x = grad_x.view(ctx.in_shape).to(ctx.dtypes[0])
-        return (grad_x, None, None, *([None] * n), *grads_a, *grads_b)
+        return (grad_x, None, None, None, *([None] * n), *grads_a, *grads_b)
 
 
 def _split(t: torch.Tensor, sizes: tuple, dim: int = 1) -> list:
@@ -89,6 +90,7 @@ class LoraGroup:
         self.layers = layers
         self.pending: dict[int, torch.Tensor] = {}
         self.source: torch.Tensor | None = None
+        self.casts: dict = {}  # the adapters in the compute dtype, per optimizer step (casts.py)
 
     def names(self) -> list | None:
         """The adapter name of each member when the whole group can run as one, else None."""
@@ -115,6 +117,7 @@ class LoraGroup:
             return None
         outs = GroupedLora.apply(
             x,
+            self.casts,
             tuple(float(layer.scaling[n]) for layer, n in zip(self.layers, names)),
             tuple(layer.lora_A[n].weight.shape[0] for layer, n in zip(self.layers, names)),
             *(layer.base_layer.weight for layer in self.layers),
@@ -139,6 +142,7 @@ def group_lora_projections(blocks: list) -> int:
         from peft.tuners.lora.layer import Linear as LoraLinearLayer
     except ImportError:
         return 0
+    watch_optimizer_steps()
     count = 0
     for block in blocks:
         for names in (ATTENTION, MLP):

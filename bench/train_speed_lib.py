@@ -87,6 +87,11 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing / attention f
     "t-mb1": {"fast": {"micro_batch_size": 1, "checkpoint_layers": 0.0}},
     "t-mb2": {"fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0}},
     "t-mb2-rc": {"fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True}},
+    "t-mb2-rc-flash": {  # FlashAttention-2 first instead of torch's default (cuDNN on the H100)
+        "fast": {
+            "micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True, "sdpa_backend": "flash"
+        }
+    },
     # t-mb2-rc one change at a time: without grouped q/k/v + gate/up LoRA, and also without the frozen GC.
     "t-mb2-rc-nogroup": {
         "fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True, "grouped_lora": False}

@@ -155,9 +155,9 @@ class FastConfig(_Strict):
     compile: bool = Field(False, description="torch.compile each decoder layer (falls back to eager on failure)")
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
         "default", description="torch.compile's mode; reduce-overhead adds CUDA graphs (fewer kernel launches)")
-    sdpa_backend: Literal["default", "cudnn"] = Field(
-        "default", description="SDPA attention kernel: default = torch's choice (FlashAttention-2 on CUDA); "
-        "cudnn = cuDNN's fused attention first (CUDA)")
+    sdpa_backend: Literal["default", "cudnn", "flash"] = Field(
+        "default", description="SDPA attention kernel tried first: default = torch's own order; cudnn = cuDNN's "
+        "fused attention; flash = FlashAttention-2 (CUDA; the next backend in line where it cannot run)")
     freeze_gc: bool = Field(
         True, description="gc.freeze() when training starts: Python's full garbage collections then skip the "
         "model and optimizer (they stall the CPU that feeds the GPU); cycles made later are still collected")

@@ -73,8 +73,9 @@ def prefer_sdpa_backend(hf_model, backend: str) -> int:
     Returns how many layers."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    first = {"cudnn": SDPBackend.CUDNN_ATTENTION}[backend]
-    order = [first, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    first = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[backend]
+    rest = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    order = [first] + [b for b in rest if b != first]
     layers = decoder_layers(hf_model)
     for layer in layers:
         forward = layer.forward

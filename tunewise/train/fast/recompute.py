@@ -50,6 +50,28 @@ def _silu_mul(gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.Tensor
     return torch.nn.functional.silu(gate) * up
 
 
+# The recipes run in backward, where the host already limits the step (bench/host_overhead.py): with Liger's
+# kernels they call its kernel launchers directly, without the autograd Function around them (same kernels,
+# same inputs, so the same bits).
+def _silu_mul_value(gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.Tensor:
+    if liger:
+        from liger_kernel.ops.swiglu import swiglu_forward
+
+        return swiglu_forward(gate.contiguous(), up.contiguous())[2]
+    return _silu_mul(gate, up, liger)
+
+
+def _norm_value(norm, x: torch.Tensor) -> torch.Tensor:
+    if hasattr(norm, "casting_mode") and hasattr(norm, "offset"):  # set by Liger's patch of this norm
+        from liger_kernel.ops.rms_norm import rms_norm_forward
+
+        x = x.contiguous()
+        out = rms_norm_forward(x, norm.weight, norm.variance_epsilon, norm.offset, norm.casting_mode,
+                               getattr(norm, "row_mode", None))[0]
+        return out.view(x.shape)
+    return norm(x)
+
+
 def _active(layer) -> bool:
     """Not for checkpointed layers (their hooks must stay innermost) nor in evaluation (nothing is saved)."""
     return layer.training and torch.is_grad_enabled() and not getattr(layer, "gradient_checkpointing", False)
@@ -67,7 +89,7 @@ def _recipe_for(layer, slot: str, norm, x: torch.Tensor):
     setattr(layer, slot, None)  # the references live on in the recipe only as long as the graph needs them
     if src is None or src[1] is not x:
         return nullcontext()
-    return RecomputeSaved(x, partial(norm, src[0]))
+    return RecomputeSaved(x, partial(_norm_value, norm, src[0]))
 
 
 def _attn_forward(layer, forward, hidden_states, *args, **kwargs):
@@ -82,7 +104,7 @@ def _mlp_forward(layer, liger: bool, x):
     h = _silu_mul(gate, up, liger)
     if not _active(layer):
         return mlp.down_proj(h)
-    with RecomputeSaved(h, partial(_silu_mul, gate, up, liger)):
+    with RecomputeSaved(h, partial(_silu_mul_value, gate, up, liger)):
         return mlp.down_proj(h)
 
 

@@ -1,0 +1,149 @@
+"""Host time against GPU time for one decoder layer and its pieces: is the GPU waiting for Python?
+
+The GPU is first kept busy (torch.cuda._sleep), so the host's time to *enqueue* a layer's forward or
+backward (or its norm, attention, MLP) is measured on its own; then the same piece runs enqueued behind a
+sleep, timed between CUDA events, for its GPU time. (A whole forward cannot be measured this way: its ~1,500
+kernels overflow the launch queue, and the host then waits for the GPU.) When a piece's host time is close
+to its GPU time, host hiccups (other processes, page faults, collections) become GPU idle time. Same model
+and sides as bench/train_speed.py; --tiny runs the toy model on the CPU (a check of the script only).
+
+  python bench/host_overhead.py --sides base,t-mb2-rc,t-mb2        # one H100, ~2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from bench.train_speed_lib import LLAMA3_8B, SIDES, TINY, build_llama, prepare, random_batches  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _host_and_gpu(fn, busy_cycles: int) -> tuple[float, float]:
+    """fn's host time (enqueued behind a busy GPU: few enough kernels to stay under the launch queue's depth)
+    and its GPU time (enqueued behind a sleep, timed between events), in ms."""
+    if not torch.cuda.is_available():
+        t0 = time.perf_counter()
+        fn()
+        return 1000 * (time.perf_counter() - t0), float("nan")
+    torch.cuda.synchronize()
+    torch.cuda._sleep(busy_cycles)
+    t0 = time.perf_counter()
+    fn()
+    host = 1000 * (time.perf_counter() - t0)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda._sleep(busy_cycles)
+    start.record()
+    fn()
+    end.record()
+    torch.cuda.synchronize()
+    return host, start.elapsed_time(end)
+
+
+def _layer_parts(model, part: dict) -> dict:
+    """Host and GPU time of one decoder layer's pieces, forward and backward, at the micro-step's size."""
+    layers = model.get_base_model().model.layers if hasattr(model, "get_base_model") else model.model.layers
+    layer = layers[1]
+    seen = {}
+
+    def grab(_module, args, kwargs):
+        seen.setdefault("call", (args, kwargs))
+
+    handle = layer.register_forward_pre_hook(grab, with_kwargs=True)
+    with torch.no_grad(), torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=DEVICE == "cuda"):
+        model(**part)
+    handle.remove()
+    args, kwargs = seen["call"]
+    hidden = args[0] if args else kwargs.pop("hidden_states")
+    cycles = int(2e8)  # ~0.1 s: longer than any one layer's host time
+    out = {}
+
+    def fwd():
+        x = hidden.detach().requires_grad_()
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=DEVICE == "cuda"):
+            y = layer(x, *args[1:], **kwargs)
+        return x, y[0] if isinstance(y, tuple) else y
+
+    out["layer_fwd"] = _host_and_gpu(fwd, cycles)
+    x, y = fwd()
+    grad = torch.ones_like(y)
+    out["layer_bwd"] = _host_and_gpu(lambda: y.backward(grad, retain_graph=True), cycles)
+    norm, attn = layer.input_layernorm, layer.self_attn
+    with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=DEVICE == "cuda"):
+        h = norm(hidden)
+    extra = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+
+    def attention():
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=DEVICE == "cuda"):
+            attn(hidden_states=h, **extra)
+
+    def mlp():
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=DEVICE == "cuda"):
+            layer.mlp(h)
+
+    def rms():
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=DEVICE == "cuda"):
+            norm(hidden)
+
+    for name, fn in (("norm_fwd", rms), ("attention_fwd", attention), ("mlp_fwd", mlp)):
+        out[name] = _host_and_gpu(fn, cycles)
+    model.zero_grad(set_to_none=True)
+    return {k: (round(h, 2), round(g, 2)) for k, (h, g) in out.items()}
+
+
+def measure(side: str, seq: int, batch: int, micro: int, reps: int, tiny: bool = False) -> dict:
+    shape = TINY if tiny else LLAMA3_8B
+    model = build_llama(shape, seed=0)
+    if side != "base":
+        SIDES[side]["fast"]["loss"] = "off"  # the decoder layers are what is compared here
+    model, described, _, _ = prepare(model, side, "lora", True, seed=0, batch=batch)
+    model.train()
+    full = random_batches(shape["vocab_size"], seq, batch, 1, seed=1)[0]
+    part = {k: v[:micro].to(DEVICE) for k, v in full.items()}
+    rows = [_layer_parts(model, part) for _ in range(reps + 1)][1:]
+    med = {k: tuple(round(statistics.median(r[k][i] for r in rows), 2) for i in (0, 1)) for k in rows[0]}
+    return {"side": side, "path": described, "tokens": micro * seq, **med}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sides", default="base,t-mb2-rc,t-mb2")
+    ap.add_argument("--seq", type=int, default=2048)
+    ap.add_argument("--micro", type=int, default=2, help="examples per micro-step (tokens = micro × seq)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--tiny", action="store_true", help="toy model on the CPU (checks the script)")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(measure(args.worker, args.seq, 4, args.micro, args.reps, args.tiny)), flush=True)
+        return
+    import subprocess
+
+    parts = ("layer_fwd", "layer_bwd", "norm_fwd", "attention_fwd", "mlp_fwd")
+    print("| side | tokens | " + " | ".join(f"{p} host / GPU ms" for p in parts) + " |")
+    print("|---|---|" + "---|" * len(parts))
+    for side in args.sides.split(","):
+        proc = subprocess.run([sys.executable, __file__, "--worker", side, "--seq", str(args.seq),
+                               "--micro", str(args.micro), "--reps", str(args.reps)] + ["--tiny"] * args.tiny,
+                              capture_output=True, text=True, timeout=300)
+        lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+        if not lines:
+            print(f"| {side} | error: {(proc.stderr or '').strip().splitlines()[-1:]} |")
+            continue
+        r = json.loads(lines[-1])
+        cells = " | ".join(f"{r[p][0]} / {r[p][1]}" for p in parts)
+        print(f"| {side} | {r['tokens']} | {cells} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -24,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.train_speed_lib import ROWS, SIDES, Row, measure, probe_max_context  # noqa: E402
 
 HEADER = (
-    "| configuration | side | baseline tok/s | tunewise tok/s | ratio | baseline GiB | tunewise GiB | MFU | "
-    "loss diff (timed steps) |\n|---|---|---|---|---|---|---|---|---|"
+    "| configuration | side | baseline tok/s | tunewise tok/s | ratio | ratio of median steps | baseline GiB | "
+    "tunewise GiB | MFU | loss diff (timed steps) |\n|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -66,10 +67,17 @@ def _line(row: Row, side: str, base: dict, fast: dict) -> str:
         else "n/a"
     )
     mfu = _cell(fast, "mfu", ".1%") if "error" not in fast else "n/a"
+    # The ratio is of mean throughput (the target's measure); the median steps' ratio beside it shows how
+    # much of a gap comes from a few slow steps (a full GC, a host hiccup) rather than from the typical step.
+    medians = (
+        f"{statistics.median(base['step_s']) / statistics.median(fast['step_s']):.2f}×"
+        if base.get("step_s") and fast.get("step_s")
+        else "n/a"
+    )
     return (
         f"| {row.label} | {side} | {_cell(base, 'tokens_per_s', ',.0f')} "
         f"| {_cell(fast, 'tokens_per_s', ',.0f')} "
-        f"| {ratio} | {_cell(base, 'peak_gib', '.1f')} | {_cell(fast, 'peak_gib', '.1f')} | {mfu} "
+        f"| {ratio} | {medians} | {_cell(base, 'peak_gib', '.1f')} | {_cell(fast, 'peak_gib', '.1f')} | {mfu} "
         f"| {_loss_diff(base, fast)} |"
     )
 
@@ -127,7 +135,7 @@ def run_rows(args) -> None:
             )
             records.append({"row": name, **res})
             lines.append(
-                f"| {row.label} | tunewise | | | | | {res.get('peak_gib', 'n/a')} | | largest fitting "
+                f"| {row.label} | tunewise | | | | | | {res.get('peak_gib', 'n/a')} | | largest fitting "
                 f"seq: **{res.get('max_seq', res.get('error'))}** |"
             )
             print(lines[-1], flush=True)

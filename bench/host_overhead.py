@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from bench.train_speed_lib import LLAMA3_8B, SIDES, TINY, build_llama, prepare, random_batches  # noqa: E402
+from bench.train_speed_lib import LLAMA3_8B, TINY, build_llama, prepare, random_batches  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -104,8 +104,6 @@ def _layer_parts(model, part: dict) -> dict:
 def measure(side: str, seq: int, batch: int, micro: int, reps: int, tiny: bool = False) -> dict:
     shape = TINY if tiny else LLAMA3_8B
     model = build_llama(shape, seed=0)
-    if side != "base":
-        SIDES[side]["fast"]["loss"] = "off"  # the decoder layers are what is compared here
     model, described, _, _ = prepare(model, side, "lora", True, seed=0, batch=batch)
     model.train()
     full = random_batches(shape["vocab_size"], seq, batch, 1, seed=1)[0]

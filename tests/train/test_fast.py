@@ -295,3 +295,22 @@ def test_bf16_autocast_fast_path_is_as_close_to_float32_as_plain():
         errors[name] = (abs(loss.item() - want[0].item()) / want[0].item(),
                         max(_rel(grads[n].float(), want[1][n]) for n in want[1]))
     assert errors["fast"][0] < 1e-3 and errors["fast"][1] < 1.5 * errors["plain"][1] + 1e-3, errors
+
+
+def test_the_gc_is_unfrozen_when_training_stops_on_an_error(tmp_path, tiny_base):
+    import gc
+
+    from transformers import TrainerCallback
+
+    from tests.train.conftest import tiny_config, tiny_data
+    from tunewise.train import train
+
+    class Boom(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            assert gc.get_freeze_count() > 0  # frozen while training
+            raise RuntimeError("stop here")
+
+    cfg = tiny_config(tmp_path, fast={"enabled": True}, lora={"dropout": 0.0})
+    with pytest.raises(RuntimeError, match="stop here"):
+        train(cfg, tiny_data(), tiny_base, callbacks=[Boom()])
+    assert gc.get_freeze_count() == 0

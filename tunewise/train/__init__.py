@@ -148,6 +148,11 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
         raise TrainError(f"{err}; last good checkpoint: {last or 'none yet'} (weights not updated with it); "
                          "try a lower train.learning_rate or train.max_grad_norm, check the data for empty "
                          "answers, then --resume or start over") from None
+    finally:
+        if fast.freeze_gc:
+            from tunewise.train.fast.quiet_gc import unfreeze
+
+            unfreeze()  # FrozenGC froze at on_train_begin: undone however training ends
     seconds = time.perf_counter() - start
     out_dir = run_dir / ("model" if cfg.train.method == "full" else "adapter")
     _save(trainer, tokenizer, out_dir, run_dir, ckpt_dir)

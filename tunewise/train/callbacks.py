@@ -33,17 +33,13 @@ class GuardedTrainer(Trainer):
 
 
 class FrozenGC(TrainerCallback):
-    """gc.freeze() for the length of training (tunewise.train.fast.quiet_gc says why); undone at the end."""
+    """gc.freeze() once the Trainer has built everything it trains with (tunewise.train.fast.quiet_gc says
+    why); tunewise.train.train undoes it when training ends, however it ends."""
 
     def on_train_begin(self, args, state, control, **kwargs):
         from tunewise.train.fast.quiet_gc import freeze_long_lived
 
         freeze_long_lived()
-
-    def on_train_end(self, args, state, control, **kwargs):
-        from tunewise.train.fast.quiet_gc import unfreeze
-
-        unfreeze()
 
 
 class TokensProgressCallback(ProgressCallback):

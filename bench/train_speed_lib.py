@@ -296,7 +296,9 @@ def train_loop(model, batches: list[dict], warmup: int, tokens: list[int], micro
             pauses.append(watch.step())
     watch.close()
     if freeze_gc:
-        gc.unfreeze()
+        from tunewise.train.fast.quiet_gc import unfreeze
+
+        unfreeze()
     timed_tokens = sum(tokens[warmup:])
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
     reserved = torch.cuda.max_memory_reserved() / 2**30 if device == "cuda" else 0.0

@@ -97,8 +97,51 @@ def _layer_parts(model, part: dict) -> dict:
 
     for name, fn in (("norm_fwd", rms), ("attention_fwd", attention), ("mlp_fwd", mlp)):
         out[name] = _host_and_gpu(fn, cycles)
+    out.update(_attention_parts(layer, h, extra, cycles))
     model.zero_grad(set_to_none=True)
     return {k: (round(h, 2), round(g, 2)) for k, (h, g) in out.items()}
+
+
+def _attention_parts(layer, h: torch.Tensor, extra: dict, cycles: int) -> dict:
+    """The attention block's forward in the pieces transformers' LlamaAttention runs: the q/k/v projections,
+    RoPE (the module-level function, Liger's when patched), the SDPA call through transformers' wrapper, and
+    the o projection."""
+    import importlib
+
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    attn = layer.self_attn
+    rope = importlib.import_module(type(attn).__module__).apply_rotary_pos_emb
+    shape = (*h.shape[:-1], -1, attn.head_dim)
+    cos, sin = extra["position_embeddings"]
+    ac = torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=DEVICE == "cuda")
+    with ac:
+        q = attn.q_proj(h).view(shape).transpose(1, 2)
+        k = attn.k_proj(h).view(shape).transpose(1, 2)
+        v = attn.v_proj(h).view(shape).transpose(1, 2)
+        q, k = rope(q, k, cos, sin)
+        sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+        o = sdpa(attn, q, k, v, extra.get("attention_mask"), dropout=0.0, scaling=attn.scaling)[0]
+        o = o.reshape(*h.shape[:-1], -1).contiguous()
+
+    def qkv():
+        with ac:
+            attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
+
+    def rotary():
+        with ac:
+            rope(q, k, cos, sin)
+
+    def attention_kernel():
+        with ac:
+            sdpa(attn, q, k, v, extra.get("attention_mask"), dropout=0.0, scaling=attn.scaling)
+
+    def o_proj():
+        with ac:
+            attn.o_proj(o)
+
+    return {name: _host_and_gpu(fn, cycles) for name, fn in
+            (("qkv_fwd", qkv), ("rope_fwd", rotary), ("sdpa_fwd", attention_kernel), ("o_proj_fwd", o_proj))}
 
 
 def measure(side: str, seq: int, batch: int, micro: int, reps: int, tiny: bool = False) -> dict:
@@ -127,7 +170,8 @@ def main() -> None:
         return
     import subprocess
 
-    parts = ("layer_fwd", "layer_bwd", "norm_fwd", "attention_fwd", "mlp_fwd")
+    parts = ("layer_fwd", "layer_bwd", "norm_fwd", "attention_fwd", "mlp_fwd", "qkv_fwd", "rope_fwd", "sdpa_fwd",
+             "o_proj_fwd")
     print("| side | tokens | " + " | ".join(f"{p} host / GPU ms" for p in parts) + " |")
     print("|---|---|" + "---|" * len(parts))
     for side in args.sides.split(","):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tunewise.train.fast.quiet_gc import frozen_gc
+
 LLAMA3_8B = dict(
     hidden_size=4096,
     intermediate_size=14336,
@@ -275,30 +277,23 @@ def train_loop(model, batches: list[dict], warmup: int, tokens: list[int], micro
     losses, times, pauses = [], [], []
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    if freeze_gc:
-        from tunewise.train.fast.quiet_gc import freeze_long_lived
-
-        freeze_long_lived()  # what tunewise train's FrozenGC callback does at on_train_begin
     watch = PauseWatch(device)
-    for step, batch in enumerate(batches):
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        _sync(device)
-        watch.start()
-        start = time.perf_counter()
-        loss = _forward_backward(model, batch, micro, device)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        _sync(device)
-        if step >= warmup:
-            times.append(time.perf_counter() - start)
-            losses.append(loss.item())
-            pauses.append(watch.step())
+    with frozen_gc(freeze_gc):  # as tunewise train does around trainer.train
+        for step, batch in enumerate(batches):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            _sync(device)
+            watch.start()
+            start = time.perf_counter()
+            loss = _forward_backward(model, batch, micro, device)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            _sync(device)
+            if step >= warmup:
+                times.append(time.perf_counter() - start)
+                losses.append(loss.item())
+                pauses.append(watch.step())
     watch.close()
-    if freeze_gc:
-        from tunewise.train.fast.quiet_gc import unfreeze
-
-        unfreeze()
     timed_tokens = sum(tokens[warmup:])
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
     reserved = torch.cuda.max_memory_reserved() / 2**30 if device == "cuda" else 0.0
@@ -415,7 +410,7 @@ def device_is_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def gpu_gaps(model, batches: list[dict], micro: int | None, trace_path: str | None = None) -> dict:
+def gpu_gaps(model, batches: list[dict], micro: int | None) -> dict:
     """Where the GPU waits for the host: a torch.profiler trace of a few steps (after the timed ones), the idle
     time between consecutive kernels, and for each gap the CPU op that launched the kernel ending it (late
     launches: the host was the bottleneck there). Totals, and the ops behind the most idle time."""
@@ -439,9 +434,11 @@ def gpu_gaps(model, batches: list[dict], micro: int | None, trace_path: str | No
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             model.zero_grad(set_to_none=True)
             _sync(device)
-    path = trace_path or os.path.join(tempfile.mkdtemp(), "trace.json")
-    prof.export_chrome_trace(path)
-    events = _json.load(open(path, encoding="utf-8"))["traceEvents"]
+    with tempfile.TemporaryDirectory() as tmp:  # a trace of two 8B steps is hundreds of MB: not kept
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path, encoding="utf-8") as f:
+            events = _json.load(f)["traceEvents"]
     kernels = sorted((e["ts"], e["ts"] + e.get("dur", 0), e.get("args", {}).get("correlation"))
                      for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset"))
     launches = {e.get("args", {}).get("correlation"): (e["ts"], e.get("tid")) for e in events

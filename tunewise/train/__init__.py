@@ -27,6 +27,7 @@ from tunewise.train.distributed import (
     world_size,
 )
 from tunewise.train.fast import apply_fast_path
+from tunewise.train.fast.quiet_gc import frozen_gc
 from tunewise.train.plan import encode_data, encode_split, plan
 from tunewise.train.runtime import (
     TrainError,
@@ -127,10 +128,6 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
 
     run_dir, ckpt_dir = cfg.run_dir, cfg.run_dir / "checkpoints"
     checkpoint = _resume_point(ckpt_dir, resume)
-    if fast.freeze_gc:
-        from tunewise.train.callbacks import FrozenGC
-
-        callbacks = [*(callbacks or []), FrozenGC()]
     trainer = build_trainer(cfg, model, tokenizer, enc, ckpt_dir, device, packing, callbacks or [],
                             trainer_checkpointing=cfg.train.gradient_checkpointing and fast.checkpointed_layers is None,
                             micro_batch=fast.micro_batch_size)
@@ -138,7 +135,8 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
         torch.cuda.reset_peak_memory_stats()  # the baselines ran on this GPU first: measure training alone
     start = time.perf_counter()
     try:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        with frozen_gc(fast.freeze_gc):
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except torch.OutOfMemoryError:
         raise TrainError(oom_message(est)) from None
     except _non_finite() as err:
@@ -148,11 +146,6 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
         raise TrainError(f"{err}; last good checkpoint: {last or 'none yet'} (weights not updated with it); "
                          "try a lower train.learning_rate or train.max_grad_norm, check the data for empty "
                          "answers, then --resume or start over") from None
-    finally:
-        if fast.freeze_gc:
-            from tunewise.train.fast.quiet_gc import unfreeze
-
-            unfreeze()  # FrozenGC froze at on_train_begin: undone however training ends
     seconds = time.perf_counter() - start
     out_dir = run_dir / ("model" if cfg.train.method == "full" else "adapter")
     _save(trainer, tokenizer, out_dir, run_dir, ckpt_dir)

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 from transformers import Trainer
-from transformers.trainer_callback import ProgressCallback, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from tunewise.train.tokenize import IGNORE
 
@@ -30,16 +30,6 @@ class GuardedTrainer(Trainer):
         if not math.isfinite(value):
             raise NonFiniteLoss(self.state.global_step + 1, value)
         return loss
-
-
-class FrozenGC(TrainerCallback):
-    """gc.freeze() once the Trainer has built everything it trains with (tunewise.train.fast.quiet_gc says
-    why); tunewise.train.train undoes it when training ends, however it ends."""
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        from tunewise.train.fast.quiet_gc import freeze_long_lived
-
-        freeze_long_lived()
 
 
 class TokensProgressCallback(ProgressCallback):

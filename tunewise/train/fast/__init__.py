@@ -49,7 +49,7 @@ class FastPath:
     sdpa_backend: str = "default"
     recompute_layers: int = 0  # layers keeping recipes for norm outputs / SwiGLU product (recompute.py)
     compiled_layers: int = 0
-    freeze_gc: bool = False  # gc.freeze() when training starts (quiet_gc.py; the Trainer callback does it)
+    freeze_gc: bool = False  # gc.freeze() while training (quiet_gc.py; tunewise.train.train applies it)
     bf16_frozen_head: bool = False  # QLoRA: embeddings / LM head kept in bf16 instead of PEFT's fp32 upcast
 
     def describe(self) -> str:

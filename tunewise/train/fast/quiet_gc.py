@@ -10,15 +10,19 @@ of training into a permanent generation that collections skip; cycles made later
 from __future__ import annotations
 
 import gc
+from contextlib import contextmanager
 
 
-def freeze_long_lived() -> int:
-    """Collect once, then exempt every object alive now (the model, optimizer, data) from later collections.
-    Returns how many objects were frozen."""
+@contextmanager
+def frozen_gc(enabled: bool = True):
+    """Collect once, then exempt every object alive now (the model, its adapters, the data) from later
+    collections until the block ends, however it ends."""
+    if not enabled:
+        yield
+        return
     gc.collect()
     gc.freeze()
-    return gc.get_freeze_count()
-
-
-def unfreeze() -> None:
-    gc.unfreeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

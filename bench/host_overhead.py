@@ -98,8 +98,93 @@ def _layer_parts(model, part: dict) -> dict:
     for name, fn in (("norm_fwd", rms), ("attention_fwd", attention), ("mlp_fwd", mlp)):
         out[name] = _host_and_gpu(fn, cycles)
     out.update(_attention_parts(layer, h, extra, cycles))
+    prof = _python_profile(fwd, cycles) if _PYPROF[0] else None
     model.zero_grad(set_to_none=True)
-    return {k: (round(h, 2), round(g, 2)) for k, (h, g) in out.items()}
+    timed = {k: (round(h, 2), round(g, 2)) for k, (h, g) in out.items()}
+    return {**timed, "_pyprof": prof} if prof else timed
+
+
+_PYPROF = [False]
+
+
+def _python_profile(fwd, cycles: int) -> dict:
+    """Where the host time of one layer goes: the forward under cProfile (main thread), the backward's Python
+    autograd Functions timed by wrapping their backward (they run on autograd's device thread, which cProfile
+    does not see), and the kernel launches of each (torch.profiler)."""
+    import cProfile
+    import io
+    import pstats
+
+    res = {}
+    prof = cProfile.Profile()
+    for _ in range(3):
+        torch.cuda._sleep(cycles) if torch.cuda.is_available() else None
+        prof.enable()
+        x, y = fwd()
+        prof.disable()
+        _sync()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(30)
+    res["fwd_tottime"] = buf.getvalue()[-6000:]
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(45)
+    res["fwd_cumtime"] = buf.getvalue()[-8000:]
+    # backward: wrap every Python Function's backward reachable from y
+    seen, stack, classes = set(), [y.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        cls = getattr(node, "_forward_cls", None)
+        if cls is not None:
+            classes.add(cls)
+        stack.extend(n for n, _ in node.next_functions)
+    times: dict = {}
+    originals = {}
+    for cls in classes:
+        orig = cls.backward
+        originals[cls] = orig
+
+        def timed(ctx, *g, _orig=orig, _name=cls.__name__):
+            t0 = time.perf_counter()
+            r = _orig(ctx, *g)
+            times[_name] = times.get(_name, 0.0) + 1000 * (time.perf_counter() - t0)
+            return r
+
+        cls.backward = staticmethod(timed)
+    grad = torch.ones_like(y)
+    total = 0.0
+    for _ in range(3):
+        torch.cuda._sleep(cycles) if torch.cuda.is_available() else None
+        t0 = time.perf_counter()
+        y.backward(grad, retain_graph=True)
+        total += 1000 * (time.perf_counter() - t0)
+        _sync()
+    for cls, orig in originals.items():
+        cls.backward = staticmethod(orig)
+    res["bwd_python_functions_ms_per_call"] = {k: round(v / 3, 3) for k, v in sorted(times.items())}
+    res["bwd_total_ms"] = round(total / 3, 3)
+    # kernel launches per forward / backward
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    for name, fn in (("fwd", lambda: fwd()), ("bwd", lambda: y.backward(grad, retain_graph=True))):
+        with profile(activities=acts) as p:
+            fn()
+            _sync()
+        ev = [e for e in p.events() if e.device_type == torch.autograd.DeviceType.CPU]
+        launches = [e for e in ev if "LaunchKernel" in e.name or "cuLaunch" in e.name]
+        res[f"{name}_launches"] = len(launches)
+        res[f"{name}_launch_cpu_ms"] = round(sum(e.cpu_time_total for e in launches) / 1000, 3)
+        table = p.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+        res[f"{name}_ops"] = table[-5000:]
+    return res
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def _attention_parts(layer, h: torch.Tensor, extra: dict, cycles: int) -> dict:
@@ -152,8 +237,9 @@ def measure(side: str, seq: int, batch: int, micro: int, reps: int, tiny: bool =
     full = random_batches(shape["vocab_size"], seq, batch, 1, seed=1)[0]
     part = {k: v[:micro].to(DEVICE) for k, v in full.items()}
     rows = [_layer_parts(model, part) for _ in range(reps + 1)][1:]
+    prof = [r.pop("_pyprof", None) for r in rows][-1]
     med = {k: tuple(round(statistics.median(r[k][i] for r in rows), 2) for i in (0, 1)) for k in rows[0]}
-    return {"side": side, "path": described, "tokens": micro * seq, **med}
+    return {"side": side, "path": described, "tokens": micro * seq, **med, **({"pyprof": prof} if prof else {})}
 
 
 def main() -> None:
@@ -163,8 +249,11 @@ def main() -> None:
     ap.add_argument("--micro", type=int, default=2, help="examples per micro-step (tokens = micro × seq)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--tiny", action="store_true", help="toy model on the CPU (checks the script)")
+    ap.add_argument("--pyprof", action="store_true", help="also where the host time goes (cProfile, timed "
+                    "backward Functions, kernel launches); printed after the table")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    _PYPROF[0] = args.pyprof
     if args.worker:
         print(json.dumps(measure(args.worker, args.seq, 4, args.micro, args.reps, args.tiny)), flush=True)
         return
@@ -174,9 +263,11 @@ def main() -> None:
              "o_proj_fwd")
     print("| side | tokens | " + " | ".join(f"{p} host / GPU ms" for p in parts) + " |")
     print("|---|---|" + "---|" * len(parts))
+    profiles = []
     for side in args.sides.split(","):
         proc = subprocess.run([sys.executable, __file__, "--worker", side, "--seq", str(args.seq),
-                               "--micro", str(args.micro), "--reps", str(args.reps)] + ["--tiny"] * args.tiny,
+                               "--micro", str(args.micro), "--reps", str(args.reps)] + ["--tiny"] * args.tiny
+                              + ["--pyprof"] * args.pyprof,
                               capture_output=True, text=True, timeout=300)
         lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
         if not lines:
@@ -185,6 +276,12 @@ def main() -> None:
         r = json.loads(lines[-1])
         cells = " | ".join(f"{r[p][0]} / {r[p][1]}" for p in parts)
         print(f"| {side} | {r['tokens']} | {cells} |", flush=True)
+        if "pyprof" in r:
+            profiles.append((side, r["pyprof"]))
+    for side, prof in profiles:
+        print(f"\n## {side}: where the host time goes\n")
+        for key, value in prof.items():
+            print(f"### {key}\n{value if isinstance(value, str) else json.dumps(value, indent=1)}\n")
 
 
 if __name__ == "__main__":

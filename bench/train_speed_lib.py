@@ -89,6 +89,10 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing / attention f
     "t-mb1": {"fast": {"micro_batch_size": 1, "checkpoint_layers": 0.0}},
     "t-mb2": {"fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0}},
     "t-mb2-rc": {"fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True}},
+    # t-mb2-rc without Liger's Triton kernels (torch's own ops): is their Python launch cost worth it here?
+    "t-mb2-rc-nokern": {
+        "fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True, "kernels": False}
+    },
     "t-mb2-rc-flash": {  # FlashAttention-2 first instead of torch's default (cuDNN on the H100)
         "fast": {
             "micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True, "sdpa_backend": "flash"

@@ -15,9 +15,9 @@ def made(monkeypatch):
     count = [0]
     make = casts._make
 
-    def counting(tensors, dtype):
+    def counting(tensors, dtype, scale=1.0):
         count[0] += 1
-        return make(tensors, dtype)
+        return make(tensors, dtype, scale)
 
     monkeypatch.setattr(casts, "_make", counting)
     return count
@@ -54,7 +54,7 @@ def test_training_with_adamw_uses_the_updated_weights_every_step(fused, monkeypa
     for cached in (True, False):
         if not cached:
             for module in (lora, lora_groups):
-                monkeypatch.setattr(module, "cast", lambda cache, slot, tensors, dtype: casts._make(tensors, dtype))
+                monkeypatch.setattr(module, "cast", lambda cache, slot, tensors, dtype, scale=1.0: casts._make(tensors, dtype, scale))
         model = copy.deepcopy(start)
         _fast(model, loss="off", kernels=False)
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.05, fused=fused)

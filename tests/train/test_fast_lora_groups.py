@@ -16,9 +16,9 @@ def group_calls(monkeypatch):
     calls = []
     apply = lora_groups.GroupedLora.apply
 
-    def counting(x, casts, scalings, ranks, *params):
-        calls.append(len(scalings))
-        return apply(x, casts, scalings, ranks, *params)
+    def counting(x, casts, scaling, ranks, *params):
+        calls.append(len(ranks))
+        return apply(x, casts, scaling, ranks, *params)
 
     monkeypatch.setattr(lora_groups.GroupedLora, "apply", counting)
     return calls

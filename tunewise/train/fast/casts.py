@@ -32,21 +32,23 @@ def watch_optimizer_steps() -> None:
         _hooked[0] = True
 
 
-def cast(cache: dict | None, slot, tensors: tuple, dtype: torch.dtype) -> torch.Tensor:
-    """`tensors` cast to `dtype` and concatenated along dim 0 (one tensor: just cast), from `cache[slot]` when
-    still valid. cache None: no caching (evaluation, no grad, or the hook is not registered)."""
+def cast(cache: dict | None, slot, tensors: tuple, dtype: torch.dtype, scale: float = 1.0) -> torch.Tensor:
+    """`tensors` concatenated along dim 0 (one tensor: itself), times `scale`, in `dtype`, from `cache[slot]`
+    when still valid. cache None: no caching (evaluation, no grad, or the hook is not registered)."""
     if cache is None or not _hooked[0]:
-        return _make(tensors, dtype)
-    key = (_steps[0], dtype, tuple((t._version, t.data_ptr()) for t in tensors))
+        return _make(tensors, dtype, scale)
+    key = (_steps[0], dtype, scale, tuple((t._version, t.data_ptr()) for t in tensors))
     hit = cache.get(slot)
     if hit is not None and hit[0] == key:
         return hit[1]
-    value = _make(tensors, dtype)
+    value = _make(tensors, dtype, scale)
     cache[slot] = (key, value)
     return value
 
 
-def _make(tensors: tuple, dtype: torch.dtype) -> torch.Tensor:
-    if len(tensors) == 1:
-        return tensors[0].detach().to(dtype)
-    return torch.cat([t.detach().to(dtype) for t in tensors])
+def _make(tensors: tuple, dtype: torch.dtype, scale: float = 1.0) -> torch.Tensor:
+    t = tensors[0].detach() if len(tensors) == 1 else torch.cat([t.detach() for t in tensors])
+    if scale == 1.0:
+        return t.to(dtype)
+    # one kernel: the product is written straight in `dtype`
+    return torch.mul(t, scale, out=torch.empty(t.shape, dtype=dtype, device=t.device))

@@ -18,6 +18,13 @@ from torch import nn
 
 from tunewise.train.fast.casts import cast, watch_optimizer_steps
 
+# The adapters are cached per optimizer step as s·A and s·B (casts.py), so no product is scaled in a separate
+# pass: with u = x A^T, y = x W^T + s u B^T is  x W^T + (1/s)(s u)(s B)^T  (addmm's alpha), dL/du = s dy B is
+# dy (sB), dL/dB = s dy^T u is dy^T (s u), and the input gradient's dL/du A is (1/s) dL/du (sA). Each line
+# below is then one GEMM, and the host, which limits this path (bench/host_overhead.py), launches fewer kernels.
+
+_OUT_DTYPE_MM = [None]  # whether torch.mm(..., out_dtype=) runs here (CUDA: bf16 in, fp32 out); None: untried
+
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(x.device.type):
@@ -25,41 +32,61 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+def mm_grad(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """a @ b as the gradient of a `dtype` parameter: written in `dtype` by the GEMM itself where torch can
+    (CUDA), else in the compute dtype, which autograd then casts (it casts every Function's input gradient
+    to its input's dtype)."""
+    if dtype != a.dtype and a.is_cuda and _OUT_DTYPE_MM[0] is not False:
+        try:
+            out = torch.mm(a, b, out_dtype=dtype)
+            _OUT_DTYPE_MM[0] = True
+            return out
+        except (RuntimeError, TypeError):
+            _OUT_DTYPE_MM[0] = False
+    return torch.mm(a, b)
+
+
 class LoraLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, x_drop, weight, bias, lora_a, lora_b, scaling: float, casts: dict | None = None):
         dt = _compute_dtype(x)
-        x2 = x.reshape(-1, x.shape[-1]).to(dt)
-        xd2 = x2 if x_drop is None else x_drop.reshape(-1, x.shape[-1]).to(dt)
-        w, a, b = weight.to(dt), cast(casts, "A", (lora_a,), dt), cast(casts, "B", (lora_b,), dt)
-        with torch.autocast(x.device.type, enabled=False):
-            xa = xd2 @ a.t()
-            y = torch.nn.functional.linear(x2, w, None if bias is None else bias.to(dt))
-            y.addmm_(xa, b.t(), alpha=scaling)
-        ctx.save_for_backward(xd2, xa, w, a, b)
-        ctx.scaling, ctx.dropped, ctx.in_shape = scaling, x_drop is not None, x.shape
-        ctx.dtypes = (x.dtype, None if x_drop is None else x_drop.dtype, lora_a.dtype, lora_b.dtype)
+        in_shape = x.shape
+        x2 = x.reshape(-1, in_shape[-1])
+        if x2.dtype != dt:
+            x2 = x2.to(dt)
+        xd2 = x2 if x_drop is None else x_drop.reshape(-1, in_shape[-1]).to(dt)
+        w = weight if weight.dtype == dt else weight.to(dt)
+        sa, sb = cast(casts, "sA", (lora_a,), dt, scaling), cast(casts, "sB", (lora_b,), dt, scaling)
+        # The inputs are all in the compute dtype already, so autocast has nothing to do here.
+        xa = torch.mm(xd2, sa.t())  # s·u
+        y = torch.mm(x2, w.t()) if bias is None else torch.addmm(bias.to(dt), x2, w.t())
+        y.addmm_(xa, sb.t(), alpha=1.0 / scaling)
+        ctx.save_for_backward(xd2, xa, w, sa, sb)
+        ctx.scaling, ctx.dropped, ctx.in_shape = scaling, x_drop is not None, in_shape
+        ctx.dtypes = (lora_a.dtype, lora_b.dtype)
         ctx.has_bias = bias is not None and ctx.needs_input_grad[3]
-        return y.view(*x.shape[:-1], w.shape[0])
+        return y.view(*in_shape[:-1], w.shape[0])
 
     @staticmethod
     def backward(ctx, dy):
-        xd2, xa, w, a, b = ctx.saved_tensors
-        dy2 = dy.reshape(-1, dy.shape[-1]).to(w.dtype)
-        dxa = (dy2 @ b).mul_(ctx.scaling)  # [tokens, r]
-        grad_b = (dy2.t() @ xa).mul_(ctx.scaling).to(ctx.dtypes[3]) if ctx.needs_input_grad[5] else None
-        grad_a = (dxa.t() @ xd2).to(ctx.dtypes[2]) if ctx.needs_input_grad[4] else None
+        xd2, xa, w, sa, sb = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        dy2 = dy.reshape(-1, dy.shape[-1])
+        if dy2.dtype != w.dtype:
+            dy2 = dy2.to(w.dtype)
+        dxa = torch.mm(dy2, sb)  # dL/du, [tokens, r]
+        grad_b = mm_grad(dy2.t(), xa, ctx.dtypes[1]) if needs[5] else None
+        grad_a = mm_grad(dxa.t(), xd2, ctx.dtypes[0]) if needs[4] else None
         grad_x = grad_xd = None
-        if ctx.needs_input_grad[0]:
-            grad_x = dy2 @ w
+        if needs[0]:
+            grad_x = torch.mm(dy2, w)
             if not ctx.dropped:
-                grad_x.addmm_(dxa, a)  # the adapter's share of the input gradient, in the same pass
-            grad_x = grad_x.view(ctx.in_shape).to(ctx.dtypes[0])
-        if ctx.dropped and ctx.needs_input_grad[1]:
-            grad_xd = (dxa @ a).view(ctx.in_shape).to(ctx.dtypes[1])
-        grad_w = None  # the base weight is frozen (only LoRA layers with requires_grad=False are fused)
+                grad_x.addmm_(dxa, sa, alpha=1.0 / ctx.scaling)  # the adapter's share, in the same pass
+            grad_x = grad_x.view(ctx.in_shape)  # autograd casts it to the input's dtype if they differ
+        if ctx.dropped and needs[1]:
+            grad_xd = torch.mm(dxa, sa).mul_(1.0 / ctx.scaling).view(ctx.in_shape)
         grad_bias = dy2.sum(0) if ctx.has_bias else None
-        return grad_x, grad_xd, grad_w, grad_bias, grad_a, grad_b, None, None
+        return grad_x, grad_xd, None, grad_bias, grad_a, grad_b, None, None
 
 
 def _fusable(layer) -> str | None:
@@ -75,24 +102,40 @@ def _fusable(layer) -> str | None:
     return name
 
 
+def adapter_state(layer) -> tuple:
+    """What PEFT changes when adapters are switched, merged, disabled or rescaled: a plan made for one state
+    is reused while it holds (the full check, _fusable, costs host time on every call)."""
+    active = layer.active_adapter
+    return (layer.disable_adapters, layer.merged, active if isinstance(active, str) else tuple(active),
+            tuple(layer.scaling.items()))
+
+
+def lora_plan(layer) -> tuple | None:
+    """(name, weight, bias, A, B, scaling, dropout or None) of a fusable layer, else None; cached per state."""
+    state = adapter_state(layer)
+    hit = layer.__dict__.get("_tw_plan")
+    if hit is not None and hit[0] == state:
+        return hit[1]
+    name = _fusable(layer)
+    plan = None
+    if name is not None:
+        base, dropout = layer.base_layer, layer.lora_dropout[name]
+        drop = None if isinstance(dropout, nn.Identity) or dropout.p == 0 else dropout
+        plan = (name, base.weight, base.bias, layer.lora_A[name].weight, layer.lora_B[name].weight,
+                float(layer.scaling[name]), drop)
+    layer.__dict__["_tw_plan"] = (state, plan)
+    return plan
+
+
 def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    name = None if (args or kwargs) else _fusable(self)
-    if name is None:
+    plan = None if (args or kwargs) else lora_plan(self)
+    if plan is None or plan[5] == 0:
         return type(self).forward(self, x, *args, **kwargs)
-    dropout = self.lora_dropout[name]
-    x_drop = dropout(x) if self.training and not isinstance(dropout, nn.Identity) and dropout.p > 0 else None
-    base = self.base_layer
-    casts = self.__dict__.setdefault("_tw_casts", {}) if self.training and torch.is_grad_enabled() else None
-    return LoraLinear.apply(
-        x,
-        x_drop,
-        base.weight,
-        base.bias,
-        self.lora_A[name].weight,
-        self.lora_B[name].weight,
-        float(self.scaling[name]),
-        casts,
-    )
+    _, weight, bias, lora_a, lora_b, scaling, dropout = plan
+    train = self.training and torch.is_grad_enabled()
+    x_drop = dropout(x) if dropout is not None and self.training else None
+    casts = self.__dict__.setdefault("_tw_casts", {}) if train else None
+    return LoraLinear.apply(x, x_drop, weight, bias, lora_a, lora_b, scaling, casts)
 
 
 def fuse_lora_layers(model) -> int:

@@ -16,70 +16,71 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from torch import nn
 
 from tunewise.train.fast.casts import cast, watch_optimizer_steps
-from tunewise.train.fast.lora import _compute_dtype, _fusable
+from tunewise.train.fast.lora import _compute_dtype, adapter_state, lora_plan, mm_grad
 
 ATTENTION = ("q_proj", "k_proj", "v_proj")
 MLP = ("gate_proj", "up_proj")
 
 
 class GroupedLora(torch.autograd.Function):
-    """y_i = x W_i^T + s_i (x A_i^T) B_i^T for i in the group, with x A^T computed once for the stacked A."""
+    """y_i = x W_i^T + s (x A_i^T) B_i^T for i in the group (one scale s), with x A^T computed once for the
+    stacked A. Scales are folded into the cached adapters as in lora.py (s·A stacked, s·B per member)."""
 
     @staticmethod
-    def forward(ctx, x, casts: dict | None, scalings: tuple, ranks: tuple, *params):
-        n = len(scalings)
+    def forward(ctx, x, casts: dict | None, scaling: float, ranks: tuple, *params):
+        n = len(ranks)
         weights, adapters_a, adapters_b = params[:n], params[n : 2 * n], params[2 * n :]
         dt = _compute_dtype(x)
-        x2 = x.reshape(-1, x.shape[-1]).to(dt)
-        a = cast(casts, "A", adapters_a, dt)  # [sum r, in]: the stacked A matrices
-        bs = [cast(casts, ("B", i), (p,), dt) for i, p in enumerate(adapters_b)]
-        ws = [w.to(dt) for w in weights]
-        outs = []
-        with torch.autocast(x.device.type, enabled=False):
-            xa = x2 @ a.t()  # [tokens, sum r]: one read of x for every adapter of the group
-            start = 0
-            for w, b, s, r in zip(ws, bs, scalings, ranks):
-                y = x2 @ w.t()
-                y.addmm_(xa[:, start : start + r], b.t(), alpha=s)
-                outs.append(y.view(*x.shape[:-1], w.shape[0]))
-                start += r
-        ctx.save_for_backward(x2, xa, a, *ws, *bs)
-        ctx.n, ctx.scalings, ctx.ranks, ctx.in_shape = n, scalings, ranks, x.shape
-        ctx.dtypes = (x.dtype, [p.dtype for p in adapters_a], [p.dtype for p in adapters_b])
+        in_shape = x.shape
+        x2 = x.reshape(-1, in_shape[-1])
+        if x2.dtype != dt:
+            x2 = x2.to(dt)
+        sa = cast(casts, "sA", adapters_a, dt, scaling)  # [sum r, in]: the stacked s·A
+        sbs = [cast(casts, i, (p,), dt, scaling) for i, p in enumerate(adapters_b)]
+        ws = [w if w.dtype == dt else w.to(dt) for w in weights]
+        xa = torch.mm(x2, sa.t())  # [tokens, sum r] = s·u: one read of x for every adapter of the group
+        inv, lead, outs, start = 1.0 / scaling, in_shape[:-1], [], 0
+        for w, sb, r in zip(ws, sbs, ranks):
+            y = torch.mm(x2, w.t())
+            y.addmm_(xa[:, start : start + r], sb.t(), alpha=inv)
+            outs.append(y.view(*lead, w.shape[0]))
+            start += r
+        ctx.save_for_backward(x2, xa, sa, *ws, *sbs)
+        ctx.n, ctx.scaling, ctx.ranks, ctx.in_shape = n, scaling, ranks, in_shape
+        ctx.dtypes = (adapters_a[0].dtype, adapters_b[0].dtype)
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *dys):
-        n = ctx.n
+        n, ranks = ctx.n, ctx.ranks
         saved = ctx.saved_tensors
-        x2, xa, a, ws, bs = saved[0], saved[1], saved[2], saved[3 : 3 + n], saved[3 + n :]
+        x2, xa, sa, ws, sbs = saved[0], saved[1], saved[2], saved[3 : 3 + n], saved[3 + n :]
         tokens = x2.shape[0]
-        dy2 = [None if dy is None else dy.reshape(tokens, -1).to(x2.dtype) for dy in dys]
-        dxa_parts, grads_b = [], []
-        for dy, b, xa_i, s, r, dtype in zip(dy2, bs, _split(xa, ctx.ranks), ctx.scalings, ctx.ranks, ctx.dtypes[2]):
+        dxa = xa.new_empty(xa.shape)  # dL/du of every member, each written in place by its own GEMM
+        needs_x = ctx.needs_input_grad[0]
+        grad_x, grads_b, start = None, [], 0
+        for dy, w, sb, r in zip(dys, ws, sbs, ranks):
+            part = dxa[:, start : start + r]
+            start += r
             if dy is None:  # an output that did not reach the loss
-                dxa_parts.append(xa.new_zeros(tokens, r))
+                part.zero_()
                 grads_b.append(None)
                 continue
-            dxa_parts.append((dy @ b).mul_(s))
-            grads_b.append((dy.t() @ xa_i).mul_(s).to(dtype))
-        dxa = torch.cat(dxa_parts, dim=1)  # [tokens, sum r]
-        grads_a = [g.to(dtype) for g, dtype in zip(_split(dxa.t() @ x2, ctx.ranks, dim=0), ctx.dtypes[1])]
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = dxa @ a  # every projection's share below lands in this one buffer
-            for dy, w in zip(dy2, ws):
-                if dy is not None:
-                    grad_x.addmm_(dy, w)
-            grad_x = grad_x.view(ctx.in_shape).to(ctx.dtypes[0])
+            dy2 = dy.reshape(tokens, -1)
+            if dy2.dtype != x2.dtype:
+                dy2 = dy2.to(x2.dtype)
+            torch.mm(dy2, sb, out=part)
+            grads_b.append(mm_grad(dy2.t(), xa[:, start - r : start], ctx.dtypes[1]))
+            if needs_x:  # every projection's share lands in this one buffer
+                grad_x = torch.mm(dy2, w) if grad_x is None else grad_x.addmm_(dy2, w)
+        grads_a = mm_grad(dxa.t(), x2, ctx.dtypes[0]).split(list(ranks), 0)
+        if needs_x:
+            inv = 1.0 / ctx.scaling
+            grad_x = torch.mm(dxa, sa).mul_(inv) if grad_x is None else grad_x.addmm_(dxa, sa, alpha=inv)
+            grad_x = grad_x.view(ctx.in_shape)  # autograd casts it to the input's dtype if they differ
         return (grad_x, None, None, None, *([None] * n), *grads_a, *grads_b)
-
-
-def _split(t: torch.Tensor, sizes: tuple, dim: int = 1) -> list:
-    return list(torch.split(t, list(sizes), dim=dim))
 
 
 class LoraGroup:
@@ -91,17 +92,30 @@ class LoraGroup:
         self.pending: dict[int, torch.Tensor] = {}
         self.source: torch.Tensor | None = None
         self.casts: dict = {}  # the adapters in the compute dtype, per optimizer step (casts.py)
+        self._plan: tuple = (None, None)  # (the members' adapter states, the group's arguments or None)
 
     def names(self) -> list | None:
         """The adapter name of each member when the whole group can run as one, else None."""
-        names = [_fusable(layer) for layer in self.layers]
-        if any(n is None for n in names):
+        plans = [lora_plan(layer) for layer in self.layers]
+        if any(p is None or p[2] is not None or p[6] is not None for p in plans):  # bias, dropout
             return None
-        for layer, name in zip(self.layers, names):
-            drop = layer.lora_dropout[name]
-            if layer.base_layer.bias is not None or not (isinstance(drop, nn.Identity) or drop.p == 0):
-                return None
-        return names
+        if len({p[5] for p in plans}) != 1 or plans[0][5] == 0:  # one nonzero scale for the group
+            return None
+        return [p[0] for p in plans]
+
+    def arguments(self) -> tuple | None:
+        """(scaling, ranks, params) for GroupedLora, or None when the group cannot run as one; recomputed only
+        when a member's adapter state changes (cheap to compare, costly to rebuild on every call)."""
+        state = tuple(adapter_state(layer) for layer in self.layers)
+        if self._plan[0] == state:
+            return self._plan[1]
+        args = None
+        if self.names() is not None:
+            plans = [lora_plan(layer) for layer in self.layers]
+            args = (plans[0][5], tuple(p[3].shape[0] for p in plans),
+                    tuple(p[1] for p in plans) + tuple(p[3] for p in plans) + tuple(p[4] for p in plans))
+        self._plan = (state, args)
+        return args
 
     def output(self, index: int, x: torch.Tensor) -> torch.Tensor | None:
         if self.source is x and index in self.pending:
@@ -112,18 +126,11 @@ class LoraGroup:
         layer = self.layers[index]
         if not (layer.training and torch.is_grad_enabled()):
             return None
-        names = self.names()
-        if names is None:
+        args = self.arguments()
+        if args is None:
             return None
-        outs = GroupedLora.apply(
-            x,
-            self.casts,
-            tuple(float(layer.scaling[n]) for layer, n in zip(self.layers, names)),
-            tuple(layer.lora_A[n].weight.shape[0] for layer, n in zip(self.layers, names)),
-            *(layer.base_layer.weight for layer in self.layers),
-            *(layer.lora_A[n].weight for layer, n in zip(self.layers, names)),
-            *(layer.lora_B[n].weight for layer, n in zip(self.layers, names)),
-        )
+        scaling, ranks, params = args
+        outs = GroupedLora.apply(x, self.casts, scaling, ranks, *params)
         # The others' outputs wait here for their own call (a few lines later in the block's forward).
         self.pending = {i: o for i, o in enumerate(outs) if i != index}
         self.source = x

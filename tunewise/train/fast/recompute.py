@@ -19,15 +19,18 @@ _RECIPE = object()
 
 
 class RecomputeSaved(torch.autograd.graph.saved_tensors_hooks):
-    """Inside this context, a tensor saved for backward that shares `target`'s storage is stored as its view
+    """Inside this context, a tensor saved for backward that starts where `target` starts is stored as its view
     geometry; its first unpack recomputes `target` with `fn()` (no grad) and takes the view."""
 
     def __init__(self, target: torch.Tensor, fn):
         # The closures must not capture `target` itself: that would keep the very tensor alive they replace.
-        storage, dtype, cache = target.untyped_storage().data_ptr(), target.dtype, {}
+        # Matched by first element's address (cheaper than asking for the storage: every tensor the block saves
+        # passes through here): the savers this is for keep `target` reshaped, never offset, and `target` is
+        # alive while the context is, so no other tensor can start at that address.
+        start, dtype, cache = target.data_ptr(), target.dtype, {}
 
         def pack(t: torch.Tensor):
-            if t.untyped_storage().data_ptr() == storage and t.dtype == dtype:
+            if t.data_ptr() == start and t.dtype == dtype:
                 return (_RECIPE, t.shape, t.stride(), t.storage_offset())
             return t
 

@@ -98,7 +98,13 @@ def _layer_parts(model, part: dict) -> dict:
     for name, fn in (("norm_fwd", rms), ("attention_fwd", attention), ("mlp_fwd", mlp)):
         out[name] = _host_and_gpu(fn, cycles)
     out.update(_attention_parts(layer, h, extra, cycles))
-    prof = _python_profile(fwd, cycles) if _PYPROF[0] else None
+    def fwd_wrapped(switch):
+        x = hidden.detach().requires_grad_()
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=DEVICE == "cuda"):
+            y = layer(switch.apply(x, False), *args[1:], **kwargs)
+        return x, switch.apply(y[0] if isinstance(y, tuple) else y, True)
+
+    prof = _python_profile(fwd, fwd_wrapped, cycles) if _PYPROF[0] else None
     model.zero_grad(set_to_none=True)
     timed = {k: (round(h, 2), round(g, 2)) for k, (h, g) in out.items()}
     return {**timed, "_pyprof": prof} if prof else timed
@@ -107,7 +113,7 @@ def _layer_parts(model, part: dict) -> dict:
 _PYPROF = [False]
 
 
-def _python_profile(fwd, cycles: int) -> dict:
+def _python_profile(fwd, fwd_wrapped, cycles: int) -> dict:
     """Where the host time of one layer goes: the forward under cProfile (main thread), the backward's Python
     autograd Functions timed by wrapping their backward (they run on autograd's device thread, which cProfile
     does not see), and the kernel launches of each (torch.profiler)."""
@@ -163,6 +169,29 @@ def _python_profile(fwd, cycles: int) -> dict:
         _sync()
     for cls, orig in originals.items():
         cls.backward = staticmethod(orig)
+    # cProfile of the backward itself: it runs on autograd's device thread, so the profiler is switched on
+    # and off there, by two pass-through Functions at the ends of the layer's graph.
+    bprof = cProfile.Profile()
+
+    class _Switch(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t, on):
+            ctx.on = on
+            return t.view_as(t)
+
+        @staticmethod
+        def backward(ctx, g):
+            bprof.enable() if ctx.on else bprof.disable()
+            return g, None
+
+    for _ in range(3):
+        xs, ys = fwd_wrapped(_Switch)
+        torch.cuda._sleep(cycles) if torch.cuda.is_available() else None
+        ys.backward(torch.ones_like(ys))
+        _sync()
+    buf = io.StringIO()
+    pstats.Stats(bprof, stream=buf).sort_stats("tottime").print_stats(40)
+    res["bwd_tottime"] = buf.getvalue()[-7000:]
     res["bwd_python_functions_ms_per_call"] = {k: round(v / 3, 3) for k, v in sorted(times.items())}
     res["bwd_total_ms"] = round(total / 3, 3)
     # kernel launches per forward / backward

@@ -46,9 +46,65 @@ def mm_grad(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tenso
     return torch.mm(a, b)
 
 
+_ADDMM_INTO = [None]  # whether torch.addmm(g, a, b, out_dtype=, out=g) runs here; None: untried
+
+
+def accumulate_mm(g: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """g += a @ b, in one GEMM where torch can (same dtype, or CUDA with an fp32 g and bf16 a, b)."""
+    if a.dtype == g.dtype:
+        g.addmm_(a, b)
+        return
+    if a.is_cuda and _ADDMM_INTO[0] is not False:
+        try:
+            torch.addmm(g, a, b, out_dtype=g.dtype, out=g)
+            _ADDMM_INTO[0] = True
+            return
+        except (RuntimeError, TypeError):
+            _ADDMM_INTO[0] = False
+    g.add_(mm_grad(a, b, g.dtype))
+
+
+def grad_nodes(params) -> tuple | None:
+    """The AccumulateGrad nodes of trainable leaf `params` without gradient hooks, else None: their
+    gradients may then be added into .grad by our own GEMMs (add_grad)."""
+    if any(not p.requires_grad or p.grad_fn is not None or p._post_accumulate_grad_hooks or p._backward_hooks
+           for p in params):
+        return None
+    with torch.enable_grad():
+        return tuple(p.view_as(p).grad_fn.next_functions[0][0] for p in params)
+
+
+def _accumulating(node) -> bool:
+    """Whether this backward pass accumulates into the parameter of `node` (loss.backward(), yes;
+    autograd.grad() and backward(inputs=...) without it, no), in a single process (DDP and FSDP hook into
+    autograd's own accumulation)."""
+    if node is None or (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False
+    try:
+        return torch._C._will_engine_execute_node(node)
+    except RuntimeError:  # autograd.grad(): the gradient must be returned
+        return False
+
+
+def add_grad(param: torch.Tensor, node, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+    """The gradient a @ b of `param`. When this backward accumulates into param.grad, the GEMM writes or adds it
+    there itself and None is returned: no gradient tensor, add kernel or AccumulateGrad call per micro-step
+    (the host limits this path; Megatron-LM fuses gradient accumulation the same way). Else it is returned."""
+    if not _accumulating(node) or param._backward_hooks or param._post_accumulate_grad_hooks:
+        return mm_grad(a, b, param.dtype)
+    g = param.grad
+    if g is None:
+        r = mm_grad(a, b, param.dtype)
+        param.grad = r if r.dtype == param.dtype else r.to(param.dtype)
+    else:
+        accumulate_mm(g, a, b)
+    return None
+
+
 class LoraLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, x_drop, weight, bias, lora_a, lora_b, scaling: float, casts: dict | None = None):
+    def forward(ctx, x, x_drop, weight, bias, lora_a, lora_b, scaling: float, casts: dict | None = None,
+                nodes: tuple | None = None):
         dt = _compute_dtype(x)
         in_shape = x.shape
         x2 = x.reshape(-1, in_shape[-1])
@@ -63,7 +119,7 @@ class LoraLinear(torch.autograd.Function):
         y.addmm_(xa, sb.t(), alpha=1.0 / scaling)
         ctx.save_for_backward(xd2, xa, w, sa, sb)
         ctx.scaling, ctx.dropped, ctx.in_shape = scaling, x_drop is not None, in_shape
-        ctx.dtypes = (lora_a.dtype, lora_b.dtype)
+        ctx.adapters, ctx.nodes = (lora_a, lora_b), nodes or (None, None)
         ctx.has_bias = bias is not None and ctx.needs_input_grad[3]
         return y.view(*in_shape[:-1], w.shape[0])
 
@@ -75,8 +131,9 @@ class LoraLinear(torch.autograd.Function):
         if dy2.dtype != w.dtype:
             dy2 = dy2.to(w.dtype)
         dxa = torch.mm(dy2, sb)  # dL/du, [tokens, r]
-        grad_b = mm_grad(dy2.t(), xa, ctx.dtypes[1]) if needs[5] else None
-        grad_a = mm_grad(dxa.t(), xd2, ctx.dtypes[0]) if needs[4] else None
+        (lora_a, lora_b), (node_a, node_b) = ctx.adapters, ctx.nodes
+        grad_b = add_grad(lora_b, node_b, dy2.t(), xa) if needs[5] else None
+        grad_a = add_grad(lora_a, node_a, dxa.t(), xd2) if needs[4] else None
         grad_x = grad_xd = None
         if needs[0]:
             grad_x = torch.mm(dy2, w)
@@ -86,7 +143,7 @@ class LoraLinear(torch.autograd.Function):
         if ctx.dropped and needs[1]:
             grad_xd = torch.mm(dxa, sa).mul_(1.0 / ctx.scaling).view(ctx.in_shape)
         grad_bias = dy2.sum(0) if ctx.has_bias else None
-        return grad_x, grad_xd, None, grad_bias, grad_a, grad_b, None, None
+        return grad_x, grad_xd, None, grad_bias, grad_a, grad_b, None, None, None
 
 
 def _fusable(layer) -> str | None:
@@ -110,20 +167,35 @@ def adapter_state(layer) -> tuple:
             tuple(layer.scaling.items()))
 
 
+class Transient:
+    """Holds a cached plan on a module; a deep copy or pickle of the module gets an empty one (the plan holds
+    autograd nodes of the original's parameters), and the copy builds its own on first use."""
+
+    def __init__(self, value=None):
+        self.value = value
+
+    def __deepcopy__(self, memo):
+        return Transient()
+
+    def __reduce__(self):
+        return (Transient, ())
+
+
 def lora_plan(layer) -> tuple | None:
-    """(name, weight, bias, A, B, scaling, dropout or None) of a fusable layer, else None; cached per state."""
+    """(name, weight, bias, A, B, scaling, dropout or None, A/B gradient nodes or None) of a fusable layer,
+    else None; cached per adapter state."""
     state = adapter_state(layer)
     hit = layer.__dict__.get("_tw_plan")
-    if hit is not None and hit[0] == state:
-        return hit[1]
+    if hit is not None and hit.value is not None and hit.value[0] == state:
+        return hit.value[1]
     name = _fusable(layer)
     plan = None
     if name is not None:
         base, dropout = layer.base_layer, layer.lora_dropout[name]
         drop = None if isinstance(dropout, nn.Identity) or dropout.p == 0 else dropout
-        plan = (name, base.weight, base.bias, layer.lora_A[name].weight, layer.lora_B[name].weight,
-                float(layer.scaling[name]), drop)
-    layer.__dict__["_tw_plan"] = (state, plan)
+        a, b = layer.lora_A[name].weight, layer.lora_B[name].weight
+        plan = (name, base.weight, base.bias, a, b, float(layer.scaling[name]), drop, grad_nodes((a, b)))
+    layer.__dict__["_tw_plan"] = Transient((state, plan))
     return plan
 
 
@@ -131,11 +203,11 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     plan = None if (args or kwargs) else lora_plan(self)
     if plan is None or plan[5] == 0:
         return type(self).forward(self, x, *args, **kwargs)
-    _, weight, bias, lora_a, lora_b, scaling, dropout = plan
+    _, weight, bias, lora_a, lora_b, scaling, dropout, nodes = plan
     train = self.training and torch.is_grad_enabled()
     x_drop = dropout(x) if dropout is not None and self.training else None
     casts = self.__dict__.setdefault("_tw_casts", {}) if train else None
-    return LoraLinear.apply(x, x_drop, weight, bias, lora_a, lora_b, scaling, casts)
+    return LoraLinear.apply(x, x_drop, weight, bias, lora_a, lora_b, scaling, casts, nodes if train else None)
 
 
 def fuse_lora_layers(model) -> int:

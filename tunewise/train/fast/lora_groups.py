@@ -18,7 +18,17 @@ from functools import partial
 import torch
 
 from tunewise.train.fast.casts import cast, watch_optimizer_steps
-from tunewise.train.fast.lora import _compute_dtype, adapter_state, lora_plan, mm_grad
+from tunewise.train.fast.lora import (
+    Transient,
+    _accumulating,
+    _compute_dtype,
+    accumulate_mm,
+    add_grad,
+    adapter_state,
+    grad_nodes,
+    lora_plan,
+    mm_grad,
+)
 
 ATTENTION = ("q_proj", "k_proj", "v_proj")
 MLP = ("gate_proj", "up_proj")
@@ -29,7 +39,7 @@ class GroupedLora(torch.autograd.Function):
     stacked A. Scales are folded into the cached adapters as in lora.py (s·A stacked, s·B per member)."""
 
     @staticmethod
-    def forward(ctx, x, casts: dict | None, scaling: float, ranks: tuple, *params):
+    def forward(ctx, x, casts: dict | None, scaling: float, ranks: tuple, nodes: tuple | None, *params):
         n = len(ranks)
         weights, adapters_a, adapters_b = params[:n], params[n : 2 * n], params[2 * n :]
         dt = _compute_dtype(x)
@@ -49,7 +59,7 @@ class GroupedLora(torch.autograd.Function):
             start += r
         ctx.save_for_backward(x2, xa, sa, *ws, *sbs)
         ctx.n, ctx.scaling, ctx.ranks, ctx.in_shape = n, scaling, ranks, in_shape
-        ctx.dtypes = (adapters_a[0].dtype, adapters_b[0].dtype)
+        ctx.adapters, ctx.nodes = (adapters_a, adapters_b), nodes or (None,) * (2 * n)
         return tuple(outs)
 
     @staticmethod
@@ -57,11 +67,12 @@ class GroupedLora(torch.autograd.Function):
         n, ranks = ctx.n, ctx.ranks
         saved = ctx.saved_tensors
         x2, xa, sa, ws, sbs = saved[0], saved[1], saved[2], saved[3 : 3 + n], saved[3 + n :]
+        (adapters_a, adapters_b), nodes = ctx.adapters, ctx.nodes
+        needs = ctx.needs_input_grad
         tokens = x2.shape[0]
         dxa = xa.new_empty(xa.shape)  # dL/du of every member, each written in place by its own GEMM
-        needs_x = ctx.needs_input_grad[0]
         grad_x, grads_b, start = None, [], 0
-        for dy, w, sb, r in zip(dys, ws, sbs, ranks):
+        for i, (dy, w, sb, r) in enumerate(zip(dys, ws, sbs, ranks)):
             part = dxa[:, start : start + r]
             start += r
             if dy is None:  # an output that did not reach the loss
@@ -72,15 +83,54 @@ class GroupedLora(torch.autograd.Function):
             if dy2.dtype != x2.dtype:
                 dy2 = dy2.to(x2.dtype)
             torch.mm(dy2, sb, out=part)
-            grads_b.append(mm_grad(dy2.t(), xa[:, start - r : start], ctx.dtypes[1]))
-            if needs_x:  # every projection's share lands in this one buffer
+            b_needed = needs[5 + 2 * n + i]
+            grads_b.append(add_grad(adapters_b[i], nodes[n + i], dy2.t(), xa[:, start - r : start])
+                           if b_needed else None)
+            if needs[0]:  # every projection's share lands in this one buffer
                 grad_x = torch.mm(dy2, w) if grad_x is None else grad_x.addmm_(dy2, w)
-        grads_a = mm_grad(dxa.t(), x2, ctx.dtypes[0]).split(list(ranks), 0)
-        if needs_x:
+        grads_a = _stacked_grads(adapters_a, nodes[:n], dxa, x2, ranks) if any(needs[5 + n : 5 + 2 * n]) else \
+            [None] * n
+        if needs[0]:
             inv = 1.0 / ctx.scaling
             grad_x = torch.mm(dxa, sa).mul_(inv) if grad_x is None else grad_x.addmm_(dxa, sa, alpha=inv)
             grad_x = grad_x.view(ctx.in_shape)  # autograd casts it to the input's dtype if they differ
-        return (grad_x, None, None, None, *([None] * n), *grads_a, *grads_b)
+        return (grad_x, None, None, None, None, *([None] * n), *grads_a, *grads_b)
+
+
+def _stacked_grads(params: tuple, nodes: tuple, dxa: torch.Tensor, x2: torch.Tensor, ranks: tuple) -> list:
+    """Gradients of the stacked A matrices, one GEMM for all: dL/dA = dL/du^T x. When this backward accumulates
+    into .grad, the members' .grad are consecutive row blocks of one buffer, added to by that same GEMM on
+    later micro-steps (add_grad's reasoning); else the blocks are returned for autograd."""
+    if not all(_accumulating(node) for node in nodes) or any(
+        p._backward_hooks or p._post_accumulate_grad_hooks for p in params
+    ):
+        return list(mm_grad(dxa.t(), x2, params[0].dtype).split(list(ranks), 0))
+    grads = [p.grad for p in params]
+    base = grads[0]._base if grads[0] is not None else None
+    if base is not None and base.dtype == params[0].dtype and all(
+        g is not None and g._base is base and g.data_ptr() == base.data_ptr() + off * g.stride(0) * g.element_size()
+        for g, off in zip(grads, _offsets(ranks))
+    ):
+        accumulate_mm(base, dxa.t(), x2)
+        return [None] * len(params)
+    if all(g is None for g in grads):
+        stacked = mm_grad(dxa.t(), x2, params[0].dtype)
+        if stacked.dtype != params[0].dtype:
+            stacked = stacked.to(params[0].dtype)
+        for p, block in zip(params, stacked.split(list(ranks), 0)):
+            p.grad = block
+        return [None] * len(params)
+    for p, node, block in zip(params, nodes, dxa.t().split(list(ranks), 0)):  # mixed: one at a time
+        add_grad(p, node, block, x2)
+    return [None] * len(params)
+
+
+def _offsets(ranks: tuple) -> list:
+    out, start = [], 0
+    for r in ranks:
+        out.append(start)
+        start += r
+    return out
 
 
 class LoraGroup:
@@ -92,7 +142,7 @@ class LoraGroup:
         self.pending: dict[int, torch.Tensor] = {}
         self.source: torch.Tensor | None = None
         self.casts: dict = {}  # the adapters in the compute dtype, per optimizer step (casts.py)
-        self._plan: tuple = (None, None)  # (the members' adapter states, the group's arguments or None)
+        self._plan = Transient()  # (the members' adapter states, the group's arguments or None)
 
     def names(self) -> list | None:
         """The adapter name of each member when the whole group can run as one, else None."""
@@ -107,14 +157,15 @@ class LoraGroup:
         """(scaling, ranks, params) for GroupedLora, or None when the group cannot run as one; recomputed only
         when a member's adapter state changes (cheap to compare, costly to rebuild on every call)."""
         state = tuple(adapter_state(layer) for layer in self.layers)
-        if self._plan[0] == state:
-            return self._plan[1]
+        if self._plan.value is not None and self._plan.value[0] == state:
+            return self._plan.value[1]
         args = None
         if self.names() is not None:
             plans = [lora_plan(layer) for layer in self.layers]
-            args = (plans[0][5], tuple(p[3].shape[0] for p in plans),
-                    tuple(p[1] for p in plans) + tuple(p[3] for p in plans) + tuple(p[4] for p in plans))
-        self._plan = (state, args)
+            adapters = tuple(p[3] for p in plans) + tuple(p[4] for p in plans)
+            args = (plans[0][5], tuple(p[3].shape[0] for p in plans), grad_nodes(adapters),
+                    tuple(p[1] for p in plans) + adapters)
+        self._plan = Transient((state, args))
         return args
 
     def output(self, index: int, x: torch.Tensor) -> torch.Tensor | None:
@@ -129,8 +180,8 @@ class LoraGroup:
         args = self.arguments()
         if args is None:
             return None
-        scaling, ranks, params = args
-        outs = GroupedLora.apply(x, self.casts, scaling, ranks, *params)
+        scaling, ranks, nodes, params = args
+        outs = GroupedLora.apply(x, self.casts, scaling, ranks, nodes, *params)
         # The others' outputs wait here for their own call (a few lines later in the block's forward).
         self.pending = {i: o for i, o in enumerate(outs) if i != index}
         self.source = x

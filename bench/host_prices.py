@@ -12,7 +12,7 @@ import time
 
 import torch
 
-T, H, I, R = 4096, 4096, 14336, 16
+T, H, INTER, R = 4096, 4096, 14336, 16
 
 
 def _price(fn, n: int = 100) -> float:
@@ -35,7 +35,7 @@ def main() -> None:
     x, w, a, b = torch.randn(T, H, **d), torch.randn(H, H, **d), torch.randn(3 * R, H, **d), torch.randn(H, R, **d)
     xa, dy = torch.randn(T, 3 * R, **d), torch.randn(T, H, **d)
     dxa = torch.empty(T, 3 * R, **d)
-    g, u = torch.randn(T, I, **d), torch.randn(T, I, **d)
+    g, u = torch.randn(T, INTER, **d), torch.randn(T, INTER, **d)
     nw = torch.ones(H, **d)
     q = torch.randn(2, 32, 2048, 128, **d)
     k = torch.randn(2, 8, 2048, 128, **d)

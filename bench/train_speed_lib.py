@@ -93,6 +93,10 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing / attention f
     "t-mb2-rc-nokern": {
         "fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True, "kernels": False}
     },
+    # t-mb2-rc with Liger's RMSNorm instead of torch's fused one (the default since the fifth session)
+    "t-mb2-rc-ligernorm": {
+        "fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True, "rms_norm": "liger"}
+    },
     "t-mb2-rc-flash": {  # FlashAttention-2 first instead of torch's default (cuDNN on the H100)
         "fast": {
             "micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True, "sdpa_backend": "flash"

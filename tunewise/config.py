@@ -145,6 +145,9 @@ class FastConfig(_Strict):
     loss_chunk_tokens: int = Field(1024, gt=0, description="tokens per LM-head chunk ([chunk, vocab] fp32 live)")
     kernels: Literal["auto"] | bool = Field(
         "auto", description="Liger Kernel's fused RMSNorm, SwiGLU and RoPE (CUDA, when liger-kernel is installed)")
+    rms_norm: Literal["torch", "liger"] = Field(
+        "torch", description="with kernels: the RMSNorm kernel: torch's fused one (an aten op: less host time "
+        "per call, which the LoRA path is limited by) or Liger's Triton one")
     fused_lora: bool = Field(True, description="LoRA layers as one autograd function (no input copy, fused add)")
     grouped_lora: bool = Field(
         True, description="with fused_lora: the q/k/v and the gate/up LoRA projections, which read the same input, "

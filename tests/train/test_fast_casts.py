@@ -54,7 +54,8 @@ def test_training_with_adamw_uses_the_updated_weights_every_step(fused, monkeypa
     for cached in (True, False):
         if not cached:
             for module in (lora, lora_groups):
-                monkeypatch.setattr(module, "cast", lambda cache, slot, tensors, dtype, scale=1.0: casts._make(tensors, dtype, scale))
+                monkeypatch.setattr(module, "cast", lambda _cache, _slot, tensors, dtype, scale=1.0:
+                                    casts._make(tensors, dtype, scale))
         model = copy.deepcopy(start)
         _fast(model, loss="off", kernels=False)
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.05, fused=fused)

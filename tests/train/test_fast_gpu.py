@@ -105,7 +105,7 @@ if __name__ == "__main__":
     test_recipes_with_liger_kernels_give_bit_identical_gradients()
     print("ok: recipes give bit-identical gradients on", torch.cuda.get_device_name())
     test_fast_path_gradients_match_plain_peft_in_bf16()
-    from tunewise.train.fast.lora import _OUT_DTYPE_MM
+    from tunewise.train.fast.lora import _ADDMM_INTO, _OUT_DTYPE_MM
 
     print("ok: fast path gradients match plain PEFT in bf16; fp32 gradients straight from the GEMM:",
-          _OUT_DTYPE_MM[0])
+          _OUT_DTYPE_MM[0], "; accumulated by the GEMM:", _ADDMM_INTO[0])

@@ -3,7 +3,8 @@ memory traffic and less memory. Entry point: `apply_fast_path(model, train_cfg, 
 
 Components, each switchable in `train.fast` and measured one at a time in bench/train_speed.py:
 - loss:        LM head + cross-entropy a chunk at a time, never the full logits (loss.py; Liger's on CUDA)
-- kernels:     Liger Kernel's Triton RMSNorm, SwiGLU and RoPE (CUDA, when liger-kernel is installed)
+- kernels:     Liger Kernel's Triton SwiGLU and RoPE (CUDA, when liger-kernel is installed), with torch's
+               fused RMSNorm (or Liger's: rms_norm)
 - fused_lora:  LoRA layers as one autograd function with the scale and add in the GEMM epilogue (lora.py)
 - grouped_lora: q/k/v and gate/up LoRA projections as one group each (lora_groups.py)
 - checkpoint_layers: activation checkpointing on a share of the decoder layers (train.gradient_checkpointing)
@@ -25,6 +26,7 @@ from tunewise.train.fast.layers import (
     enable_checkpointing,
     liger_available,
     prefer_sdpa_backend,
+    use_torch_rms_norm,
 )
 from tunewise.train.fast.lora import fuse_lora_layers
 from tunewise.train.fast.lora_groups import group_lora_projections
@@ -42,6 +44,7 @@ class FastPath:
     reason: str
     loss: str = "plain"  # plain | chunked | liger
     kernels: bool = False
+    torch_norms: int = 0  # RMSNorms run by torch's fused kernel (train.fast.rms_norm torch, with kernels)
     fused_lora_layers: int = 0
     lora_groups: int = 0  # q/k/v and gate/up groups run as one (lora_groups.py)
     checkpointed_layers: int | None = None  # None: the Trainer's own setting applies
@@ -60,6 +63,7 @@ class FastPath:
         extra += f", SDPA {self.sdpa_backend} first" if self.sdpa_backend != "default" else ""
         extra += ", GC frozen in training" if self.freeze_gc else ""
         extra += f", LoRA groups {self.lora_groups}" if self.lora_groups else ""
+        extra += f", torch RMSNorm in {self.torch_norms}" if self.torch_norms else ""
         extra += f", elementwise recompute in {self.recompute_layers} layers" if self.recompute_layers else ""
         return (
             f"fast path ({self.reason}): loss {self.loss}, Liger kernels {'on' if self.kernels else 'off'}, "
@@ -196,7 +200,9 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True) ->
             hf.forward = MethodType(_fast_forward, hf)
             result.loss = impl
         if fast.kernels is not False and device == "cuda" and liger_available():
-            apply_liger_kernels(hf)
+            apply_liger_kernels(hf, rms_norm=fast.rms_norm == "liger")
+            if fast.rms_norm == "torch":
+                result.torch_norms = use_torch_rms_norm(hf)
             result.kernels = True
         if getattr(hf, "is_loaded_in_4bit", False):
             result.bf16_frozen_head = _frozen_head_to_bf16(hf)

@@ -18,21 +18,52 @@ def liger_available() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
 
-def apply_liger_kernels(hf_model) -> None:
-    """Liger's Triton RMSNorm, SwiGLU and RoPE on this model instance. Its RoPE patch replaces the family's
-    module-level apply_rotary_pos_emb, so it reaches every model of that family built in this process.
-    The loss is ours (tunewise.train.fast.loss), so Liger's own forward patch stays off."""
+def apply_liger_kernels(hf_model, rms_norm: bool = True) -> None:
+    """Liger's Triton SwiGLU and RoPE (and RMSNorm when `rms_norm`) on this model instance. Its RoPE patch
+    replaces the family's module-level apply_rotary_pos_emb, so it reaches every model of that family built in
+    this process. The loss is ours (tunewise.train.fast.loss), so Liger's own forward patch stays off."""
     import liger_kernel.transformers as lk
 
     patch = getattr(lk, LIGER_PATCH[hf_model.config.model_type])
     patch(
         rope=True,
-        rms_norm=True,
+        rms_norm=rms_norm,
         swiglu=True,
         cross_entropy=False,
         fused_linear_cross_entropy=False,
         model=hf_model,
     )
+
+
+def _torch_rms_norm(norm, original, x):
+    if x.dtype != norm.weight.dtype:  # e.g. fp32 norms of a k-bit model: the model's own mixed-dtype rule
+        return original(x)
+    return torch_rms_norm(norm, x)
+
+
+def torch_rms_norm(norm, x):
+    """torch's fused RMSNorm (one kernel each way on CUDA, no weight gradient computed for a frozen weight),
+    called as the aten op so that autocast leaves it in the input's dtype, as the model's own norm is."""
+    import torch
+
+    return torch.ops.aten._fused_rms_norm(x, [x.shape[-1]], norm.weight, norm.variance_epsilon)[0]
+
+
+def use_torch_rms_norm(hf_model) -> int:
+    """Every RMSNorm of the model (the decoder layers' and the final one) through torch's fused kernel, per
+    instance. Why not Liger's here: its Python launcher costs ~55 µs of host time per call against ~15 for an
+    aten op (bench/host_prices.py), and the LoRA fast path is host-bound (bench/host_overhead.py). Returns how
+    many norms."""
+    from functools import partial
+
+    count = 0
+    for module in hf_model.modules():
+        if type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon") and \
+                getattr(module, "weight", None) is not None:
+            module.forward = partial(_torch_rms_norm, module, module.forward)
+            module._tw_torch_rms = True
+            count += 1
+    return count
 
 
 def decoder_layers(hf_model) -> list:

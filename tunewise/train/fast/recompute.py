@@ -65,6 +65,10 @@ def _silu_mul_value(gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.
 
 
 def _norm_value(norm, x: torch.Tensor) -> torch.Tensor:
+    if getattr(norm, "_tw_torch_rms", False) and x.dtype == norm.weight.dtype:
+        from tunewise.train.fast.layers import torch_rms_norm
+
+        return torch_rms_norm(norm, x)
     if hasattr(norm, "casting_mode") and hasattr(norm, "offset"):  # set by Liger's patch of this norm
         from liger_kernel.ops.rms_norm import rms_norm_forward
 

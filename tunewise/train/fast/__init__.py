@@ -200,8 +200,9 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True) ->
             hf.forward = MethodType(_fast_forward, hf)
             result.loss = impl
         if fast.kernels is not False and device == "cuda" and liger_available():
-            apply_liger_kernels(hf, rms_norm=fast.rms_norm == "liger")
-            if fast.rms_norm == "torch":
+            apply_liger_kernels(hf)
+            if fast.rms_norm == "torch":  # over Liger's: a norm whose weight dtype differs from its input's
+                # (a k-bit model's fp32 norms) keeps Liger's, which casts as the model does without fp32 copies
                 result.torch_norms = use_torch_rms_norm(hf)
             result.kernels = True
         if getattr(hf, "is_loaded_in_4bit", False):

@@ -18,16 +18,16 @@ def liger_available() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
 
-def apply_liger_kernels(hf_model, rms_norm: bool = True) -> None:
-    """Liger's Triton SwiGLU and RoPE (and RMSNorm when `rms_norm`) on this model instance. Its RoPE patch
-    replaces the family's module-level apply_rotary_pos_emb, so it reaches every model of that family built in
-    this process. The loss is ours (tunewise.train.fast.loss), so Liger's own forward patch stays off."""
+def apply_liger_kernels(hf_model) -> None:
+    """Liger's Triton RMSNorm, SwiGLU and RoPE on this model instance. Its RoPE patch replaces the family's
+    module-level apply_rotary_pos_emb, so it reaches every model of that family built in this process.
+    The loss is ours (tunewise.train.fast.loss), so Liger's own forward patch stays off."""
     import liger_kernel.transformers as lk
 
     patch = getattr(lk, LIGER_PATCH[hf_model.config.model_type])
     patch(
         rope=True,
-        rms_norm=rms_norm,
+        rms_norm=True,
         swiglu=True,
         cross_entropy=False,
         fused_linear_cross_entropy=False,
@@ -36,8 +36,8 @@ def apply_liger_kernels(hf_model, rms_norm: bool = True) -> None:
 
 
 def _torch_rms_norm(norm, original, x):
-    if x.dtype != norm.weight.dtype:  # e.g. fp32 norms of a k-bit model: the model's own mixed-dtype rule
-        return original(x)
+    if x.dtype != norm.weight.dtype:  # e.g. fp32 norms of a k-bit model: the forward it had (Liger's, with
+        return original(x)  # kernels on, which casts as the model does without keeping fp32 copies)
     return torch_rms_norm(norm, x)
 
 

@@ -107,7 +107,7 @@ def _stacked_grads(params: tuple, nodes: tuple, dxa: torch.Tensor, x2: torch.Ten
         return list(mm_grad(dxa.t(), x2, params[0].dtype).split(list(ranks), 0))
     grads = [p.grad for p in params]
     base = grads[0]._base if grads[0] is not None else None
-    if base is not None and base.dtype == params[0].dtype and all(
+    if base is not None and base.dtype == params[0].dtype and base.shape[0] == sum(ranks) and all(
         g is not None and g._base is base and g.data_ptr() == base.data_ptr() + off * g.stride(0) * g.element_size()
         for g, off in zip(grads, _offsets(ranks))
     ):

@@ -56,6 +56,10 @@ def use_torch_rms_norm(hf_model) -> int:
     many norms."""
     from functools import partial
 
+    import torch
+
+    if not hasattr(torch.ops.aten, "_fused_rms_norm"):  # torch < 2.8: Liger's stays
+        return 0
     count = 0
     for module in hf_model.modules():
         if type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon") and \

@@ -82,7 +82,7 @@ def _accumulating(node) -> bool:
         return False
     try:
         return torch._C._will_engine_execute_node(node)
-    except RuntimeError:  # autograd.grad(): the gradient must be returned
+    except (RuntimeError, AttributeError):  # autograd.grad(): the gradient must be returned (or an old torch)
         return False
 
 

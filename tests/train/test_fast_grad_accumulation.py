@@ -83,3 +83,17 @@ def test_a_deep_copy_accumulates_into_its_own_parameters():
     assert all(p.grad is None for p in quick.parameters())
     want = _accumulated(quick, _batches()[:2])
     assert all(_rel(got[n], want[n]) < TOL for n in want)
+
+
+def test_a_base_weight_unfrozen_after_the_first_step_gets_its_gradient():
+    """The LoRA plans are cached per adapter state; unfreezing a base weight must still send it a gradient
+    (through PEFT's own forward, since the fused function treats base weights as frozen)."""
+    plain, quick = _pair()
+    _accumulated(quick, _batches()[:1])
+    for model in (plain, quick):  # a single projection and a grouped one
+        layer = model.get_base_model().model.layers[0]
+        for proj in (layer.mlp.down_proj, layer.self_attn.k_proj):
+            proj.base_layer.weight.requires_grad_(True)
+    want, got = _accumulated(plain, _batches()[:2]), _accumulated(quick, _batches()[:2])
+    assert sum("base_layer.weight" in n for n in got) == 2
+    assert want.keys() == got.keys() and all(_rel(got[n], want[n]) < TOL for n in want)

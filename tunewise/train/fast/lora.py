@@ -187,7 +187,9 @@ def lora_plan(layer) -> tuple | None:
     state = adapter_state(layer)
     hit = layer.__dict__.get("_tw_plan")
     if hit is not None and hit.value is not None and hit.value[0] == state:
-        return hit.value[1]
+        plan = hit.value[1]
+        if plan is None or not plan[1].requires_grad:  # a base weight unfrozen since: plan again (unfusable)
+            return plan
     name = _fusable(layer)
     plan = None
     if name is not None:

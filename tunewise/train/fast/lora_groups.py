@@ -158,7 +158,10 @@ class LoraGroup:
         when a member's adapter state changes (cheap to compare, costly to rebuild on every call)."""
         state = tuple(adapter_state(layer) for layer in self.layers)
         if self._plan.value is not None and self._plan.value[0] == state:
-            return self._plan.value[1]
+            args = self._plan.value[1]
+            n = len(self.layers)
+            if args is None or not any(w.requires_grad for w in args[3][:n]):  # base weights still frozen
+                return args
         args = None
         if self.names() is not None:
             plans = [lora_plan(layer) for layer in self.layers]

@@ -8,6 +8,7 @@ to its GPU time, host hiccups (other processes, page faults, collections) become
 and sides as bench/train_speed.py; --tiny runs the toy model on the CPU (a check of the script only).
 
   python bench/host_overhead.py --sides base,t-mb2-rc,t-mb2        # one H100, ~2 min
+  python bench/host_overhead.py --sides t-mb2-rc --pyprof          # + where the host time goes, per function
 """
 
 from __future__ import annotations

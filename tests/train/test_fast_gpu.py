@@ -19,9 +19,9 @@ def _grads(model, batch):
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.skipif(not CUDA, reason="needs CUDA and liger-kernel")
-def test_recipes_with_liger_kernels_give_bit_identical_gradients():
-    pytest.importorskip("liger_kernel")
+def _tiny_lora_models(attn: str, fasts: dict) -> dict:
+    """One random bf16 Llama on CUDA, LoRA-wrapped once per `fasts` entry (key → train.fast settings), each
+    with the same nonzero B matrices (PEFT starts them at zero, which would zero every A gradient)."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from tunewise.config import LoraConfig, TrainConfig
@@ -32,18 +32,27 @@ def test_recipes_with_liger_kernels_give_bit_identical_gradients():
                       num_key_value_heads=2, vocab_size=1024, tie_word_embeddings=False)
     torch.manual_seed(0)
     with torch.device("cuda"):
-        # eager attention: SDPA's fused backward kernels may accumulate in a varying order (not bit-stable)
-        base = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, attn_implementation="eager")
+        base = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, attn_implementation=attn)
     models = {}
-    for rc in (False, True):
-        train = TrainConfig(lora=LoraConfig(r=8, alpha=16, dropout=0.0), gradient_checkpointing=True,
-                            fast={"enabled": True, "checkpoint_layers": 0.0, "recompute_elementwise": rc})
+    for key, fast in fasts.items():
+        train = TrainConfig(lora=LoraConfig(r=8, alpha=16, dropout=0.0), gradient_checkpointing=True, fast=fast)
         torch.manual_seed(1)
         model = apply_method(copy.deepcopy(base), train)
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.data.normal_(0, 0.02)
-        report = apply_fast_path(model, train, "cuda", log=False)
+        models[key] = (model, apply_fast_path(model, train, "cuda", log=False))
+    return models
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA and liger-kernel")
+def test_recipes_with_liger_kernels_give_bit_identical_gradients():
+    pytest.importorskip("liger_kernel")
+    # eager attention: SDPA's fused backward kernels may accumulate in a varying order (not bit-stable)
+    built = _tiny_lora_models("eager", {rc: {"enabled": True, "checkpoint_layers": 0.0, "recompute_elementwise": rc}
+                                        for rc in (False, True)})
+    models = {}
+    for rc, (model, report) in built.items():
         assert report.kernels and report.recompute_layers == (2 if rc else 0)
         models[rc] = model
     ids = torch.randint(0, 1024, (2, 64), device="cuda", generator=torch.Generator("cuda").manual_seed(2))
@@ -58,28 +67,9 @@ def test_fast_path_gradients_match_plain_peft_in_bf16():
     """The whole fast path (fp32 adapter gradients straight from the GEMMs, scales folded into the cached
     adapters, grouped projections, recipes, micro-batches of the same batch) against plain PEFT on CUDA under
     bf16 autocast: same loss and gradients up to bf16 rounding, over two micro-batches accumulated."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from tunewise.config import LoraConfig, TrainConfig
-    from tunewise.train.fast import apply_fast_path
-    from tunewise.train.methods import apply_method
-
-    cfg = LlamaConfig(hidden_size=256, intermediate_size=704, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=1024, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        base = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, attn_implementation="sdpa")
-    models = {}
-    for fast in (False, True):
-        train = TrainConfig(lora=LoraConfig(r=8, alpha=16, dropout=0.0), gradient_checkpointing=True,
-                            fast={"enabled": fast, "checkpoint_layers": 0.0, "recompute_elementwise": True})
-        torch.manual_seed(1)
-        model = apply_method(copy.deepcopy(base), train)
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.data.normal_(0, 0.02)
-        apply_fast_path(model, train, "cuda", log=False)
-        models[fast] = model
+    built = _tiny_lora_models("sdpa", {fast: {"enabled": fast, "checkpoint_layers": 0.0,
+                                              "recompute_elementwise": True} for fast in (False, True)})
+    models = {fast: model for fast, (model, _) in built.items()}
     ids = torch.randint(0, 1024, (4, 64), device="cuda", generator=torch.Generator("cuda").manual_seed(3))
     out = {}
     for fast, model in models.items():

@@ -86,11 +86,17 @@ def _accumulating(node) -> bool:
         return False
 
 
+def accumulates_into(param: torch.Tensor, node) -> bool:
+    """Whether our GEMMs may add this backward's gradient of `param` into param.grad themselves: autograd would
+    accumulate it (_accumulating) and no gradient hook is there to see it first."""
+    return _accumulating(node) and not (param._backward_hooks or param._post_accumulate_grad_hooks)
+
+
 def add_grad(param: torch.Tensor, node, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
     """The gradient a @ b of `param`. When this backward accumulates into param.grad, the GEMM writes or adds it
     there itself and None is returned: no gradient tensor, add kernel or AccumulateGrad call per micro-step
     (the host limits this path; Megatron-LM fuses gradient accumulation the same way). Else it is returned."""
-    if not _accumulating(node) or param._backward_hooks or param._post_accumulate_grad_hooks:
+    if not accumulates_into(param, node):
         return mm_grad(a, b, param.dtype)
     g = param.grad
     if g is None:

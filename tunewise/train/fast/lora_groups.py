@@ -20,9 +20,9 @@ import torch
 from tunewise.train.fast.casts import cast, watch_optimizer_steps
 from tunewise.train.fast.lora import (
     Transient,
-    _accumulating,
     _compute_dtype,
     accumulate_mm,
+    accumulates_into,
     adapter_state,
     add_grad,
     grad_nodes,
@@ -101,9 +101,7 @@ def _stacked_grads(params: tuple, nodes: tuple, dxa: torch.Tensor, x2: torch.Ten
     """Gradients of the stacked A matrices, one GEMM for all: dL/dA = dL/du^T x. When this backward accumulates
     into .grad, the members' .grad are consecutive row blocks of one buffer, added to by that same GEMM on
     later micro-steps (add_grad's reasoning); else the blocks are returned for autograd."""
-    if not all(_accumulating(node) for node in nodes) or any(
-        p._backward_hooks or p._post_accumulate_grad_hooks for p in params
-    ):
+    if not all(accumulates_into(p, node) for p, node in zip(params, nodes)):
         return list(mm_grad(dxa.t(), x2, params[0].dtype).split(list(ranks), 0))
     grads = [p.grad for p in params]
     base = grads[0]._base if grads[0] is not None else None

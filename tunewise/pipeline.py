@@ -97,6 +97,12 @@ def write_results(run: RunFolder, data: PreparedData, result: EvalResult) -> dic
                    "predictions": {n: s.predictions[i] for n, s in systems.items()},
                    "correct": {n: correct[n][i] for n in systems},
                    "score": {n: scores[n][i] for n in systems}}
+            if r.references and len(r.references) > 1:
+                row["references"] = r.references
+            slots = {n: {"missing": s.examples["slot_missing"][i], "added": s.examples["slot_added"][i]}
+                     for n, s in systems.items() if "slot_missing" in s.examples}
+            if slots:
+                row["slot_errors"] = slots
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return metrics
 

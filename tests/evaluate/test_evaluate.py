@@ -62,11 +62,15 @@ def test_generation_metrics_and_perplexity(tmp_path, tiny_model_dir, adapter):
     data, base = prepare(cfg), resolve_model(cfg.model.base)
     result = evaluate(cfg, data, base, adapter, run_baselines(cfg, data, base))
     m = result.metrics_json()
-    assert set(m["test"]) == {"zero_shot", "few_shot", "fine_tuned"}  # no classical baseline for generation
+    assert set(m["test"]) == {"zero_shot", "few_shot", "classical", "fine_tuned"}
+    assert m["inference"]["few_shot"]["selection"] == "tfidf"  # auto picks TF-IDF neighbours for generation
     expected = {"rouge1", "rouge2", "rouge_l", "bleu", "chrf", "exact_match", "perplexity"}
     for name in m["test"]:
-        assert set(m["test"][name]) == expected == set(m["ci"][name])
-        assert m["test"][name]["perplexity"] > 1
+        # The retrieval baseline is no language model: it has no perplexity.
+        assert set(m["test"][name]) == expected - ({"perplexity"} if name == "classical" else set())
+        assert set(m["ci"][name]) == set(m["test"][name])
+        if name != "classical":
+            assert m["test"][name]["perplexity"] > 1
     # An untrained LoRA adapter is the base model: same answers, same perplexity as zero-shot.
     assert m["test"]["fine_tuned"]["perplexity"] == pytest.approx(m["test"]["zero_shot"]["perplexity"], rel=1e-4)
     assert m["forgetting"] is None and "not checked" in m["verdict"]["text"]

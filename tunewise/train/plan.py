@@ -10,6 +10,7 @@ from tunewise.data import PreparedData
 from tunewise.data.prompt import fine_tuned_labels, prompt_messages
 from tunewise.errors import DataError
 from tunewise.models.estimate import Estimate, estimate, read_shape
+from tunewise.train.gen_metric import ValAnswers, val_answers
 from tunewise.train.replay import replay_records
 from tunewise.train.tokenize import Encoded, encode_example
 
@@ -20,6 +21,7 @@ class EncodedData:
     val: list[Encoded]
     skipped_too_long: int
     replay_examples: int
+    val_answers: ValAnswers | None = None  # val inputs to answer at each evaluation (a generated-answer metric)
 
     @property
     def lengths(self) -> list[int]:
@@ -53,7 +55,8 @@ def encode_data(cfg: RunConfig, data: PreparedData, tokenizer) -> EncodedData:
     # Replay rows keep their own prompt (no task instruction): they stand for "what the model could do before".
     replay_set, _ = encode_records(replay, cfg, None, tokenizer, task_prompt=False)
     val_set, _ = encode_records(data.val, cfg, data.labels, tokenizer)
-    return EncodedData(train_set + replay_set, val_set, skipped, len(replay_set))
+    return EncodedData(train_set + replay_set, val_set, skipped, len(replay_set),
+                       val_answers(cfg, data.train, data.val, data.labels, tokenizer))
 
 
 def plan(cfg: RunConfig, model_dir: Path, lengths: list[int], device: str, gpus: int = 1,

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from tunewise.config import RunConfig
 from tunewise.errors import ConfigError
+from tunewise.metrics import training_metric
 from tunewise.train.callbacks import GuardedTrainer, TokensProgressCallback, answer_metrics, argmax_logits
 from tunewise.train.distributed import grad_accum, is_main_process, uses_fsdp
+from tunewise.train.gen_metric import GeneratedMetric
 from tunewise.train.tokenize import PadCollator, packed_collator
 
 # What the user exported before tunewise ran; tunewise's own per-run settings never count as the user's.
@@ -54,9 +56,9 @@ def _schedule(cfg: RunConfig, has_val: bool) -> dict:
     if t.early_stopping.patience and not aligned:
         raise ConfigError("config: train.early_stopping needs a validation split and checkpoints at evaluations "
                           "(set train.save_steps to a multiple of train.eval_steps, or neither)")
-    metric = t.early_stopping.metric
-    best = {"load_best_model_at_end": True, "metric_for_best_model": metric,
-            "greater_is_better": metric != "eval_loss"} if aligned else {}
+    metric = training_metric(t.early_stopping.metric)
+    best = {"load_best_model_at_end": True, "metric_for_best_model": metric.key,
+            "greater_is_better": metric.greater_is_better} if aligned else {}
     return {**ev, **save, **best}
 
 
@@ -166,16 +168,21 @@ def build_trainer(cfg: RunConfig, model, tokenizer, enc, out_dir: Path, device: 
     es = cfg.train.early_stopping
     if es.patience and has_val:
         extra.append(EarlyStoppingCallback(es.patience, es.threshold))
+    metrics = answer_metrics
+    if has_val and enc.val_answers is not None:
+        metrics = GeneratedMetric(enc.val_answers, tokenizer, cfg.eval.batch_size)
     trainer = _Trainer(
         model=model, args=args, processing_class=tokenizer,
         train_dataset=[e.to_features() for e in enc.train],
         eval_dataset=[e.to_features() for e in enc.val] or None,
         data_collator=packed_collator() if packing else pad,
-        compute_metrics=answer_metrics if has_val else None,
+        compute_metrics=metrics if has_val else None,
         preprocess_logits_for_metrics=argmax_logits if has_val else None,
         callbacks=extra,
     )
     trainer.eval_collator = pad
+    if isinstance(metrics, GeneratedMetric):
+        metrics.trainer = trainer  # generates with the model as the Trainer holds it at each evaluation
     trainer.remove_callback(ProgressCallback)
     trainer.progress = TokensProgressCallback()
     trainer.add_callback(trainer.progress)

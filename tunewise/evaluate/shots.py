@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tunewise.data.records import Record
-from tunewise.errors import ModelError
+from tunewise.errors import DataError, ModelError
 
 Embedder = Callable[[list[str]], np.ndarray]
 
@@ -52,8 +52,12 @@ def tfidf_neighbours(pool: list[str], queries: list[str], k: int, chunk: int = 2
     fitted on the pool); ties go to the earlier pool item, so results are deterministic."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-    matrix = vec.fit_transform(pool).T.tocsr()
+    # One-character tokens count: a value like "5" or "£" can be what tells two structured inputs apart.
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b")
+    try:
+        matrix = vec.fit_transform(pool).T.tocsr()
+    except ValueError:  # sklearn's "empty vocabulary"
+        raise DataError("TF-IDF neighbours: the training inputs hold no words to compare") from None
     k = min(k, len(pool))
     out = []
     for b in range(0, len(queries), chunk):  # a dense (chunk, pool) block at a time bounds memory

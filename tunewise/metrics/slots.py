@@ -34,10 +34,15 @@ PRICE = r"pric\w*|cost\w*"
 RATING = r"rat(?:ing|ings|ed|e)|reviews?|reviewed|stars?|scor\w*|reputation"
 
 
-def near(word: str, context: str, window: int = 3) -> str:
-    """`word` within `window` words of `context`, either order ("low price", "rated low", "prices are low")."""
-    gap = rf"(?: \S+){{0,{window}}}?"
-    return rf"(?:{word}){gap} (?:{context})|(?:{context}){gap} (?:{word})"
+# Words that may stand between a noun and its value: "prices are high", "the rating is quite low".
+_LINKS = r"(?: (?:is|are|was|were|be|being|been|that|which|considered|quite|very|really|rather|fairly|pretty|so|too|" \
+         r"extremely|generally|usually|somewhat|as|the|its|their|a|an|in|of|at|on|range|ranges|band))"
+
+
+def near(word: str, context: str) -> str:
+    """`word` before `context` with at most two words between ("low price", "high customer rating"), or after
+    it across linking words only ("rated low", "prices are high"; not "prices and a high rating")."""
+    return rf"(?:{word})(?: \S+){{0,2}}? (?:{context})|(?:{context}){_LINKS}{{0,4}} (?:{word})"
 
 
 def _band(words: str, numbers: list[str], context: str) -> list[str]:
@@ -206,19 +211,20 @@ class SlotChecker:
                 attr = label.rsplit("[", 1)[0]
                 cands += [_Candidate(s, e, family, norm, label, None) for s, e in self._value_spans(attr, norm, text)]
         # Input values first, then the longest match: a match inside a longer one is part of it.
-        cands.sort(key=lambda c: (c.slot is None, c.start - c.end, c.start))
+        # Then a value written out in the match ("high customer rating" names high, not its band's 5 out of 5).
+        cands.sort(key=lambda c: (c.slot is None, c.start - c.end, c.value not in text[c.start: c.end], c.start))
         taken: list[tuple[int, int]] = []
-        realised, added = set(), []
+        realised, added = set(), {}
         for c in cands:
             if any(c.start < e and s < c.end for s, e in taken):
                 continue
             taken.append((c.start, c.end))
             if c.slot is not None:
                 realised.add(c.slot)
-            elif c.label not in added:
-                added.append(c.label)
+            else:
+                added.setdefault(c.label, c.start)
         missing = [f"{a}[{v}]" for i, (a, v) in enumerate(slots) if i not in realised]
-        return SlotResult(len(slots), missing, added)
+        return SlotResult(len(slots), missing, sorted(added, key=added.get))  # additions in the order written
 
 
 def slot_examples(checker: SlotChecker, inputs: list[str], predictions: list[str]) -> dict[str, list]:

@@ -13,9 +13,9 @@ from tunewise.evaluate.results import SystemResult
 
 
 def classical_baseline(data: PreparedData, seed: int, prices: dict[str, float] | None = None) -> SystemResult:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
+    from sklearn.feature_extraction.text import TfidfVectorizer  # heavy
+    from sklearn.linear_model import LogisticRegression  # heavy
+    from sklearn.pipeline import make_pipeline  # heavy
 
     labels = data.labels or []
     # Word 1–2 grams with sublinear tf: the usual strong text-classification baseline.

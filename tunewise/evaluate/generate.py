@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from tunewise.train.tokenize import encode_prompt
+from tunewise.data.encode import encode_prompt
 
 
 @dataclass

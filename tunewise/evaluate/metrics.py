@@ -8,6 +8,7 @@ import math
 import re
 
 import numpy as np
+from sacrebleu.metrics import BLEU, CHRF
 
 INVALID = "<invalid>"
 CLASSIFICATION_METRICS = ["accuracy", "macro_f1", "micro_f1", "invalid_rate"]
@@ -71,7 +72,7 @@ def classification_metrics(predictions: list[str], references: list[str], labels
 
 def per_class(predictions: list[str], references: list[str], labels: list[str]) -> dict:
     """Per-class precision/recall/F1/support and the confusion matrix (rows: truth; columns: labels+invalid)."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # heavy
 
     p, r, f, s = precision_recall_fscore_support(references, predictions, labels=labels, zero_division=0)
     matrix = confusion_matrix(references, predictions, labels=[*labels, INVALID])[: len(labels)]
@@ -89,8 +90,7 @@ def _exact(a: str, b: str) -> bool:
 def generation_examples(predictions: list[str], references: list[str]) -> dict[str, list]:
     """Per-example ROUGE F-measures, exact match, and sacrebleu's sufficient statistics for BLEU and chrF
     (corpus scores are sums of these, so resamples are re-scored without re-tokenising)."""
-    from rouge_score import rouge_scorer
-    from sacrebleu.metrics import BLEU, CHRF
+    from rouge_score import rouge_scorer  # heavy
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     rouge = [scorer.score(r, p) for p, r in zip(predictions, references)]
@@ -106,8 +106,6 @@ def generation_examples(predictions: list[str], references: list[str]) -> dict[s
 
 
 def resampled_generation(examples: dict[str, list], idx: np.ndarray) -> dict[str, np.ndarray]:
-    from sacrebleu.metrics import BLEU, CHRF
-
     out = {m: np.asarray(examples[m], dtype=float)[idx].mean(1) for m in ("rouge1", "rouge2", "rouge_l",
                                                                          "exact_match")}
     for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
@@ -120,10 +118,11 @@ def resampled_generation(examples: dict[str, list], idx: np.ndarray) -> dict[str
     return out
 
 
-def generation_metrics(predictions: list[str], references: list[str]) -> dict:
-    whole = np.arange(len(references))[None, :]
-    return {m: float(v[0]) for m, v in resampled_generation(generation_examples(predictions, references),
-                                                            whole).items()}
+def generation_metrics(examples: dict[str, list]) -> dict:
+    """The generation metrics of the whole test set, from its per-example records (`generation_examples`, and
+    `nll` / `answer_tokens` for perplexity)."""
+    whole = np.arange(len(examples["exact_match"]))[None, :]
+    return {m: float(v[0]) for m, v in resampled_generation(examples, whole).items()}
 
 
 def perplexity(nll: list[float], tokens: list[int]) -> float:

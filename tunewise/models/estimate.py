@@ -280,7 +280,7 @@ def saved_activation_bytes(model, input_ids) -> int:
     """Measured activation memory: bytes of the distinct non-parameter tensors autograd saves for backward
     in one forward pass (run it inside any autocast context you want measured). The estimator's activation
     terms are checked against this, in tests and in bench/estimate_accuracy.py."""
-    import torch
+    import torch  # heavy
 
     params = {p.data_ptr() for p in model.parameters()}
     seen = {}

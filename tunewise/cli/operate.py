@@ -1,5 +1,5 @@
 """The operate commands: registry, keys, serve, feedback, monitor, retrain, export. Each needs the registry extra
-(`serve` the serve extra too), so their stage imports stay inside the commands."""
+(`serve` and `keys` the serve extra too), so their stage imports stay inside the commands."""
 
 from __future__ import annotations
 

@@ -98,7 +98,7 @@ def train_cmd(config: Path = CONFIG,
     result = stage_train(cfg, run, stage_data(cfg, run), stage_model(cfg, run), resume=resume, force=force)
     if is_main_process():
         est = result.estimate
-        console.print(f"{cfg.train.method}: {result.adapter_dir}  ({result.examples} examples, "
+        console.print(f"{cfg.train.method}: {result.weights_dir}  ({result.examples} examples, "
                       f"{result.seconds:.0f} s, {result.tokens_per_second:,.0f} tokens/s on {result.world_size} "
                       f"device(s), global batch {result.global_batch}; estimated peak "
                       f"{est['peak_memory_gib']:.2f} GiB per device)")
@@ -164,6 +164,7 @@ def eval_cmd(config: Path = CONFIG,
     """Score the baselines and the fine-tuned adapter on the held-out test split; write metrics and report."""
     from tunewise.evaluate import evaluate, load_fine_tuned, run_baselines  # heavy
     from tunewise.models import load_model
+    from tunewise.models.adapters import has_adapter
     from tunewise.pipeline import RunFolder, stage_data, stage_model, write_results
     from tunewise.report import export_review, write_report
 
@@ -181,7 +182,7 @@ def eval_cmd(config: Path = CONFIG,
         # Baselines are done with the bare model: an adapter goes on that same copy, not a second one.
         tuned = load_fine_tuned(base, adapter, model)
         result = evaluate(cfg, data, base, adapter, baselines, tuned,
-                          None if hasattr(tuned, "disable_adapter") else model)
+                          None if has_adapter(tuned) else model)
         metrics = write_results(run, data, result)
     print_results(cfg, metrics)
     console.print(f"report: {write_report(run.path, cfg.eval.review_examples)}")

@@ -4,12 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.fixtures.tiny import build_model
 from tunewise.config import TaskConfig
 from tunewise.data.encode import IGNORE, encode_example, encode_prompt
 from tunewise.data.prompt import prompt_messages
 from tunewise.data.records import classification_record
 from tunewise.evaluate.generate import generate
+from tunewise.testing import build_model
 
 TASK = TaskConfig(instruction="classify the text .")
 LABELS = ["business", "sport"]

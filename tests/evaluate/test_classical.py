@@ -1,6 +1,6 @@
-from tests.fixtures.tasks import tiny_config
 from tunewise.data import prepare
 from tunewise.evaluate.classical import classical_baseline
+from tunewise.testing import tiny_config
 
 
 def test_tfidf_logistic_regression_learns_separable_topics(tmp_path, tiny_model_dir):

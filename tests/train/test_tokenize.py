@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from tests.fixtures.tiny import build_model
 from tunewise.config import TaskConfig, TrainConfig
 from tunewise.data.encode import IGNORE, encode_example
 from tunewise.data.prompt import prompt_messages
 from tunewise.data.records import classification_record
+from tunewise.testing import build_model
 from tunewise.train.methods import apply_method
 from tunewise.train.tokenize import PadCollator, packed_collator
 

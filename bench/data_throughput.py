@@ -4,7 +4,7 @@ redaction + token lengths + exact/near dedup + card), streaming to a clean JSONL
 50k/100k/195k rows (a quarter, half, 97.5 % of --rows) with the growth per 1k rows and what stays O(n) by design,
 peak RSS, found/planted per kind, and a plain json.loads+dumps pass as the baseline.
 
-    python bench/data_throughput.py [--rows 200000] [--data ../shared/data/banking77]
+    python -m bench.data_throughput [--rows 200000] [--data ../shared/data/banking77]
 
 Run from the repo root (../shared sits beside it). Needs no GPU; uses the embedded model's tokenizer."""
 
@@ -276,18 +276,19 @@ def main() -> int:
         planted = generate(args.data, args.rows, args.generate_only)
         args.generate_only.with_suffix(".planted.json").write_text(json.dumps(planted))
         return 0
-    sys.path.insert(0, str(ROOT))
     from tunewise.config import parse_config
     from tunewise.data import check
     from tunewise.data.tokens import load_counter
 
     tmp = Path(tempfile.mkdtemp(prefix="tw-bench-"))
     src = tmp / "bench.jsonl"
-    # Generated in a child process so its lists do not count in this process's RSS.
+    # Generated in a child process so its lists do not count in this process's RSS. The child inherits the
+    # working directory and PYTHONPATH, so `-m` finds this same package.
     subprocess.run(
         [
             sys.executable,
-            __file__,
+            "-m",
+            "bench.data_throughput",
             "--rows",
             str(args.rows),
             "--data",

@@ -109,8 +109,8 @@ def test_tunewise_run_on_an_e2e_shaped_dataset_reports_references_and_slot_error
     import yaml
     from typer.testing import CliRunner
 
-    from tests.fixtures.e2e import e2e_config
     from tunewise.cli import app
+    from tunewise.testing import e2e_config
 
     raw = e2e_config(tmp_path, tiny_model_dir, train={"early_stopping": {"metric": "bleu"}},
                      eval={"metrics": ["tests.metrics.user_metrics:mean_length_ratio"], "review_examples": 5})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -13,6 +13,9 @@ from tunewise.metrics import training_metric
 from tunewise.metrics.user import is_user_metric
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+# The record formats tunewise reads, in the order `format: auto` tries them (tunewise.data.formats).
+RecordFormat = Literal["chat", "sharegpt", "alpaca", "prompt_completion", "text_label"]
+FORMATS: tuple[str, ...] = get_args(RecordFormat)
 # Field names of the supported record formats (data.columns maps them onto a file's columns).
 CANONICAL_FIELDS = {"text", "label", "messages", "instruction", "input", "output", "prompt", "completion",
                     "conversations"}
@@ -54,7 +57,7 @@ class DataConfig(_Strict):
     )
     text_field: str = "text"
     label_field: str = "label"
-    format: Literal["auto", "chat", "alpaca", "prompt_completion", "sharegpt", "text_label"] = Field(
+    format: Literal[Literal["auto"], RecordFormat] = Field(
         "auto", description="record format of every file; auto detects it per file from the first rows"
     )
     columns: dict[str, str] = Field(

@@ -8,6 +8,7 @@ import json
 import platform
 import time
 from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
 
 from tunewise.config import RunConfig, dump_config
 from tunewise.data import PreparedData, prepare
@@ -21,8 +22,6 @@ LIBRARIES = ["torch", "transformers", "peft", "accelerate", "tunewise"]
 
 
 def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for lib in LIBRARIES:
         try:
@@ -137,7 +136,7 @@ def run(cfg: RunConfig) -> dict:
     if not is_main_process():
         return {}
     with folder.stage("evaluate"):
-        result = evaluate(cfg, data, base, trained.adapter_dir, baselines, trained.model)
+        result = evaluate(cfg, data, base, trained.weights_dir, baselines, trained.model)
         metrics = write_results(folder, data, result)
     with folder.stage("report"):
         write_report(folder.path, cfg.eval.review_examples)

@@ -11,7 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tunewise.config import RunConfig, parse_config
+from tunewise.data import PreparedData
+from tunewise.data.records import Record
 from tunewise.errors import DataError
+from tunewise.evaluate import score_model
+from tunewise.models import ResolvedModel
+from tunewise.monitor.feedback import correction_rows
 from tunewise.registry import GateFailed, GateResult, ModelRecord, Registry, RegistryError
 
 
@@ -41,8 +46,6 @@ def _read_jsonl(path: Path) -> list[dict]:
 def build_dataset(registry: Registry, prod: ModelRecord, labels: list[str] | None) -> tuple[Path, Path, list, int]:
     """Write the new dataset version's pool (train+val of production's data + corrections); return it, the
     frozen test file, the accepted corrections and how many were turned away (label outside the label set)."""
-    from tunewise.monitor.feedback import correction_rows
-
     frozen = Path(registry.dataset_record(prod.dataset_hash)["path"])
     corrections = correction_rows(registry.engine, prod.name)
     accepted = [c for c in corrections if not labels or c["label"] in labels]
@@ -71,27 +74,20 @@ def retrain_config(base: dict, pool: Path, test: Path, name: str) -> RunConfig:
 
 
 def score_slice(cfg: RunConfig, records: list, labels, candidate: ModelRecord, prod: ModelRecord) -> SliceScore:
-    """Accuracy (or exact match) of both models on the feedback corrections, with the evaluation stage's scorer."""
-    from peft import PeftModel
-
-    from tunewise.data import PreparedData
-    from tunewise.evaluate import score_system
-    from tunewise.models import load_model, load_tokenizer
-
-    data = PreparedData([], [], records, labels, "")
+    """Accuracy (or exact match) of both models on the feedback corrections, scored as the evaluation stage
+    scores a fine-tuned model."""
+    data = PreparedData(train=[], val=[], test=records, labels=labels, content_hash="")
     scores = {}
     for name, m in (("candidate", candidate), ("production", prod)):
-        base = Path(m.base_model["path"])
-        model = PeftModel.from_pretrained(load_model(base), str(m.artifact_path))
-        res = score_system(name, cfg, data, model, load_tokenizer(base))
+        base = ResolvedModel(m.base_model["id"], Path(m.base_model["path"]), m.base_model["sha256"])
+        res = score_model(cfg, data, base, m.artifact_path, name=name)
         scores[name] = sum(p == r.answer for p, r in zip(res.predictions, records)) / len(records)
-    return SliceScore(len(records), scores["candidate"], scores["production"])
+    return SliceScore(n=len(records), candidate=scores["candidate"], production=scores["production"])
 
 
 def retrain(registry: Registry, train_config: dict | None = None, name: str | None = None) -> RetrainResult:
     """Retrain production on its data + feedback corrections and promote the result only if it is better."""
-    from tunewise.data.records import Record
-    from tunewise.pipeline import run
+    from tunewise.pipeline import run  # heavy
 
     prod = registry.model("production")
     labels = registry.dataset_record(prod.dataset_hash)["card"].get("labels")
@@ -107,14 +103,21 @@ def retrain(registry: Registry, train_config: dict | None = None, name: str | No
         reason = (f"worse on the feedback slice: {sliced.candidate:.3f} vs production {sliced.production:.3f} "
                   f"on {sliced.n} corrections")
         registry.reject(candidate.ref, reason, evidence)
-        return RetrainResult(candidate, prod, len(accepted), rejected, None, sliced, False, reason)
+        return RetrainResult(candidate=candidate, production=prod, corrections=len(accepted),
+                             corrections_rejected=rejected, test_gate=None, feedback_slice=sliced, promoted=False,
+                             reason=reason)
     try:
         change = registry.promote(candidate.ref, reason=f"retrain with {len(accepted)} feedback corrections; "
                                   f"feedback slice {sliced.candidate:.3f} vs {sliced.production:.3f}")
     except GateFailed as err:
-        return RetrainResult(candidate, prod, len(accepted), rejected, err.change.gate, sliced, False, str(err))
+        return RetrainResult(candidate=candidate, production=prod, corrections=len(accepted),
+                             corrections_rejected=rejected, test_gate=err.change.gate, feedback_slice=sliced,
+                             promoted=False, reason=str(err))
     except DataError as err:
         registry.reject(candidate.ref, str(err), evidence)
-        return RetrainResult(candidate, prod, len(accepted), rejected, None, sliced, False, str(err))
-    return RetrainResult(candidate, prod, len(accepted), rejected, change.gate, sliced, True,
-                         change.gate.summary() if change.gate else "promoted")
+        return RetrainResult(candidate=candidate, production=prod, corrections=len(accepted),
+                             corrections_rejected=rejected, test_gate=None, feedback_slice=sliced, promoted=False,
+                             reason=str(err))
+    return RetrainResult(candidate=candidate, production=prod, corrections=len(accepted),
+                         corrections_rejected=rejected, test_gate=change.gate, feedback_slice=sliced, promoted=True,
+                         reason=change.gate.summary() if change.gate else "promoted")

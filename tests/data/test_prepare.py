@@ -155,7 +155,7 @@ def test_split_seed_pins_the_split_whatever_the_run_seed(tmp_path, tiny_model_di
 
 def test_e2e_files_split_by_mr_and_the_official_test_is_grouped_into_multi_reference_examples(
         tmp_path, tiny_model_dir):
-    from tests.fixtures.e2e import e2e_config
+    from tunewise.testing import e2e_config
 
     cfg = parse_config(e2e_config(tmp_path, tiny_model_dir))
     data = prepare(cfg)
@@ -174,7 +174,7 @@ def test_e2e_files_split_by_mr_and_the_official_test_is_grouped_into_multi_refer
 
 
 def test_a_carved_generation_test_split_is_grouped_too_and_can_be_left_per_row(tmp_path, tiny_model_dir):
-    from tests.fixtures.e2e import e2e_config
+    from tunewise.testing import e2e_config
 
     raw = e2e_config(tmp_path, tiny_model_dir)
     raw["data"].pop("test_paths")

@@ -1,11 +1,11 @@
 import pytest
 
-from tests.fixtures.tasks import tiny_config
 from tunewise.config import parse_config
 from tunewise.data import PreparedData, prepare
 from tunewise.data.records import Record
 from tunewise.evaluate.classical import classical_baseline, retrieval_baseline
 from tunewise.evaluate.compare import confidence_intervals, resample_indices
+from tunewise.testing import tiny_config
 
 
 def test_tfidf_logistic_regression_learns_separable_topics(tmp_path, tiny_model_dir):

@@ -1,11 +1,11 @@
 import pytest
 
 from tests.evaluate.test_shots import bag_of_words
-from tests.fixtures.tasks import tiny_config
 from tunewise.data import prepare
 from tunewise.errors import ConfigError
 from tunewise.evaluate import compare_systems, evaluate, run_baselines, score_model
 from tunewise.models import load_model, resolve_model
+from tunewise.testing import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +79,8 @@ def test_generation_metrics_and_perplexity(tmp_path, tiny_model_dir, adapter):
 def test_a_full_fine_tuned_model_is_evaluated_against_its_base(tmp_path, tiny_model_dir, tiny_tokenizer):
     # Full fine-tuning leaves a model folder, not an adapter: forgetting then compares with the base loaded
     # beside it. A different random model stands in for the fine-tuned one, so the KL must be positive.
-    from tests.fixtures.tiny import build_model
     from tunewise.evaluate import load_fine_tuned
+    from tunewise.testing import build_model
 
     folder = tmp_path / "model"
     build_model(len(tiny_tokenizer), seed=5).save_pretrained(folder)

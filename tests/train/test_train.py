@@ -43,7 +43,7 @@ def test_early_stopping_keeps_and_loads_the_best_checkpoint(tmp_path, tiny_base)
     losses = [v for _, v in result.val_loss]
     assert losses.index(min(losses)) < len(losses) - 1  # stopped after val loss stopped improving
     assert result.best_checkpoint.endswith(f"checkpoint-{2 * (losses.index(min(losses)) + 1)}")
-    saved = load_file(result.adapter_dir / "adapter_model.safetensors")
+    saved = load_file(result.weights_dir / "adapter_model.safetensors")
     best = load_file(f"{result.best_checkpoint}/adapter_model.safetensors")
     assert all(torch.equal(saved[k], best[k]) for k in best)
 
@@ -51,7 +51,7 @@ def test_early_stopping_keeps_and_loads_the_best_checkpoint(tmp_path, tiny_base)
 def test_full_fine_tuning_writes_a_model_folder_that_load_trained_finds(tmp_path, tiny_base):
     cfg = tiny_config(tmp_path, method="full")
     result = train(cfg, tiny_data(), tiny_base)
-    assert result.adapter_dir == cfg.run_dir / "model"
+    assert result.weights_dir == cfg.run_dir / "model"
     assert result.trainable_params == result.total_params
     assert list((cfg.run_dir / "model").glob("*.safetensors"))
     model = load_trained(cfg.run_dir, tiny_base.path)
@@ -63,7 +63,7 @@ def test_dora_trains_and_its_parameter_count_matches_the_estimator(tmp_path, tin
     cfg = tiny_config(tmp_path, method="dora", lora={"r": 4})
     result = train(cfg, tiny_data(), tiny_base)
     assert result.trainable_params == trainable_params(read_shape(tiny_base.path), "dora", 4)
-    assert any("lora_magnitude_vector" in k for k in load_file(result.adapter_dir / "adapter_model.safetensors"))
+    assert any("lora_magnitude_vector" in k for k in load_file(result.weights_dir / "adapter_model.safetensors"))
     model = load_trained(cfg.run_dir, tiny_base.path)
     assert model.peft_config["default"].use_dora
 

@@ -199,4 +199,5 @@ def prepare(cfg: RunConfig) -> PreparedData:
                    "method": f"{method}stratified by label where every row has one, seed {seed}"
                              + ("; test from data.test_paths" if official_test is not None else "") + grouped}
     card.leakage = leakage.to_json()
-    return PreparedData(train, val, test, labels, digest, rejected, card)
+    return PreparedData(train=train, val=val, test=test, labels=labels, content_hash=digest, rejected=rejected,
+                        card=card)

@@ -8,10 +8,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from tunewise.data.audit import Audit
 from tunewise.data.pii import NOT_DETECTED
 from tunewise.data.scan import ScanStats
+from tunewise.figures import pyplot, to_data_uri
 
 
 @dataclass
@@ -80,13 +82,7 @@ def build_card(stats: ScanStats, audit: Audit, content_hash: str, task: str, pii
 
 
 def _plots(card: DataCard) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tunewise.report.plots import _to_data_uri
-
+    plt = pyplot()
     out = {}
     counts = card.labels.get("counts") or {}
     if counts:
@@ -95,8 +91,7 @@ def _plots(card: DataCard) -> dict[str, str]:
         ax.barh([k for k, _ in items][::-1], [v for _, v in items][::-1], color="#1f77b4")
         ax.set_xlabel("rows")
         ax.tick_params(axis="y", labelsize=7 if len(items) > 20 else 9)
-        out["labels"] = _to_data_uri(fig)
-        plt.close(fig)
+        out["labels"] = to_data_uri(fig)
     hist = card.token_lengths.get("histogram")
     if hist:
         fig, ax = plt.subplots(figsize=(7, 3))
@@ -106,14 +101,11 @@ def _plots(card: DataCard) -> dict[str, str]:
         ax.set_xlabel(f"tokens ({card.token_lengths['tokenizer']}, with prompt framing)")
         ax.set_ylabel("rows")
         ax.legend()
-        out["tokens"] = _to_data_uri(fig)
-        plt.close(fig)
+        out["tokens"] = to_data_uri(fig)
     return out
 
 
 def write_card(card: DataCard, folder: Path) -> tuple[Path, Path]:
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
-
     folder.mkdir(parents=True, exist_ok=True)
     json_path, html_path = folder / "card.json", folder / "card.html"
     json_path.write_text(json.dumps(card.to_json(), indent=2, ensure_ascii=False), encoding="utf-8")

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
+from tunewise.config import FORMATS
 from tunewise.data.load import RawRow, Rejected, RowError, iter_rows
 from tunewise.data.records import Record
 
-FORMATS = ("chat", "alpaca", "prompt_completion", "sharegpt", "text_label")
 ROLES = {"system", "user", "assistant"}
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
                   "assistant": "assistant", "chatgpt": "assistant"}
@@ -59,7 +59,7 @@ def detect_format(rows: list[dict], mapping: dict[str, str], forced: str = "auto
                 "prompt_completion": ["prompt", "completion"], "text_label": ["text"]}
     if forced != "auto":
         return FileFormat(forced, candidates[forced])
-    for name in ("chat", "sharegpt", "alpaca", "prompt_completion", "text_label"):
+    for name in FORMATS:
         if all(candidates[name][f] in common for f in required[name]):
             return FileFormat(name, candidates[name])
     return None

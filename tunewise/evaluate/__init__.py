@@ -2,7 +2,7 @@
 test split, with bootstrap CIs, paired comparisons, inference cost, a forgetting check and a verdict.
 
 Entry points: `run_baselines(...)` (before training: it needs the untouched base model), then
-`evaluate(...) -> EvalResult`. `score_model(...)` scores one adapter alone, e.g. for a registry's gated
+`evaluate(...) -> EvalResult`. `score_model(...)` scores one fine-tuned model alone, e.g. for a registry's gated
 promotion; `compare_systems(a, b, metric)` is the paired bootstrap between two such results."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from tunewise.config import RunConfig
 from tunewise.data import PreparedData
 from tunewise.data.prompt import fine_tuned_labels
-from tunewise.data.records import Record
+from tunewise.errors import ConfigError
 from tunewise.evaluate.classical import classical_baseline, retrieval_baseline
 from tunewise.evaluate.compare import compare_systems, confidence_intervals, resample_indices
 from tunewise.evaluate.forgetting import ForgettingResult, check_forgetting
@@ -22,7 +22,7 @@ from tunewise.evaluate.results import HEADLINE, SECONDARY, Comparison, SystemRes
 from tunewise.evaluate.shots import choose_shots, resolve_selection, similar_shots, tfidf_shots
 from tunewise.evaluate.systems import score_llm
 from tunewise.evaluate.verdict import Verdict, make_verdict
-from tunewise.models import ResolvedModel, load_model, load_tokenizer
+from tunewise.models import ResolvedModel, has_adapter, load_model, load_tokenizer
 
 __all__ = [
     "Comparison",
@@ -30,10 +30,9 @@ __all__ = [
     "SystemResult",
     "compare_systems",
     "evaluate",
-    "evaluate_fine_tuned",
+    "load_fine_tuned",
     "run_baselines",
     "score_model",
-    "score_system",
     "summarize",
 ]
 
@@ -93,33 +92,22 @@ def load_fine_tuned(base: ResolvedModel, weights: Path, base_model=None):
     loaded, is reused and modified) or a full fine-tuned model folder (safetensors)."""
     weights = Path(weights)
     if (weights / "adapter_config.json").is_file():
-        from peft import PeftModel
+        from peft import PeftModel  # heavy
 
         return PeftModel.from_pretrained(base_model if base_model is not None else load_model(base.path), weights)
     if (weights / "config.json").is_file() and list(weights.glob("*.safetensors")):
         return load_model(weights)
-    from tunewise.errors import ConfigError
-
     raise ConfigError(f"{weights}: neither a PEFT adapter (adapter_config.json) nor a model folder "
                       "(config.json + safetensors)")
 
 
-def score_model(cfg: RunConfig, data: PreparedData, base: ResolvedModel, adapter_dir: Path, model=None,
+def score_model(cfg: RunConfig, data: PreparedData, base: ResolvedModel, weights: Path, model=None,
                 name: str = "fine_tuned") -> SystemResult:
-    """Score one fine-tuned adapter on the test split (per-example scores included). `model` may be the
-    in-memory PEFT model training returned."""
-    model = model if model is not None else load_fine_tuned(base, adapter_dir)
+    """Score one fine-tuned model (`weights`: its adapter or full-model folder) on the test split, per-example
+    scores included. `model` may be the in-memory model training returned."""
+    model = model if model is not None else load_fine_tuned(base, weights)
     return score_llm(name, cfg, data, model, load_tokenizer(base.path),
                      prompt_labels=fine_tuned_labels(cfg.task, data.labels))
-
-
-evaluate_fine_tuned = score_model  # the walking skeleton's name, kept for callers
-
-
-def score_system(name: str, cfg: RunConfig, data: PreparedData, model, tokenizer, shots: list[Record] = (),
-                 prompt_labels: list[str] | None = None) -> SystemResult:
-    """The walking skeleton's scorer (one shot list for every example), kept for callers (retrain)."""
-    return score_llm(name, cfg, data, model, tokenizer, [list(shots) for _ in data.test], prompt_labels)
 
 
 def summarize(cfg: RunConfig, systems: dict[str, SystemResult], forgetting: ForgettingResult | None = None
@@ -134,14 +122,16 @@ def summarize(cfg: RunConfig, systems: dict[str, SystemResult], forgetting: Forg
                    for name, s in systems.items() if name != "fine_tuned" and "fine_tuned" in systems
                    for m in metrics]
     verdict = make_verdict(systems, comparisons, forgetting)
-    return EvalResult(task, systems, ci, comparisons, forgetting, verdict, 0.95, cfg.eval.bootstrap_resamples)
+    return EvalResult(task=task, systems=systems, ci=ci, comparisons=comparisons, forgetting=forgetting,
+                      verdict=verdict, confidence=0.95, resamples=cfg.eval.bootstrap_resamples)
 
 
-def evaluate(cfg: RunConfig, data: PreparedData, base: ResolvedModel, adapter_dir: Path,
+def evaluate(cfg: RunConfig, data: PreparedData, base: ResolvedModel, weights: Path,
              baselines: dict[str, SystemResult], model=None, base_model=None) -> EvalResult:
-    """Score the fine-tuned model, check forgetting against its base, and compare with the baselines.
-    `base_model`: the base, for the forgetting check of a model with no adapter to switch off."""
-    model = model if model is not None else load_fine_tuned(base, adapter_dir)
+    """Score the fine-tuned model (`weights`: its adapter or full-model folder), check forgetting against its
+    base, and compare with the baselines. `base_model`: the base, for the forgetting check of a model with no
+    adapter to switch off."""
+    model = model if model is not None else load_fine_tuned(base, weights)
     tokenizer = load_tokenizer(base.path)
     systems = {**baselines, "fine_tuned": score_llm("fine_tuned", cfg, data, model, tokenizer,
                                                     prompt_labels=fine_tuned_labels(cfg.task, data.labels))}
@@ -149,7 +139,7 @@ def evaluate(cfg: RunConfig, data: PreparedData, base: ResolvedModel, adapter_di
     forgetting = None
     if cfg.eval.forgetting.enabled:
         # A non-PEFT model (full fine-tuning) has no adapter to switch off: load the base beside it.
-        if hasattr(model, "disable_adapter"):
+        if has_adapter(model):
             base_model = None
         elif base_model is None:
             base_model = load_model(base.path)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from tunewise.config import RunConfig
 from tunewise.data import PreparedData
 from tunewise.evaluate.cost import inference_cost
@@ -16,7 +14,7 @@ from tunewise.evaluate.metrics import (
     answer_scoring,
     classification_metrics,
     generation_examples,
-    resampled_generation,
+    generation_metrics,
 )
 from tunewise.evaluate.results import SystemResult
 from tunewise.evaluate.shots import tfidf_neighbours
@@ -25,9 +23,9 @@ RETRIEVAL = "TF-IDF nearest-neighbour retrieval"
 
 
 def classical_baseline(data: PreparedData, seed: int, prices: dict[str, float] | None = None) -> SystemResult:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
+    from sklearn.feature_extraction.text import TfidfVectorizer  # heavy
+    from sklearn.linear_model import LogisticRegression  # heavy
+    from sklearn.pipeline import make_pipeline  # heavy
 
     labels = data.labels or []
     # Word 1–2 grams with sublinear tf: the usual strong text-classification baseline.
@@ -58,8 +56,7 @@ def retrieval_baseline(cfg: RunConfig, data: PreparedData) -> SystemResult:
     refs = [r.answer for r in data.test]
     examples = generation_examples(preds, [r.all_references for r in data.test], [r.input_text for r in data.test],
                                    answer_scoring(cfg, data))
-    whole = np.arange(len(refs))[None, :]
-    metrics = {m: float(v[0]) for m, v in resampled_generation(examples, whole).items()}
+    metrics = generation_metrics(examples)
     n = len(preds)
     return SystemResult(
         name="classical", task=cfg.task.type, metrics=metrics, outputs=preds, predictions=preds, references=refs,

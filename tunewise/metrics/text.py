@@ -7,6 +7,7 @@ statistics, ROUGE and exact match are means of per-example values."""
 from __future__ import annotations
 
 import numpy as np
+from sacrebleu.metrics import BLEU, CHRF
 
 ROUGE_TYPES = {"rouge1": "rouge1", "rouge2": "rouge2", "rouge_l": "rougeL"}
 TEXT_METRICS = ["rouge1", "rouge2", "rouge_l", "bleu", "chrf", "exact_match"]
@@ -32,8 +33,7 @@ def text_examples(predictions: list[str], references: list[str] | list[list[str]
     """Per-example ROUGE F-measures against the best reference (max over references, as the E2E challenge
     scores ROUGE-L), exact match with any reference, and sacrebleu's sufficient statistics for corpus BLEU
     and chrF over all references."""
-    from rouge_score import rouge_scorer
-    from sacrebleu.metrics import BLEU, CHRF
+    from rouge_score import rouge_scorer  # heavy
 
     refs = as_reference_lists(references)
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES.values()), use_stemmer=True)
@@ -49,8 +49,6 @@ def text_examples(predictions: list[str], references: list[str] | list[list[str]
 
 def resampled_text(examples: dict[str, list], idx: np.ndarray) -> dict[str, np.ndarray]:
     """Every text metric on every resample (row of `idx`)."""
-    from sacrebleu.metrics import BLEU, CHRF
-
     out = {m: np.asarray(examples[m], dtype=float)[idx].mean(1) for m in (*ROUGE_TYPES, "exact_match")}
     for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
         sums = np.asarray(examples[f"{name}_stats"], dtype=float)[idx].sum(1)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from tunewise.errors import ConfigError
 from tunewise.report import plots
 from tunewise.report.review import export_review, review_rows
 
@@ -116,8 +117,6 @@ def write_report(run_dir: Path, n_samples: int = 10) -> Path:
     manifest = _json(run_dir / "manifest.json") or {}
     metrics = _json(run_dir / "metrics.json")
     if metrics is None:
-        from tunewise.errors import ConfigError
-
         raise ConfigError(f"{run_dir}: no readable metrics.json (run `tunewise eval` first)")
     train = _json(run_dir / "train_result.json")
     task = metrics.get("task") or manifest["task"]

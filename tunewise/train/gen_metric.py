@@ -8,13 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunewise.config import RunConfig
+from tunewise.data.encode import encode_prompt
 from tunewise.data.prompt import fine_tuned_labels, prompt_messages
 from tunewise.data.records import Record, group_references
 from tunewise.metrics import SlotChecker, TrainingMetric, score_generated, training_metric
 from tunewise.metrics.extraction import load_schema
 from tunewise.train.callbacks import answer_metrics
 from tunewise.train.decode import greedy_decode
-from tunewise.train.tokenize import encode_prompt
 
 
 @dataclass

@@ -25,7 +25,7 @@ class _Trainer(GuardedTrainer):
     eval_collator = None
 
     def _get_train_sampler(self, train_dataset=None):
-        from transformers.trainer_pt_utils import LengthGroupedSampler
+        from transformers.trainer_pt_utils import LengthGroupedSampler  # heavy
 
         sampler = super()._get_train_sampler(train_dataset)
         if isinstance(sampler, LengthGroupedSampler):
@@ -67,8 +67,8 @@ def _reporters(cfg: RunConfig, run_dir: Path) -> tuple[list[str], list]:
     names, callbacks = [], []
     # Rank 0 only: a writer opens its event file at once, and the others would leave empty ones beside it.
     if "tensorboard" in cfg.train.report_to and importlib.util.find_spec("tensorboard") and is_main_process():
-        from torch.utils.tensorboard import SummaryWriter
-        from transformers.integrations import TensorBoardCallback
+        from torch.utils.tensorboard import SummaryWriter  # heavy
+        from transformers.integrations import TensorBoardCallback  # heavy
 
         # Our own writer: Trainer's default folder is inside checkpoints/, which a fresh run clears.
         callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(run_dir / "tensorboard"))))
@@ -82,7 +82,7 @@ def _reporters(cfg: RunConfig, run_dir: Path) -> tuple[list[str], list]:
 
 
 def _checkpointing(on: bool) -> dict:
-    from transformers import TrainingArguments
+    from transformers import TrainingArguments  # heavy
 
     # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing; accept both.
     name = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ \
@@ -112,7 +112,7 @@ def training_args(cfg: RunConfig, out_dir: Path, device: str, packing: bool, has
     fsdp_layers: the decoder layer class names FSDP wraps one by one. micro_batch: the fast path's split of
     each device batch (train.fast.micro_batch_size): more accumulation steps of fewer examples, the same
     examples per optimizer step."""
-    from transformers import TrainingArguments
+    from transformers import TrainingArguments  # heavy
 
     t = cfg.train
     micro = micro_batch or t.batch_size
@@ -155,8 +155,8 @@ def training_args(cfg: RunConfig, out_dir: Path, device: str, packing: bool, has
 def build_trainer(cfg: RunConfig, model, tokenizer, enc, out_dir: Path, device: str, packing: bool,
                   callbacks: list, trainer_checkpointing: bool | None = None,
                   micro_batch: int | None = None) -> GuardedTrainer:
-    from transformers import EarlyStoppingCallback
-    from transformers.trainer_callback import ProgressCallback
+    from transformers import EarlyStoppingCallback  # heavy
+    from transformers.trainer_callback import ProgressCallback  # heavy
 
     has_val = bool(enc.val)
     layers = sorted(getattr(model, "_no_split_modules", None) or [])  # the decoder layer, e.g. LlamaDecoderLayer

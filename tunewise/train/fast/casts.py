@@ -14,6 +14,7 @@ forwards with gradients on use the cache; evaluation casts afresh."""
 from __future__ import annotations
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 _steps = [0]
 _hooked = [False]
@@ -26,8 +27,6 @@ def _count_step(*_args, **_kwargs) -> None:
 def watch_optimizer_steps() -> None:
     """Register the global optimizer step hook once per process."""
     if not _hooked[0]:
-        from torch.optim.optimizer import register_optimizer_step_post_hook
-
         register_optimizer_step_post_hook(_count_step)
         _hooked[0] = True
 

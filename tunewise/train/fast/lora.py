@@ -12,6 +12,7 @@ gradients."""
 from __future__ import annotations
 
 from types import MethodType
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -26,7 +27,8 @@ from tunewise.train.fast.casts import cast, watch_optimizer_steps
 _OUT_DTYPE_MM = [None]  # whether torch.mm(..., out_dtype=) runs here (CUDA: bf16 in, fp32 out); None: untried
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the products with `x` run in: autocast's where it is on, else x's own."""
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return x.dtype
@@ -111,7 +113,7 @@ class LoraLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, x_drop, weight, bias, lora_a, lora_b, scaling: float, casts: dict | None = None,
                 nodes: tuple | None = None):
-        dt = _compute_dtype(x)
+        dt = compute_dtype(x)
         in_shape = x.shape
         x2 = x.reshape(-1, in_shape[-1])
         if x2.dtype != dt:
@@ -173,12 +175,26 @@ def adapter_state(layer) -> tuple:
             tuple(layer.scaling.items()))
 
 
-class Transient:
-    """Holds a cached plan on a module; a deep copy or pickle of the module gets an empty one (the plan holds
-    autograd nodes of the original's parameters), and the copy builds its own on first use."""
+class LoraPlan(NamedTuple):
+    """What the fused forward of one fusable LoRA layer needs (a NamedTuple: read on every call, kept cheap)."""
 
-    def __init__(self, value=None):
-        self.value = value
+    name: str  # the adapter's name
+    weight: torch.Tensor  # the frozen base weight
+    bias: torch.Tensor | None
+    lora_a: torch.Tensor
+    lora_b: torch.Tensor
+    scaling: float
+    dropout: nn.Module | None  # None where LoRA dropout is off
+    nodes: tuple | None  # the A/B gradient nodes (grad_nodes), None where our GEMMs may not accumulate
+
+
+class Transient:
+    """Holds a cached plan and the adapter state it was made for, on a module; a deep copy or pickle of the
+    module gets an empty one (the plan holds autograd nodes of the original's parameters), and the copy builds
+    its own on first use."""
+
+    def __init__(self, state: tuple | None = None, plan=None):
+        self.state, self.plan = state, plan
 
     def __deepcopy__(self, memo):
         return Transient()
@@ -187,42 +203,43 @@ class Transient:
         return (Transient, ())
 
 
-def lora_plan(layer) -> tuple | None:
-    """(name, weight, bias, A, B, scaling, dropout or None, A/B gradient nodes or None) of a fusable layer,
-    else None; cached per adapter state."""
+def lora_plan(layer) -> LoraPlan | None:
+    """The plan of a fusable layer, else None; cached per adapter state."""
     state = adapter_state(layer)
     hit = layer.__dict__.get("_tw_plan")
-    if hit is not None and hit.value is not None and hit.value[0] == state:
-        plan = hit.value[1]
-        if plan is None or not plan[1].requires_grad:  # a base weight unfrozen since: plan again (unfusable)
+    if hit is not None and hit.state == state:
+        plan = hit.plan
+        if plan is None or not plan.weight.requires_grad:  # a base weight unfrozen since: plan again (unfusable)
             return plan
     name = _fusable(layer)
     plan = None
     if name is not None:
         base, dropout = layer.base_layer, layer.lora_dropout[name]
-        drop = None if isinstance(dropout, nn.Identity) or dropout.p == 0 else dropout
         a, b = layer.lora_A[name].weight, layer.lora_B[name].weight
-        plan = (name, base.weight, base.bias, a, b, float(layer.scaling[name]), drop, grad_nodes((a, b)))
-    layer.__dict__["_tw_plan"] = Transient((state, plan))
+        plan = LoraPlan(name=name, weight=base.weight, bias=base.bias, lora_a=a, lora_b=b,
+                        scaling=float(layer.scaling[name]),
+                        dropout=None if isinstance(dropout, nn.Identity) or dropout.p == 0 else dropout,
+                        nodes=grad_nodes((a, b)))
+    layer.__dict__["_tw_plan"] = Transient(state, plan)
     return plan
 
 
 def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     plan = None if (args or kwargs) else lora_plan(self)
-    if plan is None or plan[5] == 0:
+    if plan is None or plan.scaling == 0:
         return type(self).forward(self, x, *args, **kwargs)
-    _, weight, bias, lora_a, lora_b, scaling, dropout, nodes = plan
     train = self.training and torch.is_grad_enabled()
-    x_drop = dropout(x) if dropout is not None and self.training else None
+    x_drop = plan.dropout(x) if plan.dropout is not None and self.training else None
     casts = self.__dict__.setdefault("_tw_casts", {}) if train else None
-    return LoraLinear.apply(x, x_drop, weight, bias, lora_a, lora_b, scaling, casts, nodes if train else None)
+    return LoraLinear.apply(x, x_drop, plan.weight, plan.bias, plan.lora_a, plan.lora_b, plan.scaling, casts,
+                            plan.nodes if train else None)
 
 
 def fuse_lora_layers(model) -> int:
     """Route every PEFT lora.Linear of `model` through LoraLinear (per instance; PEFT's own forward is the
     fallback whenever a layer is merged, disabled, DoRA, multi-adapter or quantised). Returns how many."""
     try:
-        from peft.tuners.lora.layer import Linear as LoraLinearLayer
+        from peft.tuners.lora.layer import Linear as LoraLinearLayer  # heavy
     except ImportError:
         return 0
     watch_optimizer_steps()

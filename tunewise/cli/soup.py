@@ -1,5 +1,4 @@
-"""`tunewise soup`: a thin shell over `tunewise.soup.make_soup`, kept beside cli.py (which is long already).
-Imported by cli.py, which owns the app."""
+"""`tunewise soup`: a thin shell over `tunewise.soup.make_soup`."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from tunewise.cli import app, console, friendly_errors
+from tunewise.cli.common import console
 from tunewise.config import load_config, parse_overrides
 
 
@@ -16,8 +15,6 @@ def _score(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
-@app.command("soup")
-@friendly_errors
 def soup_cmd(config: Path = typer.Argument(..., help="YAML run config: its validation split scores the ingredients"),
              ingredients: list[Path] = typer.Argument(..., help="fine-tuned model, adapter or run folders"),
              out: Path | None = typer.Option(None, "--out", help="where the soup goes (default: runs/<name>/model)"),
@@ -26,7 +23,7 @@ def soup_cmd(config: Path = typer.Argument(..., help="YAML run config: its valid
              force: bool = typer.Option(False, "--force", help="replace a non-empty --out"),
              set_: list[str] = typer.Option([], "--set", help="override a key: --set name=banking77-soup")) -> None:
     """Average fine-tuned models of one recipe into one model of the same size (a model soup)."""
-    from tunewise.pipeline import RunFolder, stage_data, stage_model
+    from tunewise.pipeline import RunFolder, stage_data, stage_model  # heavy
     from tunewise.soup import make_soup
 
     cfg = load_config(config, parse_overrides(set_))

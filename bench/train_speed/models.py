@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import csv
 import random
+import tempfile
 from pathlib import Path
 
 import torch
 
-from bench.train_speed_lib import LLAMA3_8B, TINY, build_llama, flops_per_token, prepare, train_loop
+from bench.train_speed.lib import build_llama, flops_per_token, prepare, train_loop
+from bench.train_speed.rows import LLAMA3_8B, SIDES, TINY
+from tunewise.testing import save_tiny_model
 
 SAVED = {False: Path("/tmp/tunewise-bench-llama3-8b-random"), True: Path("/tmp/tunewise-bench-tiny-random")}
 
@@ -47,10 +50,6 @@ def _banking77_rows(path: str | None, tiny: bool) -> list[tuple[str, str]]:
 
 def _model_and_tokenizer(spec: dict):
     if spec["tiny"]:
-        import tempfile
-
-        from tests.fixtures.tiny import save_tiny_model
-
         folder = save_tiny_model(Path(tempfile.mkdtemp()))
     else:
         from tunewise.models import resolve_model
@@ -83,7 +82,6 @@ def _encode(spec: dict, tokenizer) -> list[dict]:
 def measure_banking77(spec: dict, row, side: str) -> dict:
     """Full fine-tuning, batch 32: plain = padded batches (random order), tunewise = the same
     examples per step, packed padding-free. tok/s counts real tokens only, on both sides."""
-    from bench.train_speed_lib import SIDES
     from tunewise.train.tokenize import PadCollator, packed_collator
 
     model, tok = _model_and_tokenizer(spec)

@@ -5,10 +5,10 @@ backward (or its norm, attention, MLP) is measured on its own; then the same pie
 sleep, timed between CUDA events, for its GPU time. (A whole forward cannot be measured this way: its ~1,500
 kernels overflow the launch queue, and the host then waits for the GPU.) When a piece's host time is close
 to its GPU time, host hiccups (other processes, page faults, collections) become GPU idle time. Same model
-and sides as bench/train_speed.py; --tiny runs the toy model on the CPU (a check of the script only).
+and sides as `python -m bench.train_speed`; --tiny runs the toy model on the CPU (a check of the script only).
 
-  python bench/host_overhead.py --sides base,t-mb2-rc,t-mb2        # one H100, ~2 min
-  python bench/host_overhead.py --sides t-mb2-rc --pyprof          # + where the host time goes, per function
+  python -m bench.train_speed.host_overhead --sides base,t-mb2-rc,t-mb2   # one H100, ~2 min
+  python -m bench.train_speed.host_overhead --sides t-mb2-rc --pyprof     # + where the host time goes
 """
 
 from __future__ import annotations
@@ -16,15 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from bench.train_speed_lib import LLAMA3_8B, TINY, build_llama, prepare, random_batches  # noqa: E402
+from bench.train_speed.lib import build_llama, prepare, random_batches
+from bench.train_speed.rows import LLAMA3_8B, TINY
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -287,18 +286,17 @@ def main() -> None:
     if args.worker:
         print(json.dumps(measure(args.worker, args.seq, 4, args.micro, args.reps, args.tiny)), flush=True)
         return
-    import subprocess
-
     parts = ("layer_fwd", "layer_bwd", "norm_fwd", "attention_fwd", "mlp_fwd", "qkv_fwd", "rope_fwd", "sdpa_fwd",
              "o_proj_fwd")
     print("| side | tokens | " + " | ".join(f"{p} host / GPU ms" for p in parts) + " |")
     print("|---|---|" + "---|" * len(parts))
     profiles = []
     for side in args.sides.split(","):
-        proc = subprocess.run([sys.executable, __file__, "--worker", side, "--seq", str(args.seq),
-                               "--micro", str(args.micro), "--reps", str(args.reps)] + ["--tiny"] * args.tiny
-                              + ["--pyprof"] * args.pyprof,
-                              capture_output=True, text=True, timeout=300)
+        # The child inherits the working directory and PYTHONPATH, so `-m` finds this same package.
+        cmd = [sys.executable, "-m", "bench.train_speed.host_overhead", "--worker", side, "--seq", str(args.seq),
+               "--micro", str(args.micro), "--reps", str(args.reps)]
+        cmd += ["--tiny"] * args.tiny + ["--pyprof"] * args.pyprof
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
         if not lines:
             print(f"| {side} | error: {(proc.stderr or '').strip().splitlines()[-1:]} |")

@@ -4,10 +4,9 @@ import json
 
 from typer.testing import CliRunner
 
-from tests.fixtures.tasks import tiny_config
-from tests.fixtures.tiny import save_tiny_model
 from tunewise.cli import app
 from tunewise.config import dump_config
+from tunewise.testing import save_tiny_model, tiny_config
 
 runner = CliRunner()
 

@@ -5,10 +5,10 @@ module-global), on identical random weights and token batches (same seeds). Rows
 measured; the markdown table (and a JSONL with every step) is rewritten after every row.
 
 GPU (the issue's setting: Llama-3-8B shape, random weights, LoRA r=16 all-linear, bf16, AdamW, SDPA):
-  python bench/train_speed.py --rows lora-2048x4-gc,lora-2048x2,lora-4096x1-gc   # the three issue rows
-  python bench/train_speed.py --rows ablate-2048x4-gc --sides base,t-none,t-loss,t-liger-loss,t-kernels
-  python bench/train_speed.py --rows qlora-2048x1 | maxctx | banking77 --banking77 PATH/train.csv
-CPU check at toy size: python bench/train_speed.py --tiny --rows all"""
+  python -m bench.train_speed --rows lora-2048x4-gc,lora-2048x2,lora-4096x1-gc   # the three issue rows
+  python -m bench.train_speed --rows ablate-2048x4-gc --sides base,t-none,t-loss,t-liger-loss,t-kernels
+  python -m bench.train_speed --rows qlora-2048x1 | maxctx | banking77 --banking77 PATH/train.csv
+CPU check at toy size: python -m bench.train_speed --tiny --rows all"""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.train_speed_lib import ROWS, SIDES, Row, measure, probe_max_context  # noqa: E402
+from bench import RESULTS
+from bench.train_speed.measure import measure, probe_max_context
+from bench.train_speed.rows import ROWS, SIDES, Row
 
 HEADER = (
     "| configuration | side | baseline tok/s | tunewise tok/s | ratio | ratio of median steps | baseline GiB | "
@@ -31,9 +32,10 @@ HEADER = (
 
 
 def _worker(spec: dict, timeout: int) -> dict:
-    """One measurement in a fresh process; its last stdout line is the result JSON."""
+    """One measurement in a fresh process; its last stdout line is the result JSON. The child inherits this
+    process's working directory and PYTHONPATH, so `-m bench.train_speed` finds the same package."""
     env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "bench.train_speed", "--worker", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -97,12 +99,13 @@ def run_rows(args) -> None:
         or (
             Path(os.environ["OUT"]) / "train_speed.md"
             if os.environ.get("OUT")
-            else "bench/train_speed_results.md"
+            else RESULTS / "train_speed" / f"{time.strftime('%Y-%m-%d_%H%M')}.md"
         )
     )
+    out.parent.mkdir(parents=True, exist_ok=True)
     toy = "TOY MODEL (--tiny), not 8B; " if args.tiny else ""
     meta = (
-        f"bench/train_speed.py {' '.join(sys.argv[1:])}  ({toy}{time.strftime('%Y-%m-%d %H:%M')}; "
+        f"python -m bench.train_speed {' '.join(sys.argv[1:])}  ({toy}{time.strftime('%Y-%m-%d %H:%M')}; "
         f"MFU = model FLOPs without recompute / {args.peak_tflops} TFLOP/s; "
         f"tok/s over {args.steps} timed steps)"
     )
@@ -161,7 +164,9 @@ def run_rows(args) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.train_speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rows", default="lora-2048x4-gc", help=f"comma list or 'all': {', '.join(ROWS)}")
     ap.add_argument(
         "--sides", default=None, help=f"tunewise variants to run (default: the row's): {', '.join(SIDES)}"
@@ -183,7 +188,9 @@ def main() -> None:
     ap.add_argument("--ctx-hi", type=int, default=131072)
     ap.add_argument("--ctx-budget", type=float, default=420.0, help="seconds the max-context search may take")
     ap.add_argument("--timeout", type=int, default=540, help="seconds per measurement process")
-    ap.add_argument("--out", default=None, help="markdown file (default $OUT/train_speed.md or bench/)")
+    ap.add_argument(
+        "--out", default=None, help="markdown file (default $OUT/train_speed.md, else bench/results/train_speed/)"
+    )
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:

@@ -1,9 +1,9 @@
 """Host time per call of the operations the fast path's LoRA layers and kernels launch, at Llama-3-8B shapes
 (4,096 tokens per micro-step): each op is called 100 times while the GPU is kept busy (torch.cuda._sleep),
 so the time is the host's alone (Python, dispatch, cuBLAS/Triton launch), not the kernel's. A price list to
-design against: the fast path is host-bound in backward (bench/host_overhead.py).
+design against: the fast path is host-bound in backward (`python -m bench.train_speed.host_overhead`).
 
-  python bench/host_prices.py          # one H100, ~20 s
+  python -m bench.train_speed.host_prices          # one H100, ~20 s
 """
 
 from __future__ import annotations

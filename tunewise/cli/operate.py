@@ -1,5 +1,5 @@
-"""The operate commands (registry, keys, serve, feedback, monitor, retrain, export): a thin shell like cli.py,
-kept in its own file so cli.py stays short. Imported by cli.py, which owns the app."""
+"""The operate commands: registry, keys, serve, feedback, monitor, retrain, export. Each needs the registry extra
+(`serve` and `keys` the serve extra too), so their stage imports stay inside the commands."""
 
 from __future__ import annotations
 
@@ -8,17 +8,12 @@ import os
 from pathlib import Path
 
 import typer
+import yaml
 from rich.table import Table
 
-from tunewise.cli import app, console, friendly_errors
+from tunewise.cli.common import console
 from tunewise.config import OperateConfig, load_operate_config
-
-registry_app = typer.Typer(no_args_is_help=True, help="Registered datasets, runs and models; promote and roll back.")
-keys_app = typer.Typer(no_args_is_help=True, help="API keys for `tunewise serve` (stored hashed).")
-feedback_app = typer.Typer(no_args_is_help=True, help="User feedback collected by the server.")
-app.add_typer(registry_app, name="registry")
-app.add_typer(keys_app, name="keys")
-app.add_typer(feedback_app, name="feedback")
+from tunewise.errors import ConfigError
 
 CONFIG = typer.Option(None, "--config", "-c", help="YAML with registry/serve/monitor sections (or a run config)")
 
@@ -28,13 +23,11 @@ def _operate(config: Path | None) -> OperateConfig:
 
 
 def _registry(config: Path | None):
-    from tunewise.registry import open_registry
+    from tunewise.registry import open_registry  # extra
 
     return open_registry(_operate(config).registry)
 
 
-@registry_app.command("register")
-@friendly_errors
 def registry_register(run_dir: Path = typer.Argument(..., help="a finished run folder, e.g. runs/demo"),
                       name: str | None = typer.Option(None, help="model name (default: the run's name)"),
                       config: Path | None = CONFIG) -> None:
@@ -43,8 +36,6 @@ def registry_register(run_dir: Path = typer.Argument(..., help="a finished run f
     console.print(f"registered {m.ref} (candidate); dataset {m.dataset_hash[:12]}, metrics {m.metrics}")
 
 
-@registry_app.command("list")
-@friendly_errors
 def registry_list(config: Path | None = CONFIG) -> None:
     """Every registered model, with its aliases."""
     reg = _registry(config)
@@ -60,8 +51,6 @@ def registry_list(config: Path | None = CONFIG) -> None:
     console.print(table)
 
 
-@registry_app.command("show")
-@friendly_errors
 def registry_show(ref: str = typer.Argument("production", help="alias, name or name:vN"),
                   config: Path | None = CONFIG) -> None:
     """A model with its lineage: run, dataset version (and its parents), parent model, alias history."""
@@ -82,8 +71,6 @@ def registry_show(ref: str = typer.Argument("production", help="alias, name or n
         "alias_events": events}, default=str))
 
 
-@registry_app.command("promote")
-@friendly_errors
 def registry_promote(ref: str = typer.Argument("candidate", help="alias, name or name:vN"),
                      force: bool = typer.Option(False, help="promote even if the gate says no (needs --reason)"),
                      reason: str | None = typer.Option(None, help="recorded with the promotion"),
@@ -96,8 +83,6 @@ def registry_promote(ref: str = typer.Argument("candidate", help="alias, name or
                   + (" [yellow](forced)[/]" if force else ""))
 
 
-@registry_app.command("rollback")
-@friendly_errors
 def registry_rollback(reason: str | None = typer.Option(None, help="recorded with the rollback"),
                       config: Path | None = CONFIG) -> None:
     """Restore the previous production model."""
@@ -105,38 +90,30 @@ def registry_rollback(reason: str | None = typer.Option(None, help="recorded wit
     console.print(f"[green]rolled back[/]: production is {change.model.ref} again (was {change.previous.ref})")
 
 
-@keys_app.command("create")
-@friendly_errors
 def keys_create(name: str = typer.Argument(..., help="who the key is for"), config: Path | None = CONFIG) -> None:
     """Create an API key; it is printed once and stored only as a hash."""
-    from tunewise.serve.auth import create_key
+    from tunewise.serve.auth import create_key  # extra
 
     key = create_key(_registry(config).engine, name)
     console.print(f"API key for {name} (shown once, store it now):")
     console.print(key, highlight=False, soft_wrap=True)
 
 
-@keys_app.command("list")
-@friendly_errors
 def keys_list(config: Path | None = CONFIG) -> None:
     """API keys by name (never the keys themselves)."""
-    from tunewise.serve.auth import list_keys
+    from tunewise.serve.auth import list_keys  # extra
 
     for k in list_keys(_registry(config).engine):
         console.print(f"{k['id']:>4}  {k['name']:<30} {'revoked' if k['revoked'] else 'active'}  {k['created_at']}")
 
 
-@keys_app.command("revoke")
-@friendly_errors
 def keys_revoke(name: str = typer.Argument(...), config: Path | None = CONFIG) -> None:
     """Revoke every active key of `name`; the server refuses them from the next request on."""
-    from tunewise.serve.auth import revoke_key
+    from tunewise.serve.auth import revoke_key  # extra
 
     console.print(f"revoked {revoke_key(_registry(config).engine, name)} key(s) of {name}")
 
 
-@app.command("serve")
-@friendly_errors
 def serve_cmd(config: Path | None = CONFIG,
               host: str | None = typer.Option(None, help="default: serve.host (127.0.0.1)"),
               port: int | None = typer.Option(None, help="default: serve.port (8000)"),
@@ -146,7 +123,7 @@ def serve_cmd(config: Path | None = CONFIG,
     # threads and to other processes. On 2 shared cores (load ~5), a 16-request batch took 13-32 s wall and
     # 9-15 CPU-s with the default policy, 5 s and 2.7 CPU-s with PASSIVE. Set the variable to override.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from tunewise.serve import serve
+    from tunewise.serve import serve  # extra
 
     cfg = _operate(config)
     updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
@@ -156,15 +133,13 @@ def serve_cmd(config: Path | None = CONFIG,
     serve(cfg)
 
 
-@feedback_app.command("export")
-@friendly_errors
 def feedback_export(out: Path = typer.Argument(..., help="JSONL file for the dataset rows"),
                     model: str | None = typer.Option(None, help="only feedback on this model name"),
                     only_new: bool = typer.Option(False, help="skip feedback exported before"),
                     mark: bool = typer.Option(False, help="mark the exported feedback as exported"),
                     config: Path | None = CONFIG) -> None:
     """Turn user corrections into canonical dataset rows ({"messages", "label"})."""
-    from tunewise.monitor.feedback import export_feedback
+    from tunewise.monitor.feedback import export_feedback  # extra
 
     res = export_feedback(_registry(config).engine, out, model, only_new, mark)
     console.print(f"{res.rows} correction rows → {res.path}")
@@ -172,12 +147,10 @@ def feedback_export(out: Path = typer.Argument(..., help="JSONL file for the dat
         console.print(f"[yellow]{res.unredacted} rows were logged before PII redaction was available[/]")
 
 
-@app.command("monitor")
-@friendly_errors
 def monitor_cmd(out: Path = typer.Option(Path("monitor"), help="folder for monitor.html and monitor.json"),
                 config: Path | None = CONFIG) -> None:
     """Drift of recent traffic against the production model's training data; says if retraining is due."""
-    from tunewise.monitor import monitor
+    from tunewise.monitor import monitor  # extra
     from tunewise.registry import open_registry
 
     cfg = _operate(config)
@@ -192,17 +165,12 @@ def monitor_cmd(out: Path = typer.Option(Path("monitor"), help="folder for monit
     console.print(f"report: {res.report}")
 
 
-@app.command("retrain")
-@friendly_errors
 def retrain_cmd(train_config: Path | None = typer.Option(
                     None, help="run config for the candidate (its data section is replaced); default: production's"),
                 name: str | None = typer.Option(None, help="run name (default: <model>-retrain-v<N>)"),
                 config: Path | None = CONFIG) -> None:
     """Production's data + feedback corrections → train a candidate → promote only if it is better."""
-    import yaml
-
-    from tunewise.errors import ConfigError
-    from tunewise.retrain import retrain
+    from tunewise.retrain import retrain  # extra
 
     raw = None
     if train_config is not None:
@@ -221,15 +189,13 @@ def retrain_cmd(train_config: Path | None = typer.Option(
                   else f"[yellow]not promoted[/]: {res.reason}")
 
 
-@app.command("export")
-@friendly_errors
 def export_cmd(ref: str = typer.Argument("production", help="alias, name or name:vN"),
                out: Path = typer.Option(Path("export"), help="output folder"),
                gguf: bool = typer.Option(False, help="also write a GGUF file for llama.cpp / Ollama"),
                f16: bool = typer.Option(False, help="GGUF weights in F16 (default F32)"),
                config: Path | None = CONFIG) -> None:
     """Merge a registered adapter into its base model (safetensors) and optionally write GGUF."""
-    from tunewise.export import export_model
+    from tunewise.export import export_model  # extra
 
     res = export_model(_registry(config), ref, out, gguf, f16)
     console.print(f"{res.model}: merged safetensors → {res.merged_dir}")

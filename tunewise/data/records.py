@@ -60,7 +60,7 @@ def group_references(records: list[Record]) -> list[Record]:
         key = json.dumps(r.prompt_messages, sort_keys=True, ensure_ascii=False)
         first = groups.get(key)
         if first is None:
-            groups[key] = Record(r.messages, r.label, dict(r.meta), r.all_references)
+            groups[key] = Record(messages=r.messages, label=r.label, meta=dict(r.meta), references=r.all_references)
             continue
         first.references.extend(x for x in r.all_references if x not in first.references)
         first.meta["rows"] = first.meta.get("rows", 1) + 1

@@ -21,4 +21,5 @@ def generate(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_toke
              batch_size: int = 16, desc: str = "generating") -> Generations:
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
     out = greedy_decode(model, tokenizer, encoded, max_new_tokens, batch_size, desc)
-    return Generations(out.texts, [len(e) for e in encoded], out.generated_tokens, out.seconds)
+    return Generations(texts=out.texts, prompt_tokens=[len(e) for e in encoded],
+                       generated_tokens=out.generated_tokens, seconds=out.seconds)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from tunewise.config import RunConfig
 from tunewise.data import PreparedData
-from tunewise.metrics.extraction import EXTRACTION_METRICS, extraction_examples, load_schema, resampled_extraction
+from tunewise.metrics.extraction import extraction_examples, load_schema, resampled_extraction
 from tunewise.metrics.slots import SlotChecker, looks_like_mr, resampled_slots, slot_examples
 from tunewise.metrics.text import TEXT_METRICS, resampled_text, text_examples
 from tunewise.metrics.user import metric_key, resampled_user
@@ -21,7 +21,6 @@ from tunewise.metrics.user import metric_key, resampled_user
 INVALID = "<invalid>"
 CLASSIFICATION_METRICS = ["accuracy", "macro_f1", "micro_f1", "invalid_rate"]
 GENERATION_METRICS = [*TEXT_METRICS, "perplexity", "slot_error_rate"]
-EXTRACTION_METRICS_ALL = [*EXTRACTION_METRICS, "json_schema_valid", "perplexity"]
 
 
 def _norm(s: str) -> str:
@@ -99,7 +98,6 @@ class AnswerScoring:
     task: str
     slots: SlotChecker | None = None  # slot error rate on (data-to-text inputs)
     schema: dict | None = None  # extraction: the JSON Schema outputs must satisfy
-    user_metrics: list[str] = field(default_factory=list)  # module:function specs
 
 
 def answer_scoring(cfg: RunConfig, data: PreparedData) -> AnswerScoring:
@@ -111,14 +109,14 @@ def answer_scoring(cfg: RunConfig, data: PreparedData) -> AnswerScoring:
         if on is True or all(looks_like_mr(r.input_text) for r in data.test):
             slots = SlotChecker.from_inputs(r.input_text for r in [*data.train, *data.val, *data.test])
     schema = load_schema(cfg.task.json_schema) if cfg.task.type == "extraction" else None
-    return AnswerScoring(cfg.task.type, slots, schema, list(cfg.eval.metrics))
+    return AnswerScoring(task=cfg.task.type, slots=slots, schema=schema)
 
 
 def generation_examples(predictions: list[str], references: list[str] | list[list[str]],
                         inputs: list[str] | None = None, scoring: AnswerScoring | None = None) -> dict[str, list]:
     """Per-example statistics of every metric of the task: text metrics (generation; `references` may hold
     several per example), slot errors (with `scoring.slots` and the `inputs`), JSON fields (extraction)."""
-    scoring = scoring or AnswerScoring("generation")
+    scoring = scoring or AnswerScoring(task="generation")
     if scoring.task == "extraction":
         first = [r if isinstance(r, str) else r[0] for r in references]
         return extraction_examples(predictions, first, scoring.schema)

@@ -45,15 +45,15 @@ def training_metric(name: str, task: str | None = None) -> TrainingMetric:
     """Resolve `eval_loss`, `rouge_l`, `eval_bleu`, `my_metrics:recall`, ...; ValueError names the choices."""
     bare = name.removeprefix("eval_")
     if bare in TEACHER_FORCED:
-        return TrainingMetric(bare, f"eval_{bare}", False)
+        return TrainingMetric(name=bare, key=f"eval_{bare}", generated=False)
     if is_user_metric(name):
-        return TrainingMetric(name, f"eval_{metric_key(name)}", True)
+        return TrainingMetric(name=name, key=f"eval_{metric_key(name)}", generated=True)
     if bare not in GENERATED:
         raise ValueError(f"unknown metric {name!r}: use eval_loss, eval_answer_exact_match, one of "
                          f"{', '.join(sorted(GENERATED))}, or module:function")
     if task is not None and task not in GENERATED[bare]:
         raise ValueError(f"{bare} is a metric of {' or '.join(GENERATED[bare])} tasks, not {task}")
-    return TrainingMetric(bare, f"eval_{bare}", True)
+    return TrainingMetric(name=bare, key=f"eval_{bare}", generated=True)
 
 
 def score_generated(name: str, predictions: list[str], references: list[list[str]], inputs: list[str],

@@ -202,14 +202,15 @@ class SlotChecker:
         for i, (attr, value) in enumerate(slots):
             family, norm = _family(attr), normalise(value).strip()
             held.setdefault(family, set()).add(norm)
-            cands += [_Candidate(s, e, family, norm, f"{attr}[{value}]", i)
+            cands += [_Candidate(start=s, end=e, family=family, value=norm, label=f"{attr}[{value}]", slot=i)
                       for s, e in self._value_spans(attr, value, text)]
         for family, values in self.known.items():
             for norm, label in values.items():
                 if norm in held.get(family, set()) or (family, norm) in GENERIC:
                     continue
                 attr = label.rsplit("[", 1)[0]
-                cands += [_Candidate(s, e, family, norm, label, None) for s, e in self._value_spans(attr, norm, text)]
+                cands += [_Candidate(start=s, end=e, family=family, value=norm, label=label, slot=None)
+                          for s, e in self._value_spans(attr, norm, text)]
         # Input values first, then the longest match: a match inside a longer one is part of it.
         # Then a value written out in the match ("high customer rating" names high, not its band's 5 out of 5).
         cands.sort(key=lambda c: (c.slot is None, c.start - c.end, c.value not in text[c.start: c.end], c.start))
@@ -224,7 +225,8 @@ class SlotChecker:
             else:
                 added.setdefault(c.label, c.start)
         missing = [f"{a}[{v}]" for i, (a, v) in enumerate(slots) if i not in realised]
-        return SlotResult(len(slots), missing, sorted(added, key=added.get))  # additions in the order written
+        # Additions in the order the output writes them.
+        return SlotResult(slots=len(slots), missing=missing, added=sorted(added, key=added.get))
 
 
 def slot_examples(checker: SlotChecker, inputs: list[str], predictions: list[str]) -> dict[str, list]:

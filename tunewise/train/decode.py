@@ -50,4 +50,4 @@ def greedy_decode(model, tokenizer, encoded: list[list[int]], max_new_tokens: in
                 n = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
                 gen_counts[i] = n
                 texts[i] = tokenizer.decode(row[:n], skip_special_tokens=True).strip()
-    return Decoded(texts, gen_counts, time.perf_counter() - start)
+    return Decoded(texts=texts, generated_tokens=gen_counts, seconds=time.perf_counter() - start)

@@ -47,7 +47,8 @@ def val_answers(cfg: RunConfig, train: list[Record], val: list[Record], labels: 
     schema = load_schema(cfg.task.json_schema) if cfg.task.type == "extraction" else None
     # Room for a little more than the longest reference: a model that rambles is cut off, not waited for.
     new_tokens = cfg.eval.max_new_tokens or longest + 16
-    return ValAnswers(metric, prompts, refs, [r.input_text for r in grouped], new_tokens, slots, schema)
+    return ValAnswers(metric=metric, prompts=prompts, references=refs, inputs=[r.input_text for r in grouped],
+                      max_new_tokens=new_tokens, slots=slots, schema=schema)
 
 
 class GeneratedMetric:

@@ -29,8 +29,7 @@ LAYERS = {
     "cli": 11, "testing": 11,
 }
 # Top-level names of tunewise that are part of a stage of another name.
-STAGE_OF = {"__init__": "core", "errors": "core", "config": "core", "figures": "core",
-            "cli_operate": "cli", "cli_soup": "cli"}
+STAGE_OF = {"__init__": "core", "errors": "core", "config": "core", "figures": "core"}
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from tunewise.train.fast.casts import cast, watch_optimizer_steps
 # The adapters are cached per optimizer step as s·A and s·B (casts.py), so no product is scaled in a separate
 # pass: with u = x A^T, y = x W^T + s u B^T is  x W^T + (1/s)(s u)(s B)^T  (addmm's alpha), dL/du = s dy B is
 # dy (sB), dL/dB = s dy^T u is dy^T (s u), and the input gradient's dL/du A is (1/s) dL/du (sA). Each line
-# below is then one GEMM, and the host, which limits this path (bench/train_speed/host_overhead.py), launches fewer kernels.
+# below is then one GEMM, and the host, which limits this path (bench/train_speed/host_overhead.py), launches
+# fewer kernels.
 
 _OUT_DTYPE_MM = [None]  # whether torch.mm(..., out_dtype=) runs here (CUDA: bf16 in, fp32 out); None: untried
 

@@ -63,7 +63,6 @@ _REFERENCE_BEFORE = re.compile(
 _NOT_PHONE = re.compile(r"\d{1,2}[./-]\d{1,2}[./-](?:19|20)\d\d|(?:19|20)\d\d[./-]\d{1,2}[./-]\d{1,2}"
                         r"|(?:[1-9]\d{0,2}|0)\.\d+")  # a decimal: "0.706811", "133.431332"; "030.123803" is not
 _DIGIT = re.compile(r"\d")
-_SEVEN_DIGITS = re.compile(r"(?:\D*\d){7}")  # anchored: \D* cannot take a digit, so a miss is one linear scan
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,10 @@ class PiiHit:
     kind: str
     start: int
     end: int
+
+
+def _has_seven_digits(text: str) -> bool:
+    return len(_DIGIT.findall(text)) >= 7  # findall runs in C: ~2 µs a short row, half an anchored (\D*\d){7}
 
 
 def _is_ip(s: str) -> bool:
@@ -148,18 +151,32 @@ class PiiDetector:
         also a phone, a key inside a URL is a secret, not an e-mail)."""
         finders: list[tuple[str, Callable[[str], list[tuple[int, int]]]]] = [
             ("secret", _secret_spans), ("email", _email_spans)]
-        if _SEVEN_DIGITS.match(text):  # every IBAN, card, SSN, IPv4 and phone number has at least 7 digits
+        if _has_seven_digits(text):  # every IBAN, card, SSN, IPv4 and phone number has at least 7 digits
             finders += [("iban", _iban_spans), ("card", _card_spans), ("ssn", _ssn_spans), ("ip", _ip_spans),
                         ("phone", self._phone_spans)]
         elif text.count(":") >= 2:
             finders.append(("ip", _ip_spans))  # an IPv6 address may have fewer digits ("2001:db8::1", "fe80::a")
         hits: list[PiiHit] = []
         for kind, finder in finders:
-            for start, end in sorted(finder(text)):
+            if kind == "phone" and hits:
+                # PhoneNumberMatcher costs ~2 ms a call: give it only the digits no earlier kind has claimed
+                # (offsets kept), and skip it when fewer than 7 remain.
+                text_left = _masked(text, hits)
+                spans = finder(text_left) if _has_seven_digits(text_left) else []
+            else:
+                spans = finder(text)
+            for start, end in sorted(spans):
                 _add(hits, PiiHit(kind, start, end))
         for hit in self.extra(text) if self.extra else []:
             _add(hits, hit)
         return sorted(hits, key=lambda h: h.start)
+
+
+def _masked(text: str, hits: list[PiiHit]) -> str:
+    chars = list(text)
+    for h in hits:
+        chars[h.start:h.end] = " " * (h.end - h.start)
+    return "".join(chars)
 
 
 def _add(hits: list[PiiHit], new: PiiHit) -> None:

@@ -89,13 +89,12 @@ def _all_at(text: str, value: str) -> list[int]:
     return out
 
 
-def _keyword_spans(text: str) -> list[Span]:
+def _keyword_spans(text: str, assigned: bool) -> list[Span]:
     spans, values = [], []
-    if ":" in text or "=" in text or ";" in text:  # every assignment form has one; the plugin costs ~200 µs a row
+    if assigned:  # the plugin costs ~200 µs a row and every assignment form it reads has `:`, `=` or `;`
         values += _KEYWORD.analyze_string(text, denylist_regex_to_group=CONFIG_DENYLIST_REGEX_TO_GROUP)
         values += [m.group(1) for m in _TOKEN_ASSIGN.finditer(text)]
-    values += [m.group(1) for m in _BEARER.finditer(text)]
-    values += [m.group(1) for m in _SAID.finditer(text)]
+    values += [m.group(1) for m in _BEARER.finditer(text)] + [m.group(1) for m in _SAID.finditer(text)]
     for value in values:
         first = value.split(None, 1)[0] if value.strip() else ""
         for at in _all_at(text, first) if first else []:
@@ -117,13 +116,21 @@ def _entropy_spans(text: str) -> list[Span]:
     return spans
 
 
-def find_secrets(text: str) -> list[Span]:
-    """Spans of secret values in `text`, possibly overlapping (the caller merges them)."""
-    if not _HINT_WORDS.search(text.lower()) and not _LONG_WORD.search(text):
-        return []
+def _shape_spans(text: str) -> list[Span]:
     spans = [_widen(text, m.start(), m.end()) for m in _EXTRA.finditer(text)]
     spans += [Span(m.start(), m.end()) for m in _PEM.finditer(text)]
     for plugin in _SHAPE_PLUGINS:
         for value in plugin.analyze_string(text):
             spans += [_widen(text, at, at + len(value)) for at in _all_at(text, value)]
-    return spans + _keyword_spans(text) + _entropy_spans(text)
+    return spans + _entropy_spans(text)
+
+
+def find_secrets(text: str) -> list[Span]:
+    """Spans of secret values in `text`, possibly overlapping (the caller merges them)."""
+    named = _HINT_WORDS.search(text.lower()) is not None
+    assigned = named and (":" in text or "=" in text or ";" in text)
+    spans = []
+    # Provider keys are 20+ characters; shorter shapes come with a name (`api_key=`), a PEM header or a URL.
+    if assigned or _LONG_WORD.search(text) or "://" in text or "PRIVATE" in text or "PuTTY" in text:
+        spans += _shape_spans(text)
+    return spans + _keyword_spans(text, assigned) if named else spans

@@ -33,10 +33,13 @@ NOT_DETECTED = {
     "builtin": "personal names, postal addresses, dates of birth, national IDs other than US SSNs (9 digits "
                "without separators only after the word SSN), phone numbers written in a national format of a "
                "country other than data.pii_region (international +CC numbers are found for every country), "
-               "hex strings such as hashes (not treated as secrets), secrets of unknown providers assigned to "
-               "names without key/secret/token/password/auth in them, and anything inside images or encoded text",
+               "8-digit phone numbers written with dots (read as IPv4 addresses), hex strings such as hashes (not "
+               "treated as secrets), secrets of unknown providers assigned to names without key/secret/token/"
+               "password/auth in them, letters-only passwords under 16 characters, and anything inside images or "
+               "encoded text",
     "presidio": "national IDs other than US SSNs, phone numbers written in a national format of a country other "
-                "than data.pii_region, hex strings such as hashes, names and places the spaCy model misses "
+                "than data.pii_region, 8-digit phone numbers written with dots, hex strings such as hashes, "
+                "letters-only passwords under 16 characters, names and places the spaCy model misses "
                 "(it is statistical: rare or lower-case names slip through), dates of birth written without "
                 "a word such as born/birth/DOB before them, and anything inside images or encoded text",
 }
@@ -139,9 +142,8 @@ class PiiDetector:
                               "3166 code such as US, GB, DE, IN")
 
     def _phone_spans(self, text: str) -> list[tuple[int, int]]:
-        # VALID leniency: a national number must be a real number of `region`; no grouping rule, because
-        # people group digits their own way ("0791 112 3456").
-        # Fewer than 7 digits is a short code or part of a longer number (DE accepts 4-digit numbers).
+        # VALID: a real number of `region` however its digits are grouped ("0791 112 3456"); a match under 7
+        # digits is a short code or a piece of a longer number (DE accepts 4-digit numbers).
         return [(m.start, m.end) for m in PhoneNumberMatcher(text, self.region, leniency=Leniency.VALID)
                 if len(_DIGIT.findall(m.raw_string)) >= 7 and not _NOT_PHONE.fullmatch(m.raw_string)
                 and not _REFERENCE_BEFORE.search(text, max(0, m.start - 30), m.start)]

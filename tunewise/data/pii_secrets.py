@@ -12,7 +12,8 @@ from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString
 from detect_secrets.plugins.keyword import CONFIG_DENYLIST_REGEX_TO_GROUP, KeywordDetector
 
 # Hex strings are commit hashes, UUIDs and checksums far more often than keys in chat/support text, and a
-# public IP is personal data reported as `ip`, not a secret; both plugins are left out.
+# public IP is personal data reported as `ip`, not a secret: both plugins are left out. The keyword and
+# base64-entropy plugins are called below with their own prefilters and limits.
 _LEFT_OUT = {"Hex High Entropy String", "Public IP (ipv4)", "Secret Keyword", "Base64 High Entropy String"}
 _SHAPE_PLUGINS = [cls() for kind, cls in sorted(get_mapping_from_secret_type_to_class().items())
                   if kind not in _LEFT_OUT]
@@ -31,11 +32,11 @@ _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END 
                   re.S)
 _BEARER = re.compile(r"(?i)\b(?:bearer|token|basic)\s+([A-Za-z0-9._~+/=-]{16,})")
 # Its keyword plugin also wants a value that starts with a letter or digit (not `SECRET_KEY = '!x...'`).
-_TOKEN_ASSIGN = re.compile(r"(?i)[\w-]*(?:token|auth|credential|api-?key|secret|passw|pwd)[\w-]*['\"]?\s*[:=]\s*"
-                           r"['\"]?([^\s'\",;]{6,})")
+_TOKEN_ASSIGN = re.compile(r"(?i)[\w-]*(?:token|auth(?!or)|credential|api-?key|secret(?!ar)|passw|pwd)[\w-]*['\"]?"
+                           r"\s*[:=]\s*['\"]?([^\s'\",;]{6,})")
 # Said in prose or netrc rather than assigned: "my password is Falcon2896!UB", "login ana password s3cr3t!".
-_SAID = re.compile(r"(?i)\b(?:password|passwd|passphrase|pwd|api key|secret key|access token)\s+(?:(?:is|was)\s+)?"
-                   r"['\"]?(\S+)")
+_SAID = re.compile(r"(?i)\b(?:(?:password|passwd|passphrase)\s+(?:(?:is|was)\s+)?"
+                   r"|(?:pwd|api key|secret key|access token)\s+(?:is|was)\s+)['\"]?(\S+)")
 # Runs of the base64 / url-safe alphabet long enough to be a key: what the entropy test looks at.
 _LONG_RUN = re.compile(r"[A-Za-z0-9+/_-]{20,}={0,2}")  # '=' only as padding: `NAME=value` is two runs
 _TOKEN_CHAR = re.compile(r"[A-Za-z0-9_+/=-]")
@@ -54,13 +55,12 @@ class Span:
 
 
 def _plausible_value(value: str) -> bool:
-    """A keyword's value is a secret when it looks like one: not a plain word ("password: reset it", "password
-    doesn't work", "password expired?"), not a placeholder (`<token>`, `${TOKEN}`, `***`)."""
+    """A keyword's value is a secret when it looks like one: not a placeholder (`<token>`, `${TOKEN}`, `***`),
+    not words ("password: reset it", "password doesn't work", "expired?", "Secretary: J.R.R. Smith"). Letters
+    alone count only from 16 characters: a shorter letters-only password is missed, prose is not flagged."""
     if len(value) < 6 or _PLACEHOLDER.match(value):
         return False
-    word = re.sub(r"['’-]", "", value.rstrip("?!"))
-    plain_word = word.isalpha() and (word.islower() or word.istitle() or word.isupper())
-    return not plain_word or len(value) >= 16
+    return not re.sub(r"['’.-]", "", value.rstrip("?!")).isalpha() or len(value) >= 16
 
 
 def _token_at(text: str, start: int) -> Span:

@@ -66,6 +66,14 @@ class DataConfig(_Strict):
         "redact", description="personal data and secrets: count them (report), replace them by <EMAIL>… "
         "(redact), or quarantine the row (drop)"
     )
+    pii_region: str = Field(
+        "US", pattern=r"^[A-Z]{2}$", description="region whose national phone formats are read as phone numbers "
+        "(ISO 3166 code: US, GB, DE, IN…); international +CC numbers are found for every country"
+    )
+    pii_engine: Literal["builtin", "presidio"] = Field(
+        "builtin", description="builtin: machine-shaped PII and secrets, fast; presidio: also names, places and "
+        "dates of birth (pip install 'tunewise[presidio]' and a spaCy model; ~100x slower)"
+    )
     dedup: DedupConfig = DedupConfig()
     group_column: str | None = Field(None, description="rows sharing this column's value stay in one split")
     slice_columns: list[str] = Field(default_factory=list, description="columns to audit label balance within")

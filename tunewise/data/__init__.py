@@ -107,7 +107,8 @@ def _card(cfg: RunConfig, scanner: Scanner, counter: TokenCounter | None, why_no
     tokens = token_summary(scanner.stats, framing, counter.name if counter else None,
                            counter.context if counter else None, cfg.model.max_length, why_not)
     found = audit(scanner.stats, cfg.data, cfg.task.type == "classification")
-    return build_card(scanner.stats, found, digest, cfg.task.type, cfg.data.pii, tokens)
+    return build_card(scanner.stats, found, digest, cfg.task.type, cfg.data.pii, tokens,
+                      pii_engine=cfg.data.pii_engine, pii_region=cfg.data.pii_region)
 
 
 def _no_rows(scanner: Scanner, where: str) -> DataError:

@@ -53,7 +53,7 @@ def token_summary(stats: ScanStats, framing: int, tokenizer: str | None, context
 
 
 def build_card(stats: ScanStats, audit: Audit, content_hash: str, task: str, pii_policy: str,
-               tokens: dict) -> DataCard:
+               tokens: dict, pii_engine: str = "builtin", pii_region: str = "US") -> DataCard:
     warnings = list(stats.warnings) + list(audit.warnings)
     if tokens.get("measured") and tokens["over_max_length"]:
         warnings.append(f"{tokens['over_max_length']} rows are longer than model.max_length "
@@ -73,8 +73,9 @@ def build_card(stats: ScanStats, audit: Audit, content_hash: str, task: str, pii
         duplicates={"exact": stats.duplicates["exact"], "near": stats.duplicates["near"],
                     "clusters": len(stats.clusters or ()), "largest_clusters": [asdict(c) for c in clusters]},
         conflicts={"count": stats.conflict_count, "listed": stats.conflicts},
-        pii={"policy": pii_policy, "occurrences": dict(stats.pii.most_common()),
-             "rows": dict(stats.pii_rows.most_common()), "not_detected": NOT_DETECTED},
+        pii={"policy": pii_policy, "engine": pii_engine, "region": pii_region,
+             "occurrences": dict(stats.pii.most_common()), "rows": dict(stats.pii_rows.most_common()),
+             "not_detected": NOT_DETECTED[pii_engine]},
         labels={"counts": audit.label_counts, "tiny_classes": audit.tiny_classes,
                 "imbalance_ratio": audit.imbalance_ratio},
         slices=audit.slices, token_lengths=tokens, warnings=warnings,

@@ -199,7 +199,7 @@ def make_detector(engine: str = "builtin", region: str = "US") -> PiiDetector:
     if engine == "presidio":
         from tunewise.data.pii_presidio import presidio_finder  # heavy: spaCy
 
-        return PiiDetector(region=region, engine=engine, extra=presidio_finder())
+        return PiiDetector(region=region, engine=engine, extra=presidio_finder(PiiHit))
     raise ConfigError(f"data.pii_engine: unknown engine {engine!r}; use builtin or presidio")
 
 

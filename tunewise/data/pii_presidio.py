@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from tunewise.data.pii import PiiHit
 from tunewise.errors import ConfigError
 
 INSTALL = "pip install 'tunewise[presidio]' && python -m spacy download en_core_web_lg"
@@ -29,8 +28,8 @@ def _english_model() -> str:
     raise ConfigError(f"data.pii_engine: presidio needs an English spaCy model, none is installed: {INSTALL}")
 
 
-def presidio_finder() -> Callable[[str], list[PiiHit]]:
-    """A finder for names, places and birth dates; ConfigError (one line, with the fix) when presidio-analyzer
+def presidio_finder(hit: Callable[[str, int, int], object]) -> Callable[[str], list]:
+    """A finder for names, places and birth dates, each found span built as `hit(kind, start, end)`; ConfigError (one line, with the fix) when presidio-analyzer
     or a spaCy model is missing."""
     try:
         from presidio_analyzer import AnalyzerEngine  # heavy
@@ -41,12 +40,12 @@ def presidio_finder() -> Callable[[str], list[PiiHit]]:
     analyzer = AnalyzerEngine(nlp_engine=NlpEngineProvider(nlp_configuration=config).create_engine(),
                               supported_languages=["en"])
 
-    def find(text: str) -> list[PiiHit]:
+    def find(text: str) -> list:
         hits = []
         for r in analyzer.analyze(text=text, language="en", entities=list(KINDS), score_threshold=MIN_SCORE):
             if r.entity_type == "DATE_TIME" and not _BIRTH_BEFORE.search(text, max(0, r.start - 24), r.start):
                 continue
-            hits.append(PiiHit(KINDS[r.entity_type], r.start, r.end))
+            hits.append(hit(KINDS[r.entity_type], r.start, r.end))
         return hits
 
     return find

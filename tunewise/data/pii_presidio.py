@@ -29,8 +29,8 @@ def _english_model() -> str:
 
 
 def presidio_finder(hit: Callable[[str, int, int], object]) -> Callable[[str], list]:
-    """A finder for names, places and birth dates, each found span built as `hit(kind, start, end)`; ConfigError (one line, with the fix) when presidio-analyzer
-    or a spaCy model is missing."""
+    """A finder for names, places and birth dates, each span built as `hit(kind, start, end)`; ConfigError
+    (one line, with the fix) when presidio-analyzer or a spaCy model is missing."""
     try:
         from presidio_analyzer import AnalyzerEngine  # heavy
         from presidio_analyzer.nlp_engine import NlpEngineProvider  # heavy

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from tunewise.data.audit import Audit
+from tunewise.data.label_issues import LabelIssues
 from tunewise.data.pii import NOT_DETECTED
 from tunewise.data.scan import ScanStats
 
@@ -30,6 +31,7 @@ class DataCard:
     warnings: list
     splits: dict = field(default_factory=dict)
     leakage: dict = field(default_factory=dict)
+    label_issues: dict = field(default_factory=dict)  # empty: not a classification task, or data.label_issues off
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -51,8 +53,10 @@ def token_summary(stats: ScanStats, framing: int, tokenizer: str | None, context
 
 
 def build_card(stats: ScanStats, audit: Audit, content_hash: str, task: str, pii_policy: str,
-               tokens: dict) -> DataCard:
+               tokens: dict, label_issues: LabelIssues | None = None) -> DataCard:
     warnings = list(stats.warnings) + list(audit.warnings)
+    if label_issues is not None and label_issues.warning():
+        warnings.append(label_issues.warning())
     if tokens.get("measured") and tokens["over_max_length"]:
         warnings.append(f"{tokens['over_max_length']} rows are longer than model.max_length "
                         f"({tokens['max_length']} tokens with the prompt framing): training leaves them out")
@@ -76,6 +80,7 @@ def build_card(stats: ScanStats, audit: Audit, content_hash: str, task: str, pii
         labels={"counts": audit.label_counts, "tiny_classes": audit.tiny_classes,
                 "imbalance_ratio": audit.imbalance_ratio},
         slices=audit.slices, token_lengths=tokens, warnings=warnings,
+        label_issues=label_issues.to_card() if label_issues is not None else {},
     )
 
 

@@ -97,8 +97,10 @@ def _skip_note(counts: Counter) -> str | None:
     return None
 
 
-def detect(records: list[Record], policy: str, scope: str, seed: int) -> LabelIssues:
-    """The likely mislabelled rows among `records` (all with a label), most likely first."""
+def detect(records: list[Record], policy: str, scope: str, seed: int,
+           probs: np.ndarray | None = None) -> LabelIssues:
+    """The likely mislabelled rows among `records` (all with a label), most likely first. `probs` reuses
+    out-of-fold probabilities already computed (columns in sorted label order; bench/label_noise.py)."""
     result = LabelIssues(policy=policy, scope=scope, checked=len(records))
     counts = Counter(r.label for r in records)
     result.note = _skip_note(counts)
@@ -109,7 +111,8 @@ def detect(records: list[Record], policy: str, scope: str, seed: int) -> LabelIs
     index = {name: i for i, name in enumerate(names)}
     labels = np.array([index[r.label] for r in records])
     result.folds = max(MIN_FOLDS, min(MAX_FOLDS, min(counts.values())))
-    probs = out_of_fold_probabilities([r.input_text for r in records], labels, result.folds, seed)
+    if probs is None:
+        probs = out_of_fold_probabilities([r.input_text for r in records], labels, result.folds, seed)
     with warnings.catch_warnings():  # cleanlab warns about small classes; the card already does
         warnings.simplefilter("ignore")
         ranked = find_label_issues(labels, probs, filter_by="low_self_confidence",

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from cleanlab.filter import find_label_issues
 
-from tunewise.data.label_issues import MAX_FOLDS, detect, out_of_fold_probabilities
+from tunewise.data.label_issues import MAX_FOLDS, detect, out_of_fold_probabilities, text_features
 from tunewise.data.records import Record, classification_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def run_seed(path: Path, texts: list[str], labels: list[str], rate: float, seed:
     names = sorted(set(noisy))
     encoded = np.array([names.index(y) for y in noisy])
     wall, cpu = time.perf_counter(), time.process_time()
-    probs = out_of_fold_probabilities(texts, encoded, MAX_FOLDS, seed)
+    probs = out_of_fold_probabilities(text_features(texts), encoded, MAX_FOLDS, seed)
     found = detect(records, "report", "training rows", seed, probs=probs)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     plain = set(np.flatnonzero(find_label_issues(encoded, probs, n_jobs=1)).tolist())

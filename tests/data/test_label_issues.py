@@ -145,6 +145,12 @@ def test_folds_follow_the_smallest_class():
     assert detect(records[:24] + records[24:26], "report", "rows", seed=0).folds == 2
 
 
+def test_texts_without_a_shared_ngram_are_skipped_with_a_note():
+    records = [classification_record(t, y) for t, y in (("?", "a"), ("!", "a"), ("#", "b"), ("%", "b"))]
+    found = detect(records, "drop", "rows", seed=0)
+    assert found.count == 0 and "no word or character n-gram occurs in two rows" in found.note
+
+
 def test_generation_tasks_are_not_checked(tmp_path):
     rows = [{"prompt": f"say hi {i}", "completion": f"hi number {i}"} for i in range(30)]
     _write(tmp_path / "gen.jsonl", rows)

@@ -117,6 +117,16 @@ def test_drop_in_check_leaves_the_flagged_rows_out_of_the_clean_file(tmp_path):
     assert card.counts["quarantined"] == len(flagged) > 0
 
 
+def test_drop_of_every_row_of_a_class_leaves_the_label_counts_whole(tmp_path):
+    rows, _ = _tickets()
+    rows += [{"text": "I was charged twice for the gold plan", "label": "sales"},  # billing texts under a 4th label
+             {"text": "cancel the charge for my yearly plan", "label": "sales"}]
+    card = check(_cfg(tmp_path, rows, "drop"), tmp_path / "out")
+    assert {i["line"] for i in card.label_issues["issues"]} >= {len(rows) - 1, len(rows)}
+    assert "sales" not in card.labels["counts"] and sum(card.labels["counts"].values()) == card.counts["usable"]
+    assert card.labels["imbalance_ratio"] < 2
+
+
 def test_off_looks_at_nothing_and_drops_nothing(tmp_path):
     rows, _ = _tickets()
     data = prepare(_cfg(tmp_path, rows, "off"))

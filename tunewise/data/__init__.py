@@ -128,8 +128,12 @@ def _label_issues(cfg: RunConfig, scanner: Scanner, records: list[Record], scope
             scanner.quarantine(issue.source, issue.line, RowError("label", issue.reason, ISSUE_KIND))
             stats.kept -= 1
             stats.labels[issue.given] -= 1
+            if stats.labels[issue.given] <= 0:  # a class flagged whole leaves the label counts (the audit divides)
+                del stats.labels[issue.given]
             for report in stats.files:
-                report.kept -= report.path == issue.source
+                if report.path == issue.source:
+                    report.kept -= 1
+                    break
     return found
 
 

@@ -84,6 +84,10 @@ class DataConfig(_Strict):
     )
     min_rows: int = Field(1000, ge=0, description="warn when fewer usable rows remain")
     min_class_examples: int = Field(20, ge=0, description="warn when a class has fewer examples")
+    label_issues: Literal["report", "drop", "off"] = Field(
+        "report", description="classification rows whose label looks wrong (cleanlab on out-of-fold TF-IDF + "
+        "logistic regression): list them on the card (report), quarantine them from training (drop), or skip"
+    )
     split: SplitConfig = SplitConfig()
     max_train_examples: int | None = Field(None, gt=0, description="subsample training (CPU budgets)")
     max_test_examples: int | None = Field(None, gt=0)

@@ -29,21 +29,20 @@ LAYERS = {
     "cli": 11, "testing": 11,
 }
 # Top-level names of tunewise that are part of a stage of another name.
-STAGE_OF = {"__init__": "core", "errors": "core", "config": "core", "figures": "core",
-            "cli_operate": "cli", "cli_soup": "cli"}
+STAGE_OF = {"__init__": "core", "errors": "core", "config": "core", "figures": "core"}
 
 
 @dataclass(frozen=True)
 class Import:
     importer: str  # module name, e.g. tunewise.data.card
     target: str  # the module imported, e.g. tunewise.report.plots
-    names: tuple[str, ...]  # what `from target import ...` takes; empty for `import target`
+    names: tuple[str, ...]  # the names `from target import ...` takes; empty for a module
     where: str  # file:line
+    statement: str  # the import as written
     typing_only: bool = False  # under `if TYPE_CHECKING:`: never runs
 
     def __str__(self) -> str:
-        what = f"from {self.target} import {', '.join(self.names)}" if self.names else f"import {self.target}"
-        return f"{self.where}: {self.importer}: `{what}`"
+        return f"{self.where}: {self.importer}: `{self.statement}`"
 
 
 def module_files(root: Path, package: str) -> dict[str, Path]:
@@ -81,7 +80,7 @@ def imports(root: Path, package: str) -> list[Import]:
             where = f"{path.relative_to(root.parent)}:{getattr(node, 'lineno', 0)}"
             typed = id(node) in typing_only
             if isinstance(node, ast.Import):
-                out += [Import(name, a.name, (), where, typed) for a in node.names
+                out += [Import(name, a.name, (), where, ast.unparse(node), typed) for a in node.names
                         if a.name.split(".")[0] == package]
             elif isinstance(node, ast.ImportFrom):
                 module = _absolute(node, name, path.name == "__init__.py")
@@ -89,9 +88,9 @@ def imports(root: Path, package: str) -> list[Import]:
                     continue
                 submodules = [a.name for a in node.names if f"{module}.{a.name}" in files]
                 plain = tuple(a.name for a in node.names if f"{module}.{a.name}" not in files)
-                out += [Import(name, f"{module}.{s}", (), where, typed) for s in submodules]
+                out += [Import(name, f"{module}.{s}", (), where, ast.unparse(node), typed) for s in submodules]
                 if plain:
-                    out.append(Import(name, module, plain, where, typed))
+                    out.append(Import(name, module, plain, where, ast.unparse(node), typed))
     return out
 
 
@@ -191,7 +190,8 @@ def cycle_report(found: list[Import]) -> list[str]:
     out = []
     for component in cycles(found):
         members = set(component)
-        edges = [f"    {imp}" for imp in found if imp.importer in members and imp.target in members and _runs(imp)]
+        edges = dict.fromkeys(f"    {imp}" for imp in found  # one line per statement
+                              if imp.importer in members and imp.target in members and _runs(imp))
         out.append("import cycle between " + ", ".join(component) + ":\n" + "\n".join(edges))
     return out
 

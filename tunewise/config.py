@@ -68,6 +68,14 @@ class DataConfig(_Strict):
         "redact", description="personal data and secrets: count them (report), replace them by <EMAIL>… "
         "(redact), or quarantine the row (drop)"
     )
+    pii_region: str = Field(
+        "US", pattern=r"^[A-Z]{2}$", description="region whose national phone formats are read as phone numbers "
+        "(ISO 3166 code: US, GB, DE, IN…); international +CC numbers are found for every country"
+    )
+    pii_engine: Literal["builtin", "presidio"] = Field(
+        "builtin", description="builtin: machine-shaped PII and secrets, fast; presidio: also names, places and "
+        "dates of birth (pip install 'tunewise[presidio]' and a spaCy model; ~100x slower)"
+    )
     dedup: DedupConfig = DedupConfig()
     group_column: str | None = Field(
         None, description="rows sharing this column's value stay in one split; it may be the input column itself "
@@ -83,6 +91,10 @@ class DataConfig(_Strict):
     )
     min_rows: int = Field(1000, ge=0, description="warn when fewer usable rows remain")
     min_class_examples: int = Field(20, ge=0, description="warn when a class has fewer examples")
+    label_issues: Literal["report", "drop", "off"] = Field(
+        "report", description="classification rows whose label looks wrong (cleanlab on out-of-fold TF-IDF + "
+        "logistic regression): list them on the card (report), quarantine them from training (drop), or skip"
+    )
     split: SplitConfig = SplitConfig()
     max_train_examples: int | None = Field(None, gt=0, description="subsample training (CPU budgets)")
     max_test_examples: int | None = Field(None, gt=0)

@@ -84,7 +84,7 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing / attention f
     "t-mb2-rc-nokern": {
         "fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True, "kernels": False}
     },
-    # t-mb2-rc with Liger's RMSNorm instead of torch's fused one (the default since the fifth session)
+    # t-mb2-rc with Liger's RMSNorm instead of torch's fused one (torch's is the default)
     "t-mb2-rc-ligernorm": {
         "fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True, "rms_norm": "liger"}
     },

@@ -11,6 +11,7 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from tunewise.data.audit import Audit
+from tunewise.data.label_issues import LabelIssues
 from tunewise.data.pii import NOT_DETECTED
 from tunewise.data.scan import ScanStats
 from tunewise.figures import pyplot, to_data_uri
@@ -32,6 +33,7 @@ class DataCard:
     warnings: list
     splits: dict = field(default_factory=dict)
     leakage: dict = field(default_factory=dict)
+    label_issues: dict = field(default_factory=dict)  # empty: not a classification task, or data.label_issues off
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -53,8 +55,11 @@ def token_summary(stats: ScanStats, framing: int, tokenizer: str | None, context
 
 
 def build_card(stats: ScanStats, audit: Audit, content_hash: str, task: str, pii_policy: str,
-               tokens: dict) -> DataCard:
+               tokens: dict, label_issues: LabelIssues | None = None, pii_engine: str = "builtin",
+               pii_region: str = "US") -> DataCard:
     warnings = list(stats.warnings) + list(audit.warnings)
+    if label_issues is not None and label_issues.warning():
+        warnings.append(label_issues.warning())
     if tokens.get("measured") and tokens["over_max_length"]:
         warnings.append(f"{tokens['over_max_length']} rows are longer than model.max_length "
                         f"({tokens['max_length']} tokens with the prompt framing): training leaves them out")
@@ -73,11 +78,13 @@ def build_card(stats: ScanStats, audit: Audit, content_hash: str, task: str, pii
         duplicates={"exact": stats.duplicates["exact"], "near": stats.duplicates["near"],
                     "clusters": len(stats.clusters or ()), "largest_clusters": [asdict(c) for c in clusters]},
         conflicts={"count": stats.conflict_count, "listed": stats.conflicts},
-        pii={"policy": pii_policy, "occurrences": dict(stats.pii.most_common()),
-             "rows": dict(stats.pii_rows.most_common()), "not_detected": NOT_DETECTED},
+        pii={"policy": pii_policy, "engine": pii_engine, "region": pii_region,
+             "occurrences": dict(stats.pii.most_common()), "rows": dict(stats.pii_rows.most_common()),
+             "not_detected": NOT_DETECTED[pii_engine]},
         labels={"counts": audit.label_counts, "tiny_classes": audit.tiny_classes,
                 "imbalance_ratio": audit.imbalance_ratio},
         slices=audit.slices, token_lengths=tokens, warnings=warnings,
+        label_issues=label_issues.to_card() if label_issues is not None else {},
     )
 
 

@@ -21,7 +21,7 @@ from tunewise.data.dedup import Deduper, Probe
 from tunewise.data.formats import FileFormat, detect_format, sniff, to_record
 from tunewise.data.load import RawRow, Rejected, RowError, iter_rows
 from tunewise.data.parallel import chunks, prepare_parallel, resolve_workers
-from tunewise.data.pii import find_pii, redact
+from tunewise.data.pii import make_detector, redact
 from tunewise.data.records import Record
 from tunewise.data.spill import JsonSpill
 from tunewise.data.tokens import TokenCounter, record_text
@@ -95,6 +95,7 @@ class Scanner:
         self._mapping = {**explicit, **data.columns}
         self._slice_values: dict[str, set[str]] = {}
         self.workers = 1  # set per scan from data.workers and the input size
+        self.pii_detector = make_detector(data.pii_engine, data.pii_region)
 
     def quarantine(self, source: str, line: int, err: RowError) -> None:
         self.stats.quarantine[err.kind] += 1
@@ -186,7 +187,7 @@ class Scanner:
         # A classification answer is the label itself: it is checked against the label set, not for PII.
         turns = record.messages[:-1] if self.classification else record.messages
         for i, m in enumerate(turns):
-            hits = find_pii(m["content"])
+            hits = self.pii_detector.find(m["content"])
             if not hits:
                 continue
             kinds = [h.kind for h in hits]

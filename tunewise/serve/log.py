@@ -30,6 +30,7 @@ class RequestLog:
 
 def write_request(engine: Engine, row: RequestLog) -> None:
     values = dict(row.__dict__)
+    # PII and secrets (keys pasted into prompts) never reach the log; `redacted` marks rows written this way.
     values["messages"] = [{**m, "content": redact_text(m["content"])} for m in row.messages]
     values["response"] = redact_text(row.response)
     values["redacted"] = True

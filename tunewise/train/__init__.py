@@ -1,8 +1,8 @@
 """Training stage. Entry point: `train(cfg, data, base) -> TrainResult`.
 
 Built on transformers' Trainer (not TRL's SFTTrainer): we already tokenise with completion-only labels
-ourselves (tokenize.py), and Trainer gives checkpoints, resume, evaluation, early stopping, DDP/FSDP through
-accelerate and logging without pulling `datasets` and TRL into every install."""
+ourselves (tunewise/data/encode.py), and Trainer gives checkpoints, resume, evaluation, early stopping,
+DDP/FSDP through accelerate and logging without pulling `datasets` and TRL into every install."""
 
 from __future__ import annotations
 

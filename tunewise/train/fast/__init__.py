@@ -1,7 +1,7 @@
 """The fast training path: the same model, loss and gradients as plain transformers + PEFT, computed with less
 memory traffic and less memory. Entry point: `apply_fast_path(model, train_cfg, device) -> FastPath`.
 
-Components, each switchable in `train.fast` and measured one at a time in bench/train_speed.py:
+Components, each switchable in `train.fast` and measured one at a time in bench/train_speed/:
 - loss:        LM head + cross-entropy a chunk at a time, never the full logits (loss.py; Liger's on CUDA)
 - kernels:     Liger Kernel's Triton SwiGLU and RoPE (CUDA, when liger-kernel is installed), with torch's
                fused RMSNorm (or Liger's: rms_norm)

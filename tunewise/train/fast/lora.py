@@ -4,7 +4,7 @@ into the matrix product (addmm), and the adapter input neither copied nor upcast
 Why by hand: PEFT's lora.Linear upcasts the input to the adapter's fp32 dtype (a new [tokens, in] copy per
 adapted layer, kept for backward), multiplies by the scale and adds the result as separate passes over
 [tokens, out]. For Llama-3-8B that is ~1 MB of extra memory traffic per token and layer in forward and again
-in backward (bench/train_speed_notes.md has the arithmetic); no library offers a drop-in replacement
+in backward (bench/results/train_speed.md has the arithmetic); no library offers a drop-in replacement
 that keeps PEFT's modules, saving and loading. Here the adapter runs in the base layer's compute dtype
 (bf16 under autocast, as transformers' Trainer computes it anyway) with fp32 master weights and fp32
 gradients."""
@@ -22,7 +22,8 @@ from tunewise.train.fast.casts import cast, watch_optimizer_steps
 # The adapters are cached per optimizer step as s·A and s·B (casts.py), so no product is scaled in a separate
 # pass: with u = x A^T, y = x W^T + s u B^T is  x W^T + (1/s)(s u)(s B)^T  (addmm's alpha), dL/du = s dy B is
 # dy (sB), dL/dB = s dy^T u is dy^T (s u), and the input gradient's dL/du A is (1/s) dL/du (sA). Each line
-# below is then one GEMM, and the host, which limits this path (bench/host_overhead.py), launches fewer kernels.
+# below is then one GEMM, and the host, which limits this path (bench/train_speed/host_overhead.py), launches
+# fewer kernels.
 
 _OUT_DTYPE_MM = [None]  # whether torch.mm(..., out_dtype=) runs here (CUDA: bf16 in, fp32 out); None: untried
 

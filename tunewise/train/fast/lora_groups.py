@@ -5,7 +5,7 @@ every base weight and the stacked A add into, instead of one per projection that
 
 Why by hand: PEFT keeps one module per projection and no library fuses LoRA across sibling projections
 while keeping PEFT's modules, names, saving and loading. Per Llama-3-8B layer at 4,096 tokens this saves ~6
-passes over a [tokens, 4096] tensor and ~20 kernel launches per step (bench/train_speed_notes.md).
+passes over a [tokens, 4096] tensor and ~20 kernel launches per step (bench/results/train_speed.md).
 
 Only exact cases are grouped: single-adapter LoRA over frozen bias-free nn.Linear layers, no LoRA dropout
 (each projection would draw its own mask), in training with gradients on. Anything else runs each projection

@@ -55,7 +55,7 @@ def _silu_mul(gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.Tensor
     return torch.nn.functional.silu(gate) * up
 
 
-# The recipes run in backward, where the host already limits the step (bench/host_overhead.py): with Liger's
+# The recipes run in backward, where the host already limits the step (bench/train_speed/host_overhead.py): with Liger's
 # kernels they call its kernel launchers directly, without the autograd Function around them (same kernels,
 # same inputs, so the same bits).
 def _silu_mul_value(gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.Tensor:

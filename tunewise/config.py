@@ -220,9 +220,12 @@ class TrainConfig(_Strict):
 class EstimateConfig(_Strict):
     """What `tunewise estimate` prices the run on. Prices default to tunewise.models.prices."""
 
-    device: str = Field("H100", description="a device in the table (H100, A100, L4, RTX4090, CPU)")
+    device: str = Field("H100", description="a device in the table (H200, H100, A100, L4, RTX4090, CPU); a "
+                        "full name such as 'NVIDIA H200' works too")
     gpus: int = Field(1, gt=0)
-    prices: dict[str, float] = Field(default_factory=dict, description="USD per device-hour, overrides defaults")
+    prices: dict[str, float] = Field(
+        default_factory=dict, description="{gpu_name: USD per device-hour}: overrides the default prices "
+        "(a key naming a known device, e.g. 'NVIDIA H200', replaces its price) and prices other devices")
     mfu: float | None = Field(None, gt=0, le=1, description="model FLOPs utilisation; default per device")
 
 

@@ -22,7 +22,7 @@ from tunewise.evaluate.results import HEADLINE, Comparison, SystemResult
 from tunewise.evaluate.shots import choose_shots, similar_shots
 from tunewise.evaluate.systems import score_llm
 from tunewise.evaluate.verdict import Verdict, make_verdict
-from tunewise.models import ResolvedModel, load_model, load_tokenizer
+from tunewise.models import ResolvedModel, load_model, load_tokenizer, load_weights
 
 __all__ = [
     "Comparison",
@@ -85,18 +85,8 @@ def run_baselines(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model
 
 def load_fine_tuned(base: ResolvedModel, weights: Path, base_model=None):
     """The fine-tuned model from `weights`: a PEFT adapter folder (put on the base; `base_model`, if already
-    loaded, is reused and modified) or a full fine-tuned model folder (safetensors)."""
-    weights = Path(weights)
-    if (weights / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(base_model if base_model is not None else load_model(base.path), weights)
-    if (weights / "config.json").is_file() and list(weights.glob("*.safetensors")):
-        return load_model(weights)
-    from tunewise.errors import ConfigError
-
-    raise ConfigError(f"{weights}: neither a PEFT adapter (adapter_config.json) nor a model folder "
-                      "(config.json + safetensors)")
+    loaded, is reused and modified) or a full fine-tuned model folder, safetensors only either way."""
+    return load_weights(weights, base.path, base_model=base_model)
 
 
 def score_model(cfg: RunConfig, data: PreparedData, base: ResolvedModel, adapter_dir: Path, model=None,

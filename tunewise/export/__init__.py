@@ -20,11 +20,10 @@ class ExportResult:
 def merge_adapter(base_dir: Path, adapter_dir: Path, out: Path):
     """Fold the LoRA weights into the base and save safetensors + tokenizer; returns the merged model."""
     import torch
-    from peft import PeftModel
 
-    from tunewise.models import load_model, load_tokenizer
+    from tunewise.models import load_adapter, load_model, load_tokenizer
 
-    model = PeftModel.from_pretrained(load_model(Path(base_dir), "cpu", torch.float32), str(adapter_dir))
+    model = load_adapter(load_model(Path(base_dir), "cpu", torch.float32), adapter_dir)
     merged = model.merge_and_unload()
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -1,6 +1,17 @@
 """Models: where the base model comes from (catalogue) and how it is loaded."""
 
 from tunewise.models.catalogue import ResolvedModel, resolve_model
-from tunewise.models.load import load_model, load_tokenizer, pick_device, pick_dtype
+from tunewise.models.load import (
+    check_adapter,
+    check_full_model,
+    load_adapter,
+    load_model,
+    load_tokenizer,
+    load_weights,
+    pick_device,
+    pick_dtype,
+    weights_kind,
+)
 
-__all__ = ["ResolvedModel", "resolve_model", "load_model", "load_tokenizer", "pick_device", "pick_dtype"]
+__all__ = ["ResolvedModel", "check_adapter", "check_full_model", "load_adapter", "load_model", "load_tokenizer",
+           "load_weights", "pick_device", "pick_dtype", "resolve_model", "weights_kind"]

@@ -18,7 +18,7 @@ import torch
 from tunewise.config import TaskConfig
 from tunewise.data.prompt import fine_tuned_labels, prompt_messages
 from tunewise.data.records import Record
-from tunewise.models import load_model, load_tokenizer
+from tunewise.models import load_adapter, load_model, load_tokenizer
 from tunewise.registry import ModelRecord
 from tunewise.serve.batch import Batcher, Job, generate_rows
 from tunewise.train.tokenize import encode_prompt
@@ -73,18 +73,12 @@ class ModelPool:
 
     def _load(self, served: Served, keep: set[str]) -> None:
         """Put `served`'s adapter on its base (called with the lock held); adapters in `keep` are not evicted."""
-        from peft import PeftModel
-
         key, name = served.base_key, served.adapter
         if key not in self.bases:
             self.bases[key] = [load_model(Path(key), self.device), load_tokenizer(Path(key))]
         entry = self.bases[key]
         if name not in self.adapters:
-            path = str(served.record.artifact_path)
-            if isinstance(entry[0], PeftModel):
-                entry[0].load_adapter(path, adapter_name=name)
-            else:
-                entry[0] = PeftModel.from_pretrained(entry[0], path, adapter_name=name)
+            entry[0] = load_adapter(entry[0], served.record.artifact_path, name)
             entry[0].eval()
             self.adapters[name] = key
             self._evict(keep)

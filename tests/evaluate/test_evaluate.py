@@ -3,7 +3,7 @@ import pytest
 from tests.evaluate.test_shots import bag_of_words
 from tests.fixtures.tasks import tiny_config
 from tunewise.data import prepare
-from tunewise.errors import ConfigError
+from tunewise.errors import ModelError
 from tunewise.evaluate import compare_systems, evaluate, run_baselines, score_model
 from tunewise.models import load_model, resolve_model
 
@@ -89,5 +89,5 @@ def test_a_full_fine_tuned_model_is_evaluated_against_its_base(tmp_path, tiny_mo
                       load_model(tiny_model_dir, "cpu"))
     assert set(result.systems) == {"zero_shot", "fine_tuned"}
     assert result.forgetting.mean_kl > 0.001
-    with pytest.raises(ConfigError, match="neither a PEFT adapter"):
+    with pytest.raises(ModelError, match="neither a PEFT adapter"):
         load_fine_tuned(base, tmp_path)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunewise.config import RunConfig
-from tunewise.data import PreparedData
+from tunewise.data import DataCard, PreparedData
 from tunewise.data.prompt import fine_tuned_labels
 from tunewise.data.records import Record
 from tunewise.evaluate.classical import classical_baseline
@@ -107,9 +107,10 @@ def score_system(name: str, cfg: RunConfig, data: PreparedData, model, tokenizer
     return score_llm(name, cfg, data, model, tokenizer, [list(shots) for _ in data.test], prompt_labels)
 
 
-def summarize(cfg: RunConfig, systems: dict[str, SystemResult], forgetting: ForgettingResult | None = None
-              ) -> EvalResult:
-    """CIs for every metric of every system, fine-tuned vs each baseline on the headline metrics, verdict."""
+def summarize(cfg: RunConfig, systems: dict[str, SystemResult], forgetting: ForgettingResult | None = None,
+              card: DataCard | None = None) -> EvalResult:
+    """CIs for every metric of every system, fine-tuned vs each baseline on the headline metrics, verdict (on
+    the metric the data card's audit recommends, when it has one)."""
     task = cfg.task.type
     n = len(next(iter(systems.values())).references)
     idx = resample_indices(n, cfg.eval.bootstrap_resamples, cfg.seed)
@@ -117,7 +118,9 @@ def summarize(cfg: RunConfig, systems: dict[str, SystemResult], forgetting: Forg
     comparisons = [compare_systems(systems["fine_tuned"], s, m, idx=idx)
                    for name, s in systems.items() if name != "fine_tuned" and "fine_tuned" in systems
                    for m in HEADLINE[task]]
-    verdict = make_verdict(systems, comparisons, forgetting)
+    labels = card.labels if card is not None else {}
+    verdict = make_verdict(systems, comparisons, forgetting, metric=labels.get("recommended_metric"),
+                           metric_reason=labels.get("metric_reason"))
     return EvalResult(task, systems, ci, comparisons, forgetting, verdict, 0.95, cfg.eval.bootstrap_resamples)
 
 
@@ -139,4 +142,4 @@ def evaluate(cfg: RunConfig, data: PreparedData, base: ResolvedModel, adapter_di
             base_model = load_model(base.path)
         forgetting = check_forgetting(cfg.eval.forgetting, model, tokenizer, base_model,
                                       cfg.eval.score_tokens_per_batch)
-    return summarize(cfg, systems, forgetting)
+    return summarize(cfg, systems, forgetting, data.card)

@@ -73,6 +73,9 @@ def weights_kind(folder: Path) -> str:
     if (Path(folder) / "adapter_config.json").is_file():
         check_adapter(folder)
         return "adapter"
+    if not (Path(folder) / "config.json").is_file():
+        raise ModelError(f"{folder}: neither a PEFT adapter (adapter_config.json) nor a model folder "
+                         "(config.json + safetensors)")
     check_full_model(folder)
     return "full"
 

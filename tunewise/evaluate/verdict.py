@@ -45,9 +45,10 @@ def _cost_sentence(ft: SystemResult, systems: dict[str, SystemResult]) -> str:
 def _forgetting_sentence(f: ForgettingResult | None) -> str:
     if f is None:
         return "Forgetting was not checked."
-    return (f"Forgetting: general multiple-choice accuracy {f.base_accuracy:.2f} → {f.tuned_accuracy:.2f} "
-            f"({0.0 - f.relative_drop:+.0%}, {f.questions} questions), KL from the base model "
-            f"{f.mean_kl:.3g} nats/token.")
+    lo, hi = f.difference_ci
+    return (f"Forgetting: general multiple-choice accuracy {f.base_accuracy:.3f} → {f.tuned_accuracy:.3f} "
+            f"({f.tuned_accuracy - f.base_accuracy:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}, {f.questions} questions), "
+            f"KL from the base model {f.mean_kl:.3g} nats/token.")
 
 
 def make_verdict(systems: dict[str, SystemResult], comparisons: list[Comparison],

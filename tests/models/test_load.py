@@ -32,10 +32,10 @@ def test_a_safetensors_adapter_loads_and_changes_the_model(adapters, tiny_model_
 
 
 def test_a_pickled_adapter_is_refused_with_one_line(adapters, tiny_model_dir):
-    with pytest.raises(ModelError, match=r"pickled.*only adapter_model.bin \(a pickle\).*safetensors only") as err:
+    with pytest.raises(ModelError, match=r"pickled: only adapter_model.bin; .*safetensors only") as err:
         load_adapter(load_model(tiny_model_dir, "cpu"), adapters[1])
     assert "\n" not in str(err.value)
-    with pytest.raises(ModelError, match="adapter_model.safetensors only"):
+    with pytest.raises(ModelError, match="safetensors only"):
         load_weights(adapters[1], tiny_model_dir, "cpu")
 
 
@@ -52,7 +52,7 @@ def test_a_full_model_folder_needs_safetensors(tiny_model_dir, tmp_path):
     pickled = shutil.copytree(tiny_model_dir, tmp_path / "pickled")
     torch.save(load_model(tiny_model_dir, "cpu").state_dict(), pickled / "pytorch_model.bin")
     (pickled / "model.safetensors").unlink()
-    with pytest.raises(ModelError, match=r"only pytorch_model.bin \(pickles\)"):
+    with pytest.raises(ModelError, match=r"only pytorch_model.bin; "):
         load_weights(pickled, tiny_model_dir, "cpu")
     with pytest.raises(ModelError, match="neither a PEFT adapter"):
         weights_kind(tmp_path)

@@ -10,8 +10,9 @@ from tunewise.models.load import (
     load_weights,
     pick_device,
     pick_dtype,
+    pickled_only,
     weights_kind,
 )
 
 __all__ = ["ResolvedModel", "check_adapter", "check_full_model", "load_adapter", "load_model", "load_tokenizer",
-           "load_weights", "pick_device", "pick_dtype", "resolve_model", "weights_kind"]
+           "load_weights", "pick_device", "pick_dtype", "pickled_only", "resolve_model", "weights_kind"]

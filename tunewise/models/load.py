@@ -40,18 +40,25 @@ def load_model(path: Path, device: str | None = None, dtype: torch.dtype | None 
 
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+SAFE_ONLY = "tunewise loads weights from safetensors only (re-save with save_pretrained(path, safe_serialization=True))"
+
+
+def pickled_only(folder: Path) -> list[str]:
+    """The pickled files (*.bin) of a weights folder that has no safetensors: weights tunewise refuses, since
+    unpickling can run code (peft and transformers would otherwise fall back to them)."""
+    folder = Path(folder)
+    return [] if list(folder.glob("*.safetensors")) else sorted(p.name for p in folder.glob("*.bin"))
 
 
 def check_adapter(folder: Path) -> Path:
-    """`folder`, if it holds a PEFT adapter with safetensors weights; else a one-line ModelError. peft itself
-    would fall back to a pickled adapter_model.bin, and unpickling can run code."""
+    """`folder`, if it holds a PEFT adapter with safetensors weights; else a one-line ModelError."""
     folder = Path(folder)
     if not (folder / "adapter_config.json").is_file():
         raise ModelError(f"{folder}: no adapter_config.json (not a PEFT adapter folder)")
     if not (folder / ADAPTER_WEIGHTS).is_file():
-        found = "only adapter_model.bin (a pickle)" if (folder / "adapter_model.bin").is_file() else "no weights"
-        raise ModelError(f"{folder}: {found}; tunewise loads adapters from {ADAPTER_WEIGHTS} only "
-                         "(re-save it with save_pretrained(path, safe_serialization=True))")
+        pickled = pickled_only(folder)
+        raise ModelError(f"{folder}: {'only ' + ', '.join(pickled) if pickled else f'no {ADAPTER_WEIGHTS}'}; "
+                         f"{SAFE_ONLY}")
     return folder
 
 
@@ -61,10 +68,8 @@ def check_full_model(folder: Path) -> Path:
     if not (folder / "config.json").is_file():
         raise ModelError(f"{folder}: no config.json (not a model folder)")
     if not list(folder.glob("*.safetensors")):
-        pickled = [p.name for p in folder.glob("*.bin")]
-        found = f"only {', '.join(pickled)} (pickles)" if pickled else "no weights"
-        raise ModelError(f"{folder}: {found}; tunewise loads models from *.safetensors only "
-                         "(re-save it with save_pretrained(path, safe_serialization=True))")
+        pickled = pickled_only(folder)
+        raise ModelError(f"{folder}: {'only ' + ', '.join(pickled) if pickled else 'no *.safetensors'}; {SAFE_ONLY}")
     return folder
 
 

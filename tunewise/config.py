@@ -303,6 +303,11 @@ class RegistryConfig(_Strict):
         "or $TUNEWISE_REGISTRY_URL")
     workspace: Path = Field(Path(".tunewise"), description="the SQLite file and registered model artifacts")
     alpha: float = Field(0.05, gt=0, lt=1, description="promotion gate: one-sided paired-bootstrap p-value")
+    feedback_holdout: float = Field(
+        0.3, gt=0, lt=1, description="retrain: share of the feedback corrections held out (seeded by the run's "
+        "seed): the candidate trains on the rest and must beat production on these, which it never saw")
+    feedback_holdout_min: int = Field(
+        5, ge=1, description="retrain: the fewest corrections held out; fewer usable ones and retrain stops")
 
 
 class ServeConfig(_Strict):

@@ -230,8 +230,10 @@ class Registry:
                         .mappings().one())
 
     # -- alias changes -----------------------------------------------------------------------------------
-    def promote(self, ref: str = "candidate", force: bool = False, reason: str | None = None) -> AliasChange:
-        """Make `ref` production if it beats production on the frozen test set (or with force and a reason)."""
+    def promote(self, ref: str = "candidate", force: bool = False, reason: str | None = None,
+                evidence: dict | None = None) -> AliasChange:
+        """Make `ref` production if it beats production on the frozen test set (or with force and a reason).
+        `evidence`: other gates' results (e.g. the feedback slice), recorded beside the test gate's."""
         if force and not (reason and reason.strip()):
             raise ConfigError("--force needs --reason: say why the gate is overridden")
         model = self.model(ref)
@@ -251,7 +253,7 @@ class Registry:
                 alias="production", action="promote" if passed else "rejected", model_id=model.id,
                 previous_model_id=prev.id if prev else None, forced=bool(force and not (result and result.passed)),
                 reason=reason or ("first production model" if prev is None else None),
-                gate=result.to_json() if result else None))
+                gate={**(result.to_json() if result else {}), **(evidence or {})} or None))
         change = AliasChange("production", "promote" if passed else "rejected", model, prev, force, reason, result)
         if not passed:
             raise GateFailed(change)

@@ -318,6 +318,9 @@ class ServeConfig(_Strict):
     max_messages: int = Field(32, gt=0)
     max_batch_size: int = Field(16, gt=0, le=256, description="the most queued requests one generate call takes")
     auth: bool = Field(True, description="require a bearer API key (`tunewise keys create`)")
+    public_metrics: bool = Field(
+        False, description="with auth: serve /metrics and the model list without an API key (e.g. for a Prometheus "
+        "scraper inside the network); default: they need one like every other route")
 
 
 class MonitorConfig(_Strict):

@@ -1,9 +1,9 @@
 """Estimate vs measurement: peak memory and step time of LoRA / QLoRA training steps.
 
-GPU (the numbers for bench/estimate_accuracy.md):
-    python bench/estimate_accuracy.py --out bench/estimate_accuracy.md
+GPU (the numbers for bench/results/estimate_accuracy.md, the default --out):
+    python -m bench.estimate_accuracy
 CPU check at toy size (memory there is tensor bytes: weights + grads + optimizer state + saved activations):
-    python bench/estimate_accuracy.py --tiny --out /tmp/estimate_tiny.md
+    python -m bench.estimate_accuracy --tiny --out /tmp/estimate_tiny.md
 
 Models have random weights built from a config (meta-device init, materialised in bf16 on the GPU): the
 Llama-3-8B shape and the embedded SmolLM2-135M shape. Each case runs tunewise's own method wiring
@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench import RESULTS
 from tunewise.config import TrainConfig
 from tunewise.models.estimate import DEVICES, ModelShape, estimate, saved_activation_bytes
 from tunewise.train.methods import apply_method
@@ -185,11 +184,15 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="toy shapes on CPU")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--only", help="substring of 'model method' to run, e.g. Llama or qlora")
-    ap.add_argument("--out", type=Path, required=True, help="markdown file for the table")
+    ap.add_argument("--out", type=Path, help="markdown file for the table (default "
+                    "bench/results/estimate_accuracy.md; required with --tiny, which must not overwrite it)")
     ap.add_argument("--json", type=Path, help="measurements file (default: --out with .json)")
     ap.add_argument("--from-json", action="store_true",
                     help="re-estimate saved measurements with the current estimator; no model is run")
     a = ap.parse_args()
+    if a.out is None and a.tiny:
+        ap.error("--tiny needs --out: the default is the committed GPU table")
+    a.out = a.out or RESULTS / "estimate_accuracy.md"
     json_path = a.json or a.out.with_suffix(".json")
     if a.from_json:
         saved = json.loads(json_path.read_text())
@@ -203,7 +206,7 @@ def main() -> None:
     import transformers
 
     note = (f"Device: {where}; torch {torch.__version__}, transformers {transformers.__version__}. "
-            f"Command: `python bench/estimate_accuracy.py {' '.join(sys.argv[1:])}`.\n")
+            f"Command: `python -m bench.estimate_accuracy {' '.join(sys.argv[1:])}`.\n")
     measured: list[dict] = []
     for name, method, shapes in cases(a.tiny):
         if a.only and a.only not in f"{name} {method}":

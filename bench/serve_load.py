@@ -1,7 +1,7 @@
 """Load test of `tunewise serve` on CPU with the embedded model: C concurrent clients × R requests each.
 
-    python bench/serve_load.py                      # 32 clients × 200 requests (the issue's target)
-    python bench/serve_load.py --requests 3         # scaled down for a shared 2-core machine
+    python -m bench.serve_load                      # 32 clients × 200 requests (the issue's target)
+    python -m bench.serve_load --requests 3         # scaled down for a shared 2-core machine
 
 Each request is what a topic classifier's client sends: one short news headline as the user turn and a small
 max_tokens (a label is 1-3 tokens). Prints errors, p50/p95 latency, requests/s, the mean batch size and the
@@ -29,7 +29,6 @@ import yaml
 # As `tunewise serve` does, so that the in-process baseline runs under the same OpenMP settings as the server.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 LAUNCH = "import sys; from tunewise.cli import app; sys.argv[0] = 'tunewise'; app()"
 PROMPT = "Bank shares rose after a strong profit report"
 HEADLINES = [PROMPT, "Striker scores twice as United win derby", "Minister resigns over expenses row",

@@ -9,7 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Llama + word-level ChatML tokenizer saved as a local HF folder."""
-    from tests.fixtures.tiny import save_tiny_model
+    from tunewise.testing import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
@@ -25,8 +25,8 @@ def tiny_tokenizer(tiny_model_dir):
 def tiny_runs(tmp_path_factory, tiny_model_dir):
     """Whole pipeline runs with the tiny model, one per task type: {task: (config, metrics)}.
     Classification scores labels by log-likelihood; generation generates (both paths get covered)."""
-    from tests.fixtures.tasks import tiny_config
     from tunewise.pipeline import run
+    from tunewise.testing import tiny_config
 
     out = {}
     for task, mode in (("classification", "score"), ("generation", "generate")):

@@ -60,3 +60,27 @@ def test_dotted_overrides_are_typed_and_validated(tmp_path):
         load_config(path, parse_overrides(["train.nope=1"]))
     with pytest.raises(ConfigError, match="expected key.path=value"):
         parse_overrides(["train.epochs"])
+
+
+def test_code_and_schema_paths_resolve_against_the_config_folder(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"prompt": "a", "completion": "{}"}\n')
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text("data: {paths: [d.jsonl]}\ntask: {type: extraction, json_schema: s.json}\n"
+                        "eval: {metrics: ['my_metrics.py:recall', 'pkg.mod:f']}\n"
+                        "train: {early_stopping: {metric: 'my_metrics.py:recall'}}\n")
+    cfg = load_config(cfg_path)
+    assert cfg.task.json_schema == tmp_path / "s.json"
+    assert cfg.eval.metrics == [f"{tmp_path / 'my_metrics.py'}:recall", "pkg.mod:f"]
+    assert cfg.train.early_stopping.metric == f"{tmp_path / 'my_metrics.py'}:recall"
+
+
+def test_generation_settings_are_checked():
+    base = {"data": {"builtin": "bbc_news"}}
+    with pytest.raises(ConfigError, match="eval.metrics: 'bleu' is not module:function"):
+        parse_config({**base, "task": {"type": "generation"}, "eval": {"metrics": ["bleu"]}})
+    with pytest.raises(ConfigError, match="json_schema applies to task.type extraction only"):
+        parse_config({**base, "task": {"type": "generation", "json_schema": {"type": "object"}}})
+    with pytest.raises(ConfigError, match="train.early_stopping.metric: unknown metric 'rougeL'"):
+        parse_config({**base, "task": {"type": "generation"}, "train": {"early_stopping": {"metric": "rougeL"}}})
+    cfg = parse_config({**base, "task": {"type": "generation"}})
+    assert (cfg.eval.few_shot_selection, cfg.eval.slot_errors) == ("auto", "auto")

@@ -78,7 +78,7 @@ def test_run_writes_every_systems_metrics_with_cis_and_costs(tiny_runs, task):
     folder = cfg.run_dir
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(returned))
-    systems = {"zero_shot", "few_shot", "fine_tuned"} | ({"classical"} if task == "classification" else set())
+    systems = {"zero_shot", "few_shot", "classical", "fine_tuned"}  # classical: TF-IDF + LR, or retrieval
     assert set(metrics["test"]) == systems
     names = CLASSIFICATION_METRICS if task == "classification" else GENERATION_METRICS
     headline = ("accuracy", "macro_f1") if task == "classification" else ("rouge_l", "bleu")
@@ -109,3 +109,37 @@ def test_per_example_scores_reproduce_the_headline_metric(tiny_runs):
     rows = [json.loads(line) for line in (cfg.run_dir / "predictions.jsonl").read_text().splitlines()]
     for s, values in metrics["test"].items():
         assert sum(r["score"][s] for r in rows) / len(rows) == pytest.approx(values["accuracy"])
+
+
+def test_tunewise_run_on_an_e2e_shaped_dataset_reports_references_and_slot_errors(tmp_path, tiny_model_dir):
+    import yaml
+    from typer.testing import CliRunner
+
+    from tunewise.cli import app
+    from tunewise.testing import e2e_config
+
+    raw = e2e_config(tmp_path, tiny_model_dir, train={"early_stopping": {"metric": "bleu"}},
+                     eval={"metrics": ["tests.metrics.user_metrics:mean_length_ratio"], "review_examples": 5})
+    path = tmp_path / "e2e.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "runs" / "tiny-e2e"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"zero_shot", "few_shot", "classical", "fine_tuned"}
+    user = "tests.metrics.user_metrics.mean_length_ratio"
+    for name, values in metrics["test"].items():
+        assert {"bleu", "rouge_l", "chrf", "slot_error_rate", user} <= set(values) == set(metrics["ci"][name])
+    # The retrieval baseline answers with training references, which realise every slot of their own MR only.
+    assert 0 < metrics["test"]["classical"]["slot_error_rate"] <= 1
+    assert {c["metric"] for c in metrics["comparisons"]} == {"rouge_l", "bleu", "slot_error_rate"}
+    assert metrics["inference"]["few_shot"]["selection"] == "tfidf"
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and all(len(r["references"]) == 3 for r in rows)  # one row per distinct MR
+    assert set(rows[0]["slot_errors"]) == set(metrics["test"])
+    train_log = json.loads((folder / "train_log.json").read_text())
+    assert any("eval_bleu" in h for h in train_log)
+    html = (folder / "report.html").read_text()
+    assert 'id="samples"' in html and '<ol class="refs">' in html and "TF-IDF nearest-neighbour retrieval" in html
+    assert 'class="missing"' in html or 'class="added"' in html or "all slots realised" in html
+    assert "slot_error_rate" in html and user in html

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunewise.errors import ConfigError
+from tunewise.metrics import training_metric
+from tunewise.metrics.user import is_user_metric
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+# The record formats tunewise reads, in the order `format: auto` tries them (tunewise.data.formats).
+RecordFormat = Literal["chat", "sharegpt", "alpaca", "prompt_completion", "text_label"]
+FORMATS: tuple[str, ...] = get_args(RecordFormat)
 # Field names of the supported record formats (data.columns maps them onto a file's columns).
 CANONICAL_FIELDS = {"text", "label", "messages", "instruction", "input", "output", "prompt", "completion",
                     "conversations"}
@@ -52,7 +57,7 @@ class DataConfig(_Strict):
     )
     text_field: str = "text"
     label_field: str = "label"
-    format: Literal["auto", "chat", "alpaca", "prompt_completion", "sharegpt", "text_label"] = Field(
+    format: Literal[Literal["auto"], RecordFormat] = Field(
         "auto", description="record format of every file; auto detects it per file from the first rows"
     )
     columns: dict[str, str] = Field(
@@ -63,8 +68,21 @@ class DataConfig(_Strict):
         "redact", description="personal data and secrets: count them (report), replace them by <EMAIL>… "
         "(redact), or quarantine the row (drop)"
     )
+    pii_region: str = Field(
+        "US", pattern=r"^[A-Z]{2}$", description="region whose national phone formats are read as phone numbers "
+        "(ISO 3166 code: US, GB, DE, IN…); international +CC numbers are found for every country"
+    )
+    pii_engine: Literal["builtin", "presidio"] = Field(
+        "builtin", description="builtin: machine-shaped PII and secrets, fast; presidio: also names, places and "
+        "dates of birth (pip install 'tunewise[presidio]' and a spaCy model; ~100x slower)"
+    )
     dedup: DedupConfig = DedupConfig()
-    group_column: str | None = Field(None, description="rows sharing this column's value stay in one split")
+    group_column: str | None = Field(
+        None, description="rows sharing this column's value stay in one split; it may be the input column itself "
+        "(E2E: mr, so no meaning representation is in two splits)")
+    group_test_references: bool = Field(
+        True, description="generation tasks: test rows with the same input become one test example scored "
+        "against all their references (multi-reference BLEU/chrF, best-reference ROUGE), as E2E is scored")
     slice_columns: list[str] = Field(default_factory=list, description="columns to audit label balance within")
     max_row_chars: int = Field(200_000, gt=0, description="rows longer than this are quarantined unread")
     workers: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
@@ -73,6 +91,10 @@ class DataConfig(_Strict):
     )
     min_rows: int = Field(1000, ge=0, description="warn when fewer usable rows remain")
     min_class_examples: int = Field(20, ge=0, description="warn when a class has fewer examples")
+    label_issues: Literal["report", "drop", "off"] = Field(
+        "report", description="classification rows whose label looks wrong (cleanlab on out-of-fold TF-IDF + "
+        "logistic regression): list them on the card (report), quarantine them from training (drop), or skip"
+    )
     split: SplitConfig = SplitConfig()
     max_train_examples: int | None = Field(None, gt=0, description="subsample training (CPU budgets)")
     max_test_examples: int | None = Field(None, gt=0)
@@ -92,7 +114,9 @@ class DataConfig(_Strict):
 
 
 class TaskConfig(_Strict):
-    type: Literal["classification", "generation"] = "classification"
+    type: Literal["classification", "generation", "extraction"] = Field(
+        "classification", description="classification: a label; generation: free text; extraction: one JSON object "
+        "(scored field by field)")
     instruction: str = "Classify the text."
     labels: list[str] | None = Field(None, description="label set; inferred from the data when omitted")
     system_prompt: str | None = Field(
@@ -102,6 +126,9 @@ class TaskConfig(_Strict):
     list_labels_after_tuning: bool = Field(
         False, description="keep the label list in the fine-tuned model's prompt (baselines always get it)"
     )
+    json_schema: Path | dict | None = Field(
+        None, description="extraction: a JSON Schema (a file or an inline mapping); outputs are checked against it "
+        "(json_schema_valid) with the jsonschema package")
 
 
 class ModelConfig(_Strict):
@@ -122,8 +149,21 @@ class LoraConfig(_Strict):
 
 class EarlyStoppingConfig(_Strict):
     patience: int | None = Field(None, gt=0, description="evaluations without improvement before stopping; None = off")
-    metric: Literal["eval_loss", "eval_answer_exact_match"] = "eval_loss"
+    metric: str = Field(
+        "eval_loss", description="what picks the best checkpoint and stops early: eval_loss, "
+        "eval_answer_exact_match (teacher-forced), or a metric of generated val answers: rouge_l, bleu, chrf, "
+        "exact_match, slot_error_rate (generation), json_f1, json_valid... (extraction), or a user "
+        "module:function; lower is better for losses and error rates")
     threshold: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
+    max_generate: int = Field(
+        200, gt=0, description="with a generated-answer metric: distinct val inputs answered at each evaluation "
+        "(the first ones, greedy decoding); each evaluation then costs a generation pass over them")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        training_metric(v)
+        return v
 
 
 class ReplayConfig(_Strict):
@@ -283,9 +323,22 @@ class EvalConfig(_Strict):
         "generate", description="generate: free answer parsed to a label (invalid rate counted); "
         "score: the label with the highest log-likelihood")
     few_shot_k: int = Field(5, ge=0, description="examples in the few-shot prompt")
-    few_shot_selection: Literal["random", "similar"] = Field(
-        "random", description="similar: the k training examples nearest by sentence embedding (all-MiniLM-L6-v2)")
-    classical: bool = Field(True, description="TF-IDF + logistic regression baseline (classification)")
+    few_shot_selection: Literal["auto", "random", "similar", "tfidf"] = Field(
+        "auto", description="random (class-balanced for classification); similar: the k training examples nearest "
+        "by sentence embedding (all-MiniLM-L6-v2, optional package); tfidf: nearest by TF-IDF cosine of the "
+        "inputs; auto: tfidf for generation and extraction (structured inputs such as E2E's meaning "
+        "representations are matched by the values they share, and a shot then shows how those values are "
+        "written; no extra package), random for classification (class balance shows every label)")
+    classical: bool = Field(True, description="the classical baseline: TF-IDF + logistic regression "
+                            "(classification), TF-IDF nearest-neighbour retrieval of a training answer (generation, "
+                            "extraction)")
+    slot_errors: Literal["auto"] | bool = Field(
+        "auto", description="generation: slot error rate of data-to-text outputs (omitted and added attribute "
+        "values of inputs like name[The Eagle], food[French]); auto: on when every test input is such a list")
+    metrics: list[str] = Field(
+        default_factory=list, description="user metrics, each module:function or path/to/file.py:function: a "
+        "callable (predictions: list[str], references: list[str]) -> float, scored beside the built-in metrics "
+        "with bootstrap CIs (one call per resample). It is the user's own code and runs in this process")
     batch_size: int = Field(16, gt=0, description="prompts per generation batch; examples per scoring batch")
     score_tokens_per_batch: int = Field(
         2048, gt=0, description="label scoring and perplexity: continuation rows × their length per forward "
@@ -359,6 +412,19 @@ class RunConfig(_Strict):
     def _expand(cls, v: Path) -> Path:
         return v.expanduser()
 
+    @model_validator(mode="after")
+    def _metrics_fit_task(self) -> RunConfig:
+        try:
+            training_metric(self.train.early_stopping.metric, self.task.type)
+        except ValueError as err:
+            raise ValueError(f"train.early_stopping.metric: {err}") from None
+        bad = [m for m in self.eval.metrics if not is_user_metric(m)]
+        if bad:
+            raise ValueError(f"eval.metrics: {bad[0]!r} is not module:function (the built-in metrics always run)")
+        if self.task.json_schema is not None and self.task.type != "extraction":
+            raise ValueError("task.json_schema applies to task.type extraction only")
+        return self
+
     @property
     def run_dir(self) -> Path:
         return self.output_dir / self.name
@@ -417,6 +483,26 @@ def _read_yaml_mapping(path: Path) -> dict:
     return raw
 
 
+def _resolve_code_paths(raw: dict, folder: Path) -> None:
+    """task.json_schema and file-form user metrics (`file.py:function`) are relative to the config's folder."""
+    task, ev = raw.get("task"), raw.get("eval")
+    schema = task.get("json_schema") if isinstance(task, dict) else None
+    if isinstance(schema, str) and not Path(schema).is_absolute():
+        task["json_schema"] = str((folder / schema).resolve())
+    if isinstance(ev, dict) and isinstance(ev.get("metrics"), list):
+        ev["metrics"] = [_relative_metric(m, folder) for m in ev["metrics"]]
+    stopping = ((raw.get("train") or {}).get("early_stopping") if isinstance(raw.get("train"), dict) else None)
+    if isinstance(stopping, dict) and isinstance(stopping.get("metric"), str):
+        stopping["metric"] = _relative_metric(stopping["metric"], folder)
+
+
+def _relative_metric(spec, folder: Path):
+    if not isinstance(spec, str) or ".py:" not in spec or Path(spec.split(".py:")[0]).is_absolute():
+        return spec
+    module, function = spec.rsplit(":", 1)
+    return f"{(folder / module).resolve()}:{function}"
+
+
 def load_config(path: Path | str, overrides: dict | None = None) -> RunConfig:
     """Read a YAML config. Relative data paths are resolved against the config file's folder."""
     path = Path(path)
@@ -429,6 +515,7 @@ def load_config(path: Path | str, overrides: dict | None = None) -> RunConfig:
             if isinstance(data.get(key), list):
                 data[key] = [str((path.parent / p).resolve()) if not Path(p).is_absolute() else p
                              for p in data[key]]
+    _resolve_code_paths(raw, path.parent)
     forgetting = (raw.get("eval") or {}).get("forgetting") if isinstance(raw.get("eval"), dict) else None
     if isinstance(forgetting, dict):
         for key in ("mc_path", "prompts_path"):

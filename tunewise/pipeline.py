@@ -8,6 +8,7 @@ import json
 import platform
 import time
 from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
 
 from tunewise.config import RunConfig, dump_config
 from tunewise.data import PreparedData, prepare
@@ -21,8 +22,6 @@ LIBRARIES = ["torch", "transformers", "peft", "accelerate", "tunewise"]
 
 
 def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for lib in LIBRARIES:
         try:
@@ -97,6 +96,12 @@ def write_results(run: RunFolder, data: PreparedData, result: EvalResult) -> dic
                    "predictions": {n: s.predictions[i] for n, s in systems.items()},
                    "correct": {n: correct[n][i] for n in systems},
                    "score": {n: scores[n][i] for n in systems}}
+            if r.references and len(r.references) > 1:
+                row["references"] = r.references
+            slots = {n: {"missing": s.examples["slot_missing"][i], "added": s.examples["slot_added"][i]}
+                     for n, s in systems.items() if "slot_missing" in s.examples}
+            if slots:
+                row["slot_errors"] = slots
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return metrics
 
@@ -131,7 +136,7 @@ def run(cfg: RunConfig) -> dict:
     if not is_main_process():
         return {}
     with folder.stage("evaluate"):
-        result = evaluate(cfg, data, base, trained.adapter_dir, baselines, trained.model)
+        result = evaluate(cfg, data, base, trained.weights_dir, baselines, trained.model)
         metrics = write_results(folder, data, result)
     with folder.stage("report"):
         write_report(folder.path, cfg.eval.review_examples)

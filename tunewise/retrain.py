@@ -13,7 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tunewise.config import RunConfig, parse_config
+from tunewise.data import PreparedData
+from tunewise.data.records import Record
 from tunewise.errors import DataError
+from tunewise.evaluate import score_model
+from tunewise.models import ResolvedModel
 from tunewise.monitor.feedback import CorrectionSplit, correction_rows, split_corrections
 from tunewise.registry import (
     FeedbackGate,
@@ -80,16 +84,13 @@ def retrain_config(base: dict, pool: Path, test: Path, name: str) -> RunConfig:
 
 def score_slice(cfg: RunConfig, records: list, labels, candidate: ModelRecord, prod: ModelRecord
                 ) -> dict[str, list[float]]:
-    """1/0 per record for both models (right label, or exact match), with the evaluation stage's scorer."""
-    from tunewise.data import PreparedData
-    from tunewise.evaluate import score_system
-    from tunewise.models import load_tokenizer, load_weights
-
-    data = PreparedData([], [], records, labels, "")
+    """1/0 per record for both models (right label, or exact match), scored as the evaluation stage scores a
+    fine-tuned model."""
+    data = PreparedData(train=[], val=[], test=records, labels=labels, content_hash="")
     scores = {}
     for name, m in (("candidate", candidate), ("production", prod)):
-        base = Path(m.base_model["path"])
-        res = score_system(name, cfg, data, load_weights(m.artifact_path, base), load_tokenizer(base))
+        base = ResolvedModel(m.base_model["id"], Path(m.base_model["path"]), m.base_model["sha256"])
+        res = score_model(cfg, data, base, m.artifact_path, name=name)
         scores[name] = [float(p == r.answer) for p, r in zip(res.predictions, records)]
     return scores
 
@@ -102,8 +103,7 @@ def _reject(registry: Registry, candidate: ModelRecord, reason: str, evidence: d
 def retrain(registry: Registry, train_config: dict | None = None, name: str | None = None) -> RetrainResult:
     """Retrain production on its data + most feedback corrections; promote the result only if it beats
     production on the held-out corrections and on the frozen test set."""
-    from tunewise.data.records import Record
-    from tunewise.pipeline import run
+    from tunewise.pipeline import run  # heavy
 
     prod = registry.model("production")
     labels = registry.dataset_record(prod.dataset_hash)["card"].get("labels")

@@ -151,3 +151,37 @@ def test_split_seed_pins_the_split_whatever_the_run_seed(tmp_path, tiny_model_di
 
     assert splits(1, split_seed=42) == splits(42)
     assert splits(1) != splits(42)
+
+
+def test_e2e_files_split_by_mr_and_the_official_test_is_grouped_into_multi_reference_examples(
+        tmp_path, tiny_model_dir):
+    from tunewise.testing import e2e_config
+
+    cfg = parse_config(e2e_config(tmp_path, tiny_model_dir))
+    data = prepare(cfg)
+    train_mrs, val_mrs = {r.meta["mr"] for r in data.train}, {r.meta["mr"] for r in data.val}
+    assert val_mrs and not train_mrs & val_mrs  # grouped by the input column itself: no MR in two splits
+    assert len(data.train) + len(data.val) == 14 * 3
+    assert all(r.input_text == r.meta["mr"] for r in data.train)  # the mr column is the prompt
+    assert len(data.test) == 5 and all(len(r.references) == 3 for r in data.test)
+    assert data.test[0].answer == data.test[0].references[0] and data.test[0].meta["rows"] == 3
+    assert "15 test rows grouped by input into 5 multi-reference examples" in data.card.splits["method"]
+    data.write(tmp_path / "out")  # the canonical test.jsonl keeps every reference, and reads back with them
+    from tunewise.data.formats import read_records
+
+    back, rejected = read_records(tmp_path / "out" / "test.jsonl")
+    assert not rejected and [r.references for r in back] == [r.references for r in data.test]
+
+
+def test_a_carved_generation_test_split_is_grouped_too_and_can_be_left_per_row(tmp_path, tiny_model_dir):
+    from tunewise.testing import e2e_config
+
+    raw = e2e_config(tmp_path, tiny_model_dir)
+    raw["data"].pop("test_paths")
+    raw["data"]["split"] = {"val": 6, "test": 9}
+    data = prepare(parse_config(raw))
+    assert not {r.meta["mr"] for r in data.train} & {r.meta["mr"] for r in data.test}
+    assert len(data.test) == 3 and sum(len(r.references) for r in data.test) == 9
+    raw["data"]["group_test_references"] = False
+    per_row = prepare(parse_config(raw))
+    assert len(per_row.test) == 9 and all(r.references is None for r in per_row.test)

@@ -1,11 +1,11 @@
 import pytest
 
 from tests.evaluate.test_shots import bag_of_words
-from tests.fixtures.tasks import tiny_config
 from tunewise.data import prepare
 from tunewise.errors import ModelError
 from tunewise.evaluate import compare_systems, evaluate, run_baselines, score_model
 from tunewise.models import load_model, resolve_model
+from tunewise.testing import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +74,15 @@ def test_generation_metrics_and_perplexity(tmp_path, tiny_model_dir, adapter):
     data, base = prepare(cfg), resolve_model(cfg.model.base)
     result = evaluate(cfg, data, base, adapter, run_baselines(cfg, data, base))
     m = result.metrics_json()
-    assert set(m["test"]) == {"zero_shot", "few_shot", "fine_tuned"}  # no classical baseline for generation
+    assert set(m["test"]) == {"zero_shot", "few_shot", "classical", "fine_tuned"}
+    assert m["inference"]["few_shot"]["selection"] == "tfidf"  # auto picks TF-IDF neighbours for generation
     expected = {"rouge1", "rouge2", "rouge_l", "bleu", "chrf", "exact_match", "perplexity"}
     for name in m["test"]:
-        assert set(m["test"][name]) == expected == set(m["ci"][name])
-        assert m["test"][name]["perplexity"] > 1
+        # The retrieval baseline is no language model: it has no perplexity.
+        assert set(m["test"][name]) == expected - ({"perplexity"} if name == "classical" else set())
+        assert set(m["ci"][name]) == set(m["test"][name])
+        if name != "classical":
+            assert m["test"][name]["perplexity"] > 1
     # An untrained LoRA adapter is the base model: same answers, same perplexity as zero-shot.
     assert m["test"]["fine_tuned"]["perplexity"] == pytest.approx(m["test"]["zero_shot"]["perplexity"], rel=1e-4)
     assert m["forgetting"] is None and "not checked" in m["verdict"]["text"]
@@ -87,8 +91,8 @@ def test_generation_metrics_and_perplexity(tmp_path, tiny_model_dir, adapter):
 def test_a_full_fine_tuned_model_is_evaluated_against_its_base(tmp_path, tiny_model_dir, tiny_tokenizer):
     # Full fine-tuning leaves a model folder, not an adapter: forgetting then compares with the base loaded
     # beside it. A different random model stands in for the fine-tuned one, so the KL must be positive.
-    from tests.fixtures.tiny import build_model
     from tunewise.evaluate import load_fine_tuned
+    from tunewise.testing import build_model
 
     folder = tmp_path / "model"
     build_model(len(tiny_tokenizer), seed=5).save_pretrained(folder)

@@ -3,7 +3,6 @@ import json
 import pytest
 import torch
 
-from tests.fixtures.tiny import build_model, save_tiny_model
 from tunewise.config import ForgettingConfig
 from tunewise.errors import DataError
 from tunewise.evaluate.compare import paired_bootstrap
@@ -18,6 +17,7 @@ from tunewise.evaluate.forgetting import (
     mc_choices,
 )
 from tunewise.models import load_model
+from tunewise.testing import build_model, save_tiny_model
 
 QUESTIONS = [("what is this", ["sport", "business", "tech"]), ("what is the topic", ["film", "music"]),
              ("the match team", ["won", "lost", "game"]), ("i love it", ["good", "bad"]),

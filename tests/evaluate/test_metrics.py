@@ -74,7 +74,7 @@ REFS = ["the cat sat on a mat", "hello world", "a b c d x f", "something else", 
 
 
 def test_generation_metrics_agree_with_the_libraries():
-    got = generation_metrics(PREDS, REFS)
+    got = generation_metrics(generation_examples(PREDS, REFS))
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     scores = [scorer.score(r, p) for p, r in zip(PREDS, REFS)]
     assert got["bleu"] == pytest.approx(sacrebleu.corpus_bleu(PREDS, [REFS]).score)

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from tunewise.data.encode import encode_prompt
 from tunewise.evaluate.score import _groups, answer_ids, answer_nll, score_continuations, score_labels
 from tunewise.models import load_model
-from tunewise.train.tokenize import encode_prompt
 
 PROMPTS = [[{"role": "user", "content": "classify the text . " + "the match team won " * k}] for k in (1, 4, 2)]
 LABELS = ["sport", "business", "card arrival", "card"]

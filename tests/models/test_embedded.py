@@ -39,8 +39,9 @@ def test_generates_a_sensible_answer(embedded):
 
 def test_one_lora_training_step_is_finite_and_moves_the_adapter(embedded):
     from tunewise.config import LoraConfig
+    from tunewise.data.encode import encode_example
     from tunewise.train.lora import apply_lora
-    from tunewise.train.tokenize import PadCollator, encode_example
+    from tunewise.train.tokenize import PadCollator
 
     base, tok, _ = embedded
     model = apply_lora(load_model(base.path, "cpu", torch.float32), LoraConfig(r=4, alpha=8))

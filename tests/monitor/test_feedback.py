@@ -2,9 +2,9 @@ import random
 
 import pytest
 
-from tests.fixtures.tiny import WORDS
 from tunewise.errors import DataError
 from tunewise.monitor.feedback import split_corrections
+from tunewise.testing import WORDS
 
 LABELS = ["negative", "positive"]
 

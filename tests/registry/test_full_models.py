@@ -8,10 +8,9 @@ import torch
 from typer.testing import CliRunner
 
 from tests.fixtures.runs import fake_run
-from tests.fixtures.tasks import tiny_config
-from tests.fixtures.tiny import save_tiny_model
 from tunewise.config import OperateConfig, RegistryConfig, ServeConfig, dump_config
 from tunewise.registry import Registry, RegistryError
+from tunewise.testing import save_tiny_model, tiny_config
 
 ASK = {"model": "production", "messages": [{"role": "user", "content": "the match team won"}], "max_tokens": 4}
 

@@ -3,10 +3,10 @@ import torch
 
 from tests.fixtures.runs import fake_run
 from tunewise.config import RegistryConfig, TaskConfig
+from tunewise.data.encode import encode_prompt
 from tunewise.data.records import classification_record
 from tunewise.registry import Registry
 from tunewise.serve.engine import ModelPool, chat_to_prompt
-from tunewise.train.tokenize import encode_prompt
 
 TASK = TaskConfig(instruction="Classify the text.")
 LABELS = ["positive", "negative"]

@@ -9,14 +9,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.fixtures.runs import tiny_adapter
-from tests.fixtures.tasks import topic_records
-from tests.fixtures.tiny import save_tiny_model
 from tunewise.config import parse_config
 from tunewise.data import PreparedData
 from tunewise.data.records import classification_record
 from tunewise.errors import ConfigError
 from tunewise.models import ResolvedModel
 from tunewise.soup import make_soup
+from tunewise.testing import save_tiny_model, topic_records
 
 TOPICS = {"sport": "the team won the match game", "business": "the bank profit and market shares",
           "politics": "the minister and the election vote party", "tech": "a phone with new computer software"}

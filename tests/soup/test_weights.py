@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.fixtures.tiny import save_tiny_model
 from tunewise.errors import ConfigError
 from tunewise.soup.weights import resolve_ingredient, write_soup
+from tunewise.testing import save_tiny_model
 
 
 @pytest.fixture(scope="module")

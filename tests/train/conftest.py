@@ -2,10 +2,10 @@ import random
 
 import pytest
 
-from tests.fixtures.tasks import topic_records
 from tunewise.config import parse_config
 from tunewise.data import PreparedData
 from tunewise.models import ResolvedModel
+from tunewise.testing import topic_records
 
 TOPICS = {"sport": "the team won the match", "business": "the bank profit and market shares",
           "politics": "the minister and the election vote", "tech": "a phone with new software"}

@@ -12,9 +12,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.fixtures.tasks import write_topic_documents
 from tests.train.conftest import tiny_config
 from tunewise.errors import ConfigError
+from tunewise.testing import write_topic_documents
 from tunewise.train import distributed
 from tunewise.train.trainer import training_args
 

@@ -6,8 +6,8 @@ import weakref
 import pytest
 import torch
 
-from tests.fixtures.tiny import build_model
 from tunewise.config import FastConfig, LoraConfig, TrainConfig
+from tunewise.testing import build_model
 from tunewise.train.fast import apply_fast_path, decide
 from tunewise.train.fast.loss import causal_lm_loss
 from tunewise.train.lora import apply_lora

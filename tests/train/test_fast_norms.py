@@ -14,10 +14,17 @@ from tunewise.train.tokenize import PadCollator
 @pytest.mark.parametrize("recompute", [False, True])
 def test_torch_rms_norm_gives_the_plain_gradients(recompute, monkeypatch):
     from tunewise.train.fast import layers
+    from tunewise.train.fast import recompute as recipes
 
     calls = []
     real = layers.torch_rms_norm
-    monkeypatch.setattr(layers, "torch_rms_norm", lambda norm, x: calls.append(1) or real(norm, x))
+
+    def counted(norm, x):
+        calls.append(1)
+        return real(norm, x)
+
+    monkeypatch.setattr(layers, "torch_rms_norm", counted)  # the forward's call
+    monkeypatch.setattr(recipes, "torch_rms_norm", counted)  # the recipes' call in backward
     plain = _lora_model()
     fast = copy.deepcopy(plain)
     assert use_torch_rms_norm(fast.get_base_model()) == 2 * 2 + 1  # two per layer and the final norm

@@ -4,9 +4,9 @@ import json
 
 from typer.testing import CliRunner
 
-from tests.fixtures.tiny import save_tiny_model
 from tunewise.cli import app
 from tunewise.models.estimate import read_shape, trainable_params
+from tunewise.testing import save_tiny_model
 
 ROWS = [("the team won the match", "sport"), ("the bank profit", "business"), ("the minister vote", "politics"),
         ("a phone with software", "tech")] * 10

@@ -44,8 +44,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tiny_base):
     resumed = train(tiny_config(killed, **RESUME_TRAIN), tiny_data(), tiny_base, resume=True)
     assert resumed.resumed_from.endswith("checkpoint-4")
 
-    a = load_file(clean.adapter_dir / "adapter_model.safetensors")
-    b = load_file(resumed.adapter_dir / "adapter_model.safetensors")
+    a = load_file(clean.weights_dir / "adapter_model.safetensors")
+    b = load_file(resumed.weights_dir / "adapter_model.safetensors")
     assert a.keys() == b.keys() and a
     for k in a:
         assert (a[k] - b[k]).abs().max().item() <= 1e-5, k

@@ -43,7 +43,7 @@ def test_early_stopping_keeps_and_loads_the_best_checkpoint(tmp_path, tiny_base)
     losses = [v for _, v in result.val_loss]
     assert losses.index(min(losses)) < len(losses) - 1  # stopped after val loss stopped improving
     assert result.best_checkpoint.endswith(f"checkpoint-{2 * (losses.index(min(losses)) + 1)}")
-    saved = load_file(result.adapter_dir / "adapter_model.safetensors")
+    saved = load_file(result.weights_dir / "adapter_model.safetensors")
     best = load_file(f"{result.best_checkpoint}/adapter_model.safetensors")
     assert all(torch.equal(saved[k], best[k]) for k in best)
 
@@ -51,7 +51,7 @@ def test_early_stopping_keeps_and_loads_the_best_checkpoint(tmp_path, tiny_base)
 def test_full_fine_tuning_writes_a_model_folder_that_load_trained_finds(tmp_path, tiny_base):
     cfg = tiny_config(tmp_path, method="full")
     result = train(cfg, tiny_data(), tiny_base)
-    assert result.adapter_dir == cfg.run_dir / "model"
+    assert result.weights_dir == cfg.run_dir / "model"
     assert result.trainable_params == result.total_params
     assert list((cfg.run_dir / "model").glob("*.safetensors"))
     model = load_trained(cfg.run_dir, tiny_base.path)
@@ -63,7 +63,7 @@ def test_dora_trains_and_its_parameter_count_matches_the_estimator(tmp_path, tin
     cfg = tiny_config(tmp_path, method="dora", lora={"r": 4})
     result = train(cfg, tiny_data(), tiny_base)
     assert result.trainable_params == trainable_params(read_shape(tiny_base.path), "dora", 4)
-    assert any("lora_magnitude_vector" in k for k in load_file(result.adapter_dir / "adapter_model.safetensors"))
+    assert any("lora_magnitude_vector" in k for k in load_file(result.weights_dir / "adapter_model.safetensors"))
     model = load_trained(cfg.run_dir, tiny_base.path)
     assert model.peft_config["default"].use_dora
 
@@ -117,3 +117,57 @@ def test_mlflow_run_logs_the_training_loss_when_installed(tmp_path, tiny_base, m
     assert len(runs) == 1
     logged = [m.value for m in client.get_metric_history(runs[0].info.run_id, "loss")]
     assert logged and logged[0] == pytest.approx(result.train_loss[0][1], rel=1e-4)
+
+
+def _generation_setup(tmp_path, epochs=6, **early_stopping):
+    from tunewise.config import parse_config
+    from tunewise.data import PreparedData
+    from tunewise.data.records import Record
+
+    def rec(prompt, answer):
+        return Record([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
+
+    words = "the match team won lost game market shares profit bank".split()
+    train_rows = [rec(f"{words[i % 10]} {words[(i * 3) % 10]}", f"{words[(i + 1) % 10]} world") for i in range(24)]
+    # 4 distinct val inputs, two answers each: the metric sees one answer per input, scored against both.
+    val_rows = [rec(f"hello {w}", f"{w} {a}") for w in words[:4] for a in ("world", "hello")]
+    cfg = parse_config({"name": "g", "output_dir": str(tmp_path / "runs"), "data": {"builtin": "bbc_news"},
+                        "task": {"type": "generation", "instruction": "answer ."}, "model": {"max_length": 64},
+                        "eval": {"max_new_tokens": 3},
+                        "train": {"batch_size": 4, "epochs": epochs, "eval_steps": 2, "logging_steps": 1,
+                                  "learning_rate": 1e-3, "report_to": [], "early_stopping": early_stopping}})
+    return cfg, PreparedData(train_rows, val_rows, [], None, "hash")
+
+
+def test_early_stopping_on_a_generated_answer_metric(tmp_path, tiny_base):
+    from tests.metrics import user_metrics
+
+    user_metrics.CALLS.clear()
+    cfg, data = _generation_setup(tmp_path, patience=1, metric="tests.metrics.user_metrics:falling", max_generate=3)
+    result = train(cfg, data, tiny_base)
+    # The metric only falls (1, 1/2): the first evaluation stays best and patience 1 stops at the second.
+    assert result.stopped_early and result.best_checkpoint.endswith("checkpoint-2")
+    assert len(user_metrics.CALLS) == 2
+    predictions, references = user_metrics.CALLS[0]
+    assert len(predictions) == 3 and references == ["the world", "match world", "team world"]
+    log = [h["eval_tests.metrics.user_metrics.falling"] for h in result_log(cfg) if "eval_loss" in h]
+    assert log == [1.0, 0.5]
+
+
+def test_rouge_l_of_generated_val_answers_picks_the_best_checkpoint(tmp_path, tiny_base):
+    cfg, data = _generation_setup(tmp_path, epochs=1, metric="rouge_l")
+    train(cfg, data, tiny_base)
+    values = [h["eval_rouge_l"] for h in result_log(cfg) if "eval_loss" in h]
+    assert len(values) == 3 and all(0.0 <= v <= 1.0 for v in values)
+    from tunewise.train.trainer import training_args
+
+    args = training_args(cfg, tmp_path / "a", "cpu", False, True)
+    assert (args.metric_for_best_model, args.greater_is_better) == ("eval_rouge_l", True)
+    ser, _ = _generation_setup(tmp_path, metric="slot_error_rate")
+    assert training_args(ser, tmp_path / "b", "cpu", False, True).greater_is_better is False
+
+
+def result_log(cfg) -> list[dict]:
+    import json
+
+    return json.loads((cfg.run_dir / "train_log.json").read_text())

@@ -54,9 +54,6 @@ def load_bbc_news() -> list[Record]:
     return records
 
 
-BUILTINS = {"bbc_news": load_bbc_news}
-
-
 def bbc_news_rows() -> Iterator[RawRow]:
     """The same articles as text/label rows, for the data doctor's checks."""
     for r in load_bbc_news():

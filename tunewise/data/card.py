@@ -8,10 +8,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from tunewise.data.audit import Audit
+from tunewise.data.label_issues import LabelIssues
 from tunewise.data.pii import NOT_DETECTED
 from tunewise.data.scan import ScanStats
+from tunewise.figures import pyplot, to_data_uri
 
 
 @dataclass
@@ -30,6 +33,7 @@ class DataCard:
     warnings: list
     splits: dict = field(default_factory=dict)
     leakage: dict = field(default_factory=dict)
+    label_issues: dict = field(default_factory=dict)  # empty: not a classification task, or data.label_issues off
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -51,8 +55,11 @@ def token_summary(stats: ScanStats, framing: int, tokenizer: str | None, context
 
 
 def build_card(stats: ScanStats, audit: Audit, content_hash: str, task: str, pii_policy: str,
-               tokens: dict) -> DataCard:
+               tokens: dict, label_issues: LabelIssues | None = None, pii_engine: str = "builtin",
+               pii_region: str = "US") -> DataCard:
     warnings = list(stats.warnings) + list(audit.warnings)
+    if label_issues is not None and label_issues.warning():
+        warnings.append(label_issues.warning())
     if tokens.get("measured") and tokens["over_max_length"]:
         warnings.append(f"{tokens['over_max_length']} rows are longer than model.max_length "
                         f"({tokens['max_length']} tokens with the prompt framing): training leaves them out")
@@ -71,23 +78,19 @@ def build_card(stats: ScanStats, audit: Audit, content_hash: str, task: str, pii
         duplicates={"exact": stats.duplicates["exact"], "near": stats.duplicates["near"],
                     "clusters": len(stats.clusters or ()), "largest_clusters": [asdict(c) for c in clusters]},
         conflicts={"count": stats.conflict_count, "listed": stats.conflicts},
-        pii={"policy": pii_policy, "occurrences": dict(stats.pii.most_common()),
-             "rows": dict(stats.pii_rows.most_common()), "not_detected": NOT_DETECTED},
+        pii={"policy": pii_policy, "engine": pii_engine, "region": pii_region,
+             "occurrences": dict(stats.pii.most_common()), "rows": dict(stats.pii_rows.most_common()),
+             "not_detected": NOT_DETECTED[pii_engine]},
         labels={"counts": audit.label_counts, "tiny_classes": audit.tiny_classes,
                 "imbalance_ratio": audit.imbalance_ratio, "recommended_metric": audit.recommended_metric,
                 "metric_reason": audit.metric_reason},
         slices=audit.slices, token_lengths=tokens, warnings=warnings,
+        label_issues=label_issues.to_card() if label_issues is not None else {},
     )
 
 
 def _plots(card: DataCard) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tunewise.report.plots import _to_data_uri
-
+    plt = pyplot()
     out = {}
     counts = card.labels.get("counts") or {}
     if counts:
@@ -96,8 +99,7 @@ def _plots(card: DataCard) -> dict[str, str]:
         ax.barh([k for k, _ in items][::-1], [v for _, v in items][::-1], color="#1f77b4")
         ax.set_xlabel("rows")
         ax.tick_params(axis="y", labelsize=7 if len(items) > 20 else 9)
-        out["labels"] = _to_data_uri(fig)
-        plt.close(fig)
+        out["labels"] = to_data_uri(fig)
     hist = card.token_lengths.get("histogram")
     if hist:
         fig, ax = plt.subplots(figsize=(7, 3))
@@ -107,14 +109,11 @@ def _plots(card: DataCard) -> dict[str, str]:
         ax.set_xlabel(f"tokens ({card.token_lengths['tokenizer']}, with prompt framing)")
         ax.set_ylabel("rows")
         ax.legend()
-        out["tokens"] = _to_data_uri(fig)
-        plt.close(fig)
+        out["tokens"] = to_data_uri(fig)
     return out
 
 
 def write_card(card: DataCard, folder: Path) -> tuple[Path, Path]:
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
-
     folder.mkdir(parents=True, exist_ok=True)
     json_path, html_path = folder / "card.json", folder / "card.html"
     json_path.write_text(json.dumps(card.to_json(), indent=2, ensure_ascii=False), encoding="utf-8")

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
+from tunewise.config import FORMATS
 from tunewise.data.load import RawRow, Rejected, RowError, iter_rows
 from tunewise.data.records import Record
 
-FORMATS = ("chat", "alpaca", "prompt_completion", "sharegpt", "text_label")
 ROLES = {"system", "user", "assistant"}
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
                   "assistant": "assistant", "chatgpt": "assistant"}
@@ -59,7 +59,7 @@ def detect_format(rows: list[dict], mapping: dict[str, str], forced: str = "auto
                 "prompt_completion": ["prompt", "completion"], "text_label": ["text"]}
     if forced != "auto":
         return FileFormat(forced, candidates[forced])
-    for name in ("chat", "sharegpt", "alpaca", "prompt_completion", "text_label"):
+    for name in FORMATS:
         if all(candidates[name][f] in common for f in required[name]):
             return FileFormat(name, candidates[name])
     return None
@@ -168,8 +168,19 @@ def to_record(raw: RawRow, fmt: FileFormat, classification: bool, labels: frozen
     elif classification and label is None:
         # A classification chat/prompt row without a label column: its answer is the label.
         label = _label({"answer": msgs[-1]["content"]}, "answer", True, labels)
-    meta = _meta(row, set(c.values()), {"source": raw.source, "line": raw.line})
-    return Record(msgs, label=label, meta=meta)
+    used = set(c.values()) | ({"references"} if fmt.name == "chat" else set())
+    meta = _meta(row, used, {"source": raw.source, "line": raw.line})
+    return Record(msgs, label=label, meta=meta, references=_references(row) if fmt.name == "chat" else None)
+
+
+def _references(row: dict) -> list[str] | None:
+    """A canonical JSONL row (tunewise's own test.jsonl) keeps a multi-reference test example's references."""
+    refs = row.get("references")
+    if refs is None:
+        return None
+    if not isinstance(refs, list) or not refs or not all(isinstance(x, str) and x.strip() for x in refs):
+        raise RowError("references", "wrong type: expected a non-empty list of texts", "wrong type")
+    return refs
 
 
 def read_records(path: Path, classification: bool = False) -> tuple[list[Record], list[Rejected]]:

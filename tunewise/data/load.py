@@ -147,8 +147,8 @@ def _csv(path: Path, delimiter: str) -> Iterator[RawRow]:
 
 
 def _parquet(path: Path) -> Iterator[RawRow]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # heavy
+    import pyarrow.parquet as pq  # heavy
 
     try:
         pf = pq.ParquetFile(path)

@@ -14,6 +14,8 @@ def task_framing(task: TaskConfig, labels: list[str] | None) -> str:
     parts = [task.instruction] if task.instruction else []
     if task.type == "classification" and labels:
         parts.append("Answer with one of: " + ", ".join(labels) + ".")
+    if task.type == "extraction":
+        parts.append("Answer with one JSON object only.")
     return "\n".join(parts)
 
 

@@ -21,10 +21,11 @@ from tunewise.data.dedup import Deduper, Probe
 from tunewise.data.formats import FileFormat, detect_format, sniff, to_record
 from tunewise.data.load import RawRow, Rejected, RowError, iter_rows
 from tunewise.data.parallel import chunks, prepare_parallel, resolve_workers
-from tunewise.data.pii import find_pii, redact
+from tunewise.data.pii import make_detector, redact
 from tunewise.data.records import Record
 from tunewise.data.spill import JsonSpill
 from tunewise.data.tokens import TokenCounter, record_text
+from tunewise.metrics.extraction import parse_json_object
 
 BATCH = 512  # rows per tokenizer call: large enough to amortise the call, small enough to stay streaming
 MAX_LISTED = 50  # clusters / conflicts / examples listed on the card (all are counted)
@@ -94,6 +95,7 @@ class Scanner:
         self._mapping = {**explicit, **data.columns}
         self._slice_values: dict[str, set[str]] = {}
         self.workers = 1  # set per scan from data.workers and the input size
+        self.pii_detector = make_detector(data.pii_engine, data.pii_region)
 
     def quarantine(self, source: str, line: int, err: RowError) -> None:
         self.stats.quarantine[err.kind] += 1
@@ -165,12 +167,18 @@ class Scanner:
             raise RowError("(row)", f"wrong shape: no known format fits the keys {sorted(raw.row)[:6]}",
                            "wrong shape: unrecognised format")
         record = to_record(raw, fmt, self.classification, self.labels)
+        group = self.data.group_column
+        if group and group in raw.row and group not in record.meta:
+            record.meta[group] = raw.row[group]  # the group may be the input column itself (E2E groups by mr)
         size = sum(len(m["content"]) for m in record.messages)
         if size > self.data.max_row_chars:
             raise RowError("messages", f"too long: {size:,} characters > data.max_row_chars "
                                        f"({self.data.max_row_chars:,})", "too long (characters)")
         check_control(record)
         clean_record(record)
+        if self.task.type == "extraction" and parse_json_object(record.answer) is None:
+            raise RowError("messages[-1].content", "not a JSON object: an extraction answer must be one",
+                           "answer not a JSON object")
         self._pii(record)
         return record
 
@@ -179,7 +187,7 @@ class Scanner:
         # A classification answer is the label itself: it is checked against the label set, not for PII.
         turns = record.messages[:-1] if self.classification else record.messages
         for i, m in enumerate(turns):
-            hits = find_pii(m["content"])
+            hits = self.pii_detector.find(m["content"])
             if not hits:
                 continue
             kinds = [h.kind for h in hits]

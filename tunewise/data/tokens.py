@@ -58,7 +58,7 @@ def _context(folder: Path, tokenizer) -> int | None:
 
 def load_counter(base: str, cache_dir: Path | None = None) -> tuple[TokenCounter | None, str | None]:
     """The model's tokenizer, or (None, why not): token checks are then skipped and the card says so."""
-    from tunewise.models import load_tokenizer, resolve_model
+    from tunewise.models import load_tokenizer, resolve_model  # heavy
 
     try:
         resolved = resolve_model(base, cache_dir)

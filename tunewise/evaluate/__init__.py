@@ -2,7 +2,7 @@
 test split, with bootstrap CIs, paired comparisons, inference cost, a forgetting check and a verdict.
 
 Entry points: `run_baselines(...)` (before training: it needs the untouched base model), then
-`evaluate(...) -> EvalResult`. `score_model(...)` scores one adapter alone, e.g. for a registry's gated
+`evaluate(...) -> EvalResult`. `score_model(...)` scores one fine-tuned model alone, e.g. for a registry's gated
 promotion; `compare_systems(a, b, metric)` is the paired bootstrap between two such results."""
 
 from __future__ import annotations
@@ -13,16 +13,15 @@ from pathlib import Path
 from tunewise.config import RunConfig
 from tunewise.data import DataCard, PreparedData
 from tunewise.data.prompt import fine_tuned_labels
-from tunewise.data.records import Record
-from tunewise.evaluate.classical import classical_baseline
+from tunewise.evaluate.classical import classical_baseline, retrieval_baseline
 from tunewise.evaluate.compare import compare_systems, confidence_intervals, resample_indices
 from tunewise.evaluate.forgetting import ForgettingResult, check_forgetting
 from tunewise.evaluate.metrics import per_class
-from tunewise.evaluate.results import HEADLINE, Comparison, SystemResult
-from tunewise.evaluate.shots import choose_shots, similar_shots
+from tunewise.evaluate.results import HEADLINE, SECONDARY, Comparison, SystemResult
+from tunewise.evaluate.shots import choose_shots, resolve_selection, similar_shots, tfidf_shots
 from tunewise.evaluate.systems import score_llm
 from tunewise.evaluate.verdict import Verdict, make_verdict
-from tunewise.models import ResolvedModel, load_model, load_tokenizer, load_weights
+from tunewise.models import ResolvedModel, has_adapter, load_model, load_tokenizer, load_weights
 
 __all__ = [
     "Comparison",
@@ -30,10 +29,9 @@ __all__ = [
     "SystemResult",
     "compare_systems",
     "evaluate",
-    "evaluate_fine_tuned",
+    "load_fine_tuned",
     "run_baselines",
     "score_model",
-    "score_system",
     "summarize",
 ]
 
@@ -72,14 +70,19 @@ def run_baselines(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model
     results = {"zero_shot": score_llm("zero_shot", cfg, data, model, tokenizer, prompt_labels=data.labels)}
     k = cfg.eval.few_shot_k
     if k > 0 and data.train:
-        if cfg.eval.few_shot_selection == "similar":
+        selection = resolve_selection(cfg.eval.few_shot_selection, cfg.task.type)
+        if selection == "similar":
             shots = similar_shots(data.train, data.test, k)
+        elif selection == "tfidf":
+            shots = tfidf_shots(data.train, data.test, k)
         else:
             shots = [choose_shots(data.train, k, data.labels, cfg.seed)] * len(data.test)
         results["few_shot"] = score_llm("few_shot", cfg, data, model, tokenizer, shots, data.labels)
-        results["few_shot"].extra.update(k=min(k, len(data.train)), selection=cfg.eval.few_shot_selection)
-    if cfg.task.type == "classification" and cfg.eval.classical:
-        results["classical"] = classical_baseline(data, cfg.seed, cfg.estimate.prices)
+        results["few_shot"].extra.update(k=min(k, len(data.train)), selection=selection)
+    if cfg.eval.classical and data.train:
+        results["classical"] = (classical_baseline(data, cfg.seed, cfg.estimate.prices)
+                                if cfg.task.type == "classification" else retrieval_baseline(cfg, data)
+                                ).add_user_metrics(cfg.eval.metrics)
     return results
 
 
@@ -89,22 +92,13 @@ def load_fine_tuned(base: ResolvedModel, weights: Path, base_model=None):
     return load_weights(weights, base.path, base_model=base_model)
 
 
-def score_model(cfg: RunConfig, data: PreparedData, base: ResolvedModel, adapter_dir: Path, model=None,
+def score_model(cfg: RunConfig, data: PreparedData, base: ResolvedModel, weights: Path, model=None,
                 name: str = "fine_tuned") -> SystemResult:
-    """Score one fine-tuned adapter on the test split (per-example scores included). `model` may be the
-    in-memory PEFT model training returned."""
-    model = model if model is not None else load_fine_tuned(base, adapter_dir)
+    """Score one fine-tuned model (`weights`: its adapter or full-model folder) on the test split, per-example
+    scores included. `model` may be the in-memory model training returned."""
+    model = model if model is not None else load_fine_tuned(base, weights)
     return score_llm(name, cfg, data, model, load_tokenizer(base.path),
                      prompt_labels=fine_tuned_labels(cfg.task, data.labels))
-
-
-evaluate_fine_tuned = score_model  # the walking skeleton's name, kept for callers
-
-
-def score_system(name: str, cfg: RunConfig, data: PreparedData, model, tokenizer, shots: list[Record] = (),
-                 prompt_labels: list[str] | None = None) -> SystemResult:
-    """The walking skeleton's scorer (one shot list for every example), kept for callers (retrain)."""
-    return score_llm(name, cfg, data, model, tokenizer, [list(shots) for _ in data.test], prompt_labels)
 
 
 def summarize(cfg: RunConfig, systems: dict[str, SystemResult], forgetting: ForgettingResult | None = None,
@@ -115,20 +109,23 @@ def summarize(cfg: RunConfig, systems: dict[str, SystemResult], forgetting: Forg
     n = len(next(iter(systems.values())).references)
     idx = resample_indices(n, cfg.eval.bootstrap_resamples, cfg.seed)
     ci = {name: confidence_intervals(s, idx) for name, s in systems.items()}
+    metrics = [*HEADLINE[task], *(m for m in SECONDARY if all(m in s.metrics for s in systems.values()))]
     comparisons = [compare_systems(systems["fine_tuned"], s, m, idx=idx)
                    for name, s in systems.items() if name != "fine_tuned" and "fine_tuned" in systems
-                   for m in HEADLINE[task]]
+                   for m in metrics]
     labels = card.labels if card is not None else {}
     verdict = make_verdict(systems, comparisons, forgetting, metric=labels.get("recommended_metric"),
                            metric_reason=labels.get("metric_reason"))
-    return EvalResult(task, systems, ci, comparisons, forgetting, verdict, 0.95, cfg.eval.bootstrap_resamples)
+    return EvalResult(task=task, systems=systems, ci=ci, comparisons=comparisons, forgetting=forgetting,
+                      verdict=verdict, confidence=0.95, resamples=cfg.eval.bootstrap_resamples)
 
 
-def evaluate(cfg: RunConfig, data: PreparedData, base: ResolvedModel, adapter_dir: Path,
+def evaluate(cfg: RunConfig, data: PreparedData, base: ResolvedModel, weights: Path,
              baselines: dict[str, SystemResult], model=None, base_model=None) -> EvalResult:
-    """Score the fine-tuned model, check forgetting against its base, and compare with the baselines.
-    `base_model`: the base, for the forgetting check of a model with no adapter to switch off."""
-    model = model if model is not None else load_fine_tuned(base, adapter_dir)
+    """Score the fine-tuned model (`weights`: its adapter or full-model folder), check forgetting against its
+    base, and compare with the baselines. `base_model`: the base, for the forgetting check of a model with no
+    adapter to switch off."""
+    model = model if model is not None else load_fine_tuned(base, weights)
     tokenizer = load_tokenizer(base.path)
     systems = {**baselines, "fine_tuned": score_llm("fine_tuned", cfg, data, model, tokenizer,
                                                     prompt_labels=fine_tuned_labels(cfg.task, data.labels))}
@@ -136,7 +133,7 @@ def evaluate(cfg: RunConfig, data: PreparedData, base: ResolvedModel, adapter_di
     forgetting = None
     if cfg.eval.forgetting.enabled:
         # A non-PEFT model (full fine-tuning) has no adapter to switch off: load the base beside it.
-        if hasattr(model, "disable_adapter"):
+        if has_adapter(model):
             base_model = None
         elif base_model is None:
             base_model = load_model(base.path)

@@ -1,4 +1,5 @@
-"""The classical baseline for classification: TF-IDF features + logistic regression (scikit-learn).
+"""The classical baselines: TF-IDF features + logistic regression for classification; for generation and
+extraction, nearest-neighbour retrieval (the training answer of the training input nearest by TF-IDF).
 
 Cheap to train and nearly free to serve; if a fine-tuned LLM cannot beat it, the LLM is not worth it."""
 
@@ -6,16 +7,25 @@ from __future__ import annotations
 
 import time
 
+from tunewise.config import RunConfig
 from tunewise.data import PreparedData
 from tunewise.evaluate.cost import inference_cost
-from tunewise.evaluate.metrics import classification_metrics
+from tunewise.evaluate.metrics import (
+    answer_scoring,
+    classification_metrics,
+    generation_examples,
+    generation_metrics,
+)
 from tunewise.evaluate.results import SystemResult
+from tunewise.evaluate.shots import tfidf_neighbours
+
+RETRIEVAL = "TF-IDF nearest-neighbour retrieval"
 
 
 def classical_baseline(data: PreparedData, seed: int, prices: dict[str, float] | None = None) -> SystemResult:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
+    from sklearn.feature_extraction.text import TfidfVectorizer  # heavy
+    from sklearn.linear_model import LogisticRegression  # heavy
+    from sklearn.pipeline import make_pipeline  # heavy
 
     labels = data.labels or []
     # Word 1–2 grams with sublinear tf: the usual strong text-classification baseline.
@@ -33,4 +43,24 @@ def classical_baseline(data: PreparedData, seed: int, prices: dict[str, float] |
         outputs=preds, predictions=preds, references=refs, labels=labels, examples={},
         inference=inference_cost([0] * n, [0] * n, seconds, "CPU", prices),
         extra={"model": "TF-IDF (1-2 grams) + logistic regression"},
+    )
+
+
+def retrieval_baseline(cfg: RunConfig, data: PreparedData) -> SystemResult:
+    """Answer each test input with the answer of the training input nearest to it by TF-IDF cosine (the
+    earliest such training row on a tie), scored with the task's metrics like the LLM systems."""
+    start = time.perf_counter()
+    nearest = tfidf_neighbours([r.input_text for r in data.train], [r.input_text for r in data.test], 1)
+    preds = [data.train[int(row[0])].answer for row in nearest]
+    seconds = time.perf_counter() - start
+    refs = [r.answer for r in data.test]
+    examples = generation_examples(preds, [r.all_references for r in data.test], [r.input_text for r in data.test],
+                                   answer_scoring(cfg, data))
+    metrics = generation_metrics(examples)
+    n = len(preds)
+    return SystemResult(
+        name="classical", task=cfg.task.type, metrics=metrics, outputs=preds, predictions=preds, references=refs,
+        labels=None, examples=examples, inference=inference_cost([0] * n, [0] * n, seconds, "CPU",
+                                                                 cfg.estimate.prices),
+        extra={"model": f"{RETRIEVAL} (word 1-2 grams) over {len(data.train)} training inputs"},
     )

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from tunewise.evaluate.results import LOWER_IS_BETTER, Comparison, SystemResult
+from tunewise.evaluate.results import Comparison, SystemResult
 
 
 def bootstrap_ci(scores: Sequence[float], n_resamples: int = 1000, confidence: float = 0.95,
@@ -56,11 +56,12 @@ def confidence_intervals(system: SystemResult, idx: np.ndarray, confidence: floa
 def compare_systems(a: SystemResult, b: SystemResult, metric: str, n_resamples: int = 1000, seed: int = 0,
                     idx: np.ndarray | None = None) -> Comparison:
     """Does `a` beat `b` on `metric`? Paired bootstrap over the same test examples: the difference a − b,
-    its 95 % CI, and p = the share of resamples where a is not better (lower is better for perplexity)."""
+    its 95 % CI, and p = the share of resamples where a is not better (lower is better for perplexity and error
+    rates)."""
     if a.references != b.references:
         raise ValueError(f"{a.name} and {b.name} were not scored on the same test examples in the same order")
     idx = resample_indices(len(a.references), n_resamples, seed) if idx is None else idx
     d = a.resampled(idx)[metric] - b.resampled(idx)[metric]
-    not_better = d >= 0 if metric in LOWER_IS_BETTER else d <= 0
+    not_better = d >= 0 if a.lower_is_better(metric) else d <= 0
     return Comparison(a.name, b.name, metric, a.metrics[metric] - b.metrics[metric],
                       (float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))), float(not_better.mean()))

@@ -30,7 +30,7 @@ def detect_device(prices: dict[str, float] | None = None) -> str:
     """The price-table key for the hardware this process runs on: the GPU's name matched against the
     table's keys, overrides included ("NVIDIA H100 80GB HBM3" → "H100"); a GPU the table lacks keeps its own
     name ("NVIDIA L40S"), so the report names it; no GPU: "CPU"."""
-    import torch
+    import torch  # heavy
 
     if not torch.cuda.is_available():
         return "CPU"

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from tunewise.config import ForgettingConfig
+from tunewise.data.encode import encode_prompt
 from tunewise.errors import DataError
 from tunewise.evaluate.compare import paired_bootstrap
 from tunewise.evaluate.score import answer_ids, score_continuations
-from tunewise.train.tokenize import encode_prompt
+from tunewise.models import base_weights, has_adapter
 
 
 @dataclass
@@ -143,7 +143,7 @@ def kl_per_prompt(base_model, tuned_model, tokenizer, items: list[tuple[str, str
     out = []
     for b in range(0, len(encoded), batch_size):
         batch = encoded[b: b + batch_size]
-        with _adapter_off(base_model):
+        with base_weights(base_model):
             base_lp = _answer_logprobs(base_model, batch, tokenizer.pad_token_id)
         tuned_lp = _answer_logprobs(tuned_model, batch, tokenizer.pad_token_id)
         for p, q in zip(base_lp, tuned_lp):
@@ -151,25 +151,16 @@ def kl_per_prompt(base_model, tuned_model, tokenizer, items: list[tuple[str, str
     return out
 
 
-@contextmanager
-def _adapter_off(model):
-    if hasattr(model, "disable_adapter"):
-        with model.disable_adapter():
-            yield
-    else:
-        yield
-
-
 def check_forgetting(cfg: ForgettingConfig, tuned_model, tokenizer, base_model=None,
                      max_tokens: int = 2048) -> ForgettingResult:
     """Compare the fine-tuned model with its base. `base_model` None: the PEFT model with its adapter off."""
     base_model = base_model if base_model is not None else tuned_model
-    if base_model is tuned_model and not hasattr(tuned_model, "disable_adapter"):
+    if base_model is tuned_model and not has_adapter(tuned_model):
         raise ValueError("a model without a PEFT adapter needs its base model passed separately")
     mc_path = Path(cfg.mc_path) if cfg.mc_path else _shipped("general_mc.jsonl")
     kl_path = Path(cfg.prompts_path) if cfg.prompts_path else _shipped("general_prompts.jsonl")
     questions, prompts = load_mc(mc_path), load_prompts(kl_path)
-    with _adapter_off(base_model):
+    with base_weights(base_model):
         base = mc_correct(base_model, tokenizer, questions, max_tokens)
     tuned = mc_correct(tuned_model, tokenizer, questions, max_tokens)
     base_acc, tuned_acc = sum(base) / len(base), sum(tuned) / len(tuned)
@@ -184,8 +175,10 @@ def check_forgetting(cfg: ForgettingConfig, tuned_model, tokenizer, base_model=N
                        f"the {cfg.max_drop:.3f} tolerance, {len(questions)} questions)")
     if cfg.max_kl is not None and mean_kl > cfg.max_kl:
         reasons.append(f"KL divergence from the base model is {mean_kl:.3f} nats/token, above {cfg.max_kl}")
-    return ForgettingResult(str(mc_path), len(questions), base_acc, tuned_acc, drop, (ci[0], ci[1]),
-                            str(kl_path), len(prompts), mean_kl, bool(reasons), reasons)
+    return ForgettingResult(mc_source=str(mc_path), questions=len(questions), base_accuracy=base_acc,
+                            tuned_accuracy=tuned_acc, relative_drop=drop, difference_ci=(ci[0], ci[1]),
+                            kl_source=str(kl_path), kl_prompts=len(prompts), mean_kl=mean_kl, flagged=bool(reasons),
+                            reasons=reasons)
 
 
 def drop_flagged(drop: float, ci: tuple[float, float] | list[float], max_drop: float) -> bool:

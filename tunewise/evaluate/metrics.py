@@ -1,17 +1,26 @@
 """Task metrics, computed from per-example records so that any resample of the test set (bootstrap CIs,
 paired comparisons) can be re-scored cheaply. Classification answers are matched to the label set;
-anything else counts as invalid."""
+anything else counts as invalid. Generation and extraction metrics are defined in the core `tunewise.metrics`
+(training's early stopping uses the same definitions); this module puts them together per task."""
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
+from tunewise.config import RunConfig
+from tunewise.data import PreparedData
+from tunewise.metrics.extraction import extraction_examples, load_schema, resampled_extraction
+from tunewise.metrics.slots import SlotChecker, looks_like_mr, resampled_slots, slot_examples
+from tunewise.metrics.text import TEXT_METRICS, resampled_text, text_examples
+from tunewise.metrics.user import metric_key, resampled_user
+
 INVALID = "<invalid>"
 CLASSIFICATION_METRICS = ["accuracy", "macro_f1", "micro_f1", "invalid_rate"]
-GENERATION_METRICS = ["rouge1", "rouge2", "rouge_l", "bleu", "chrf", "exact_match", "perplexity"]
+GENERATION_METRICS = [*TEXT_METRICS, "perplexity", "slot_error_rate"]
 
 
 def _norm(s: str) -> str:
@@ -71,7 +80,7 @@ def classification_metrics(predictions: list[str], references: list[str], labels
 
 def per_class(predictions: list[str], references: list[str], labels: list[str]) -> dict:
     """Per-class precision/recall/F1/support and the confusion matrix (rows: truth; columns: labels+invalid)."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # heavy
 
     p, r, f, s = precision_recall_fscore_support(references, predictions, labels=labels, zero_division=0)
     matrix = confusion_matrix(references, predictions, labels=[*labels, INVALID])[: len(labels)]
@@ -80,50 +89,66 @@ def per_class(predictions: list[str], references: list[str], labels: list[str]) 
             "confusion": {"labels": labels, "columns": [*labels, INVALID], "matrix": matrix.tolist()}}
 
 
-# ---- generation -----------------------------------------------------------------------------------------
+# ---- generation and extraction ----------------------------------------------------------------------------
 
-def _exact(a: str, b: str) -> bool:
-    return " ".join(a.split()) == " ".join(b.split())
+@dataclass
+class AnswerScoring:
+    """What scoring a generation or extraction task's answers needs beyond the answers themselves."""
+
+    task: str
+    slots: SlotChecker | None = None  # slot error rate on (data-to-text inputs)
+    schema: dict | None = None  # extraction: the JSON Schema outputs must satisfy
 
 
-def generation_examples(predictions: list[str], references: list[str]) -> dict[str, list]:
-    """Per-example ROUGE F-measures, exact match, and sacrebleu's sufficient statistics for BLEU and chrF
-    (corpus scores are sums of these, so resamples are re-scored without re-tokenising)."""
-    from rouge_score import rouge_scorer
-    from sacrebleu.metrics import BLEU, CHRF
+def answer_scoring(cfg: RunConfig, data: PreparedData) -> AnswerScoring:
+    """The task's scoring: slot errors when eval.slot_errors says so (auto: every test input is an
+    attribute[value] list), its vocabulary of known values from every split's inputs."""
+    slots = None
+    on = cfg.eval.slot_errors
+    if cfg.task.type == "generation" and on is not False and data.test:
+        if on is True or all(looks_like_mr(r.input_text) for r in data.test):
+            slots = SlotChecker.from_inputs(r.input_text for r in [*data.train, *data.val, *data.test])
+    schema = load_schema(cfg.task.json_schema) if cfg.task.type == "extraction" else None
+    return AnswerScoring(task=cfg.task.type, slots=slots, schema=schema)
 
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    rouge = [scorer.score(r, p) for p, r in zip(predictions, references)]
-    return {
-        "rouge1": [s["rouge1"].fmeasure for s in rouge],
-        "rouge2": [s["rouge2"].fmeasure for s in rouge],
-        "rouge_l": [s["rougeL"].fmeasure for s in rouge],
-        "exact_match": [float(_exact(p, r)) for p, r in zip(predictions, references)],
-        # The same private-but-stable hooks sacrebleu's own paired bootstrap (significance.py) uses.
-        "bleu_stats": [list(map(float, s)) for s in BLEU()._extract_corpus_statistics(predictions, [references])],
-        "chrf_stats": [list(map(float, s)) for s in CHRF()._extract_corpus_statistics(predictions, [references])],
-    }
+
+def generation_examples(predictions: list[str], references: list[str] | list[list[str]],
+                        inputs: list[str] | None = None, scoring: AnswerScoring | None = None) -> dict[str, list]:
+    """Per-example statistics of every metric of the task: text metrics (generation; `references` may hold
+    several per example), slot errors (with `scoring.slots` and the `inputs`), JSON fields (extraction)."""
+    scoring = scoring or AnswerScoring(task="generation")
+    if scoring.task == "extraction":
+        first = [r if isinstance(r, str) else r[0] for r in references]
+        return extraction_examples(predictions, first, scoring.schema)
+    out = text_examples(predictions, references)
+    if scoring.slots is not None and inputs is not None:
+        out.update(slot_examples(scoring.slots, inputs, predictions))
+    return out
 
 
 def resampled_generation(examples: dict[str, list], idx: np.ndarray) -> dict[str, np.ndarray]:
-    from sacrebleu.metrics import BLEU, CHRF
-
-    out = {m: np.asarray(examples[m], dtype=float)[idx].mean(1) for m in ("rouge1", "rouge2", "rouge_l",
-                                                                         "exact_match")}
-    for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
-        stats = np.asarray(examples[f"{name}_stats"], dtype=float)
-        sums = stats[idx].sum(1)
-        out[name] = np.array([metric._compute_score_from_stats(row.tolist()).score for row in sums])
+    """Every metric the per-example statistics support, on every resample (row of `idx`)."""
+    out = resampled_extraction(examples, idx) if "json_valid" in examples else resampled_text(examples, idx)
+    if "slot_total" in examples:
+        out.update(resampled_slots(examples, idx))
     if examples.get("nll") is not None:
         nll, tokens = np.asarray(examples["nll"], dtype=float), np.asarray(examples["answer_tokens"], dtype=float)
         out["perplexity"] = np.exp(nll[idx].sum(1) / np.maximum(1, tokens[idx].sum(1)))
     return out
 
 
-def generation_metrics(predictions: list[str], references: list[str]) -> dict:
-    whole = np.arange(len(references))[None, :]
-    return {m: float(v[0]) for m, v in resampled_generation(generation_examples(predictions, references),
-                                                            whole).items()}
+def user_resampled(specs: list[str], predictions: list[str], references: list[str], idx: np.ndarray
+                   ) -> dict[str, np.ndarray]:
+    """User metrics (module:function) on every resample, keyed by their result name."""
+    return {metric_key(s): resampled_user(s, predictions, references, idx) for s in specs}
+
+
+def generation_metrics(examples: dict[str, list]) -> dict:
+    """The metrics of the whole test set, from its per-example records (`generation_examples`, and `nll` /
+    `answer_tokens` for perplexity)."""
+    n = len(next(v for k, v in examples.items() if not k.endswith("_stats")))
+    whole = np.arange(n)[None, :]
+    return {m: float(v[0]) for m, v in resampled_generation(examples, whole).items()}
 
 
 def perplexity(nll: list[float], tokens: list[int]) -> float:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from tunewise.train.tokenize import encode_example, encode_prompt
+from tunewise.data.encode import IGNORE, encode_example, encode_prompt
 
 
 @dataclass
@@ -28,7 +28,7 @@ def answer_ids(tokenizer, messages: list[dict[str, str]], answer: str) -> list[i
     """The tokens the assistant turn `answer` adds after the prompt, end-of-turn token included: exactly the
     tokens training puts the loss on, so "card" and "card arrival" differ by more than a prefix."""
     enc = encode_example(tokenizer, messages, answer)
-    n_prompt = sum(1 for lab in enc.labels if lab == -100)
+    n_prompt = sum(1 for lab in enc.labels if lab == IGNORE)
     return enc.input_ids[n_prompt:]
 
 

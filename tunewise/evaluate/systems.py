@@ -3,8 +3,6 @@ scores and measured inference cost."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from tunewise.config import RunConfig
 from tunewise.data import PreparedData
 from tunewise.data.prompt import prompt_messages
@@ -12,10 +10,11 @@ from tunewise.data.records import Record
 from tunewise.evaluate.cost import detect_device, inference_cost
 from tunewise.evaluate.generate import generate
 from tunewise.evaluate.metrics import (
+    answer_scoring,
     classification_metrics,
     generation_examples,
+    generation_metrics,
     parse_label,
-    resampled_generation,
 )
 from tunewise.evaluate.results import SystemResult
 from tunewise.evaluate.score import answer_nll, score_labels
@@ -71,13 +70,28 @@ def score_llm(name: str, cfg: RunConfig, data: PreparedData, model, tokenizer,
                         desc=name)
         outputs = preds = gens.texts
         prompt_tokens, gen_tokens, seconds = gens.prompt_tokens, gens.generated_tokens, gens.seconds
-        examples = generation_examples(preds, refs)
+        all_refs = [r.all_references for r in data.test]
+        examples = generation_examples(preds, all_refs, [r.input_text for r in data.test], answer_scoring(cfg, data))
         if cfg.eval.perplexity:
             # Perplexity is a model property, not a serving cost: its time is not added to `seconds`.
-            examples["nll"], examples["answer_tokens"] = answer_nll(
-                model, tokenizer, prompts, refs, cfg.eval.score_tokens_per_batch, cfg.eval.batch_size)
-        whole = np.arange(len(refs))[None, :]
-        metrics = {m: float(v[0]) for m, v in resampled_generation(examples, whole).items()}
+            examples["nll"], examples["answer_tokens"] = reference_nll(cfg, model, tokenizer, prompts, all_refs)
+        metrics = generation_metrics(examples)
     prices = cfg.estimate.prices
     cost = inference_cost(prompt_tokens, gen_tokens, seconds, detect_device(prices), prices)
-    return SystemResult(name, cfg.task.type, metrics, outputs, preds, refs, data.labels, examples, cost, extra)
+    result = SystemResult(name=name, task=cfg.task.type, metrics=metrics, outputs=outputs, predictions=preds,
+                          references=refs, labels=data.labels, examples=examples, inference=cost, extra=extra)
+    return result.add_user_metrics(cfg.eval.metrics)
+
+
+def reference_nll(cfg: RunConfig, model, tokenizer, prompts, references: list[list[str]]
+                  ) -> tuple[list[float], list[int]]:
+    """Per example: NLL (nats) and token count of all its references together, so perplexity is per
+    reference token over every reference."""
+    flat = [(i, ref) for i, refs in enumerate(references) for ref in refs]
+    nll, tokens = answer_nll(model, tokenizer, [prompts[i] for i, _ in flat], [ref for _, ref in flat],
+                             cfg.eval.score_tokens_per_batch, cfg.eval.batch_size)
+    sums, counts = [0.0] * len(references), [0] * len(references)
+    for (i, _), n, t in zip(flat, nll, tokens):
+        sums[i] += n
+        counts[i] += t
+    return sums, counts

@@ -1,18 +1,21 @@
 """The verdict: does the fine-tune beat the best cheap alternative, at what cost, and without forgetting?
 
 It is decided on one metric: the one the data audit recommends (macro-F1 when the classes are imbalanced,
-accuracy otherwise), or the task's first headline metric when there is no recommendation (generation)."""
+accuracy otherwise), or the task's first headline metric when there is no recommendation (generation,
+extraction)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from tunewise.evaluate.classical import RETRIEVAL
 from tunewise.evaluate.forgetting import ForgettingResult
 from tunewise.evaluate.results import HEADLINE, Comparison, SystemResult
 
 NAMES = {"zero_shot": "zero-shot", "few_shot": "few-shot", "classical": "TF-IDF + logistic regression",
          "fine_tuned": "the fine-tuned model"}
-METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "rouge_l": "ROUGE-L", "bleu": "BLEU"}
+METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "rouge_l": "ROUGE-L", "bleu": "BLEU",
+                "json_f1": "JSON field F1", "json_valid": "valid-JSON rate"}
 
 
 @dataclass
@@ -27,6 +30,12 @@ class Verdict:
         return asdict(self)
 
 
+def system_name(s: SystemResult) -> str:
+    if s.name == "classical" and s.task != "classification":
+        return RETRIEVAL
+    return NAMES.get(s.name, s.name)
+
+
 def _dollars(s: SystemResult) -> str:
     d = s.inference.dollars_per_1k_requests
     return "an unknown price" if d is None else f"${d:.3g}"
@@ -37,7 +46,7 @@ def _cost_sentence(ft: SystemResult, systems: dict[str, SystemResult]) -> str:
     text = (f"It costs {_dollars(ft)} per 1,000 requests on {ft.inference.device} "
             f"({ft.inference.prompt_tokens_per_request:.0f} prompt tokens per request)")
     if other is not None:
-        text += (f" against {_dollars(other)} for {NAMES[other.name]} "
+        text += (f" against {_dollars(other)} for {system_name(other)} "
                  f"({other.inference.prompt_tokens_per_request:.0f} prompt tokens)")
     return text + "."
 
@@ -69,14 +78,18 @@ def make_verdict(systems: dict[str, SystemResult], comparisons: list[Comparison]
     level = f"{confidence:.0%} CI"
     name = METRIC_NAMES.get(metric, metric)
     why = f" (the verdict's metric: {metric_reason})" if metric_reason else ""
+    best_name = system_name(baselines[best])
     text = (f"The fine-tuned model scores {name} {ft.metrics[metric]:.3f}{why} "
             f"against {baselines[best].metrics[metric]:.3f} "
-            f"for the best baseline ({NAMES.get(best, best)}): {comp.difference:+.3f} ({level} {lo:+.3f} to "
+            f"for the best baseline ({best_name}): {comp.difference:+.3f} ({level} {lo:+.3f} to "
             f"{hi:+.3f}, paired bootstrap p = {comp.p_value:.3f}). ")
+    if "slot_error_rate" in ft.metrics and "slot_error_rate" in baselines[best].metrics:
+        text += (f"Slot error rate {ft.metrics['slot_error_rate']:.3f} against "
+                 f"{baselines[best].metrics['slot_error_rate']:.3f}. ")
     text += _cost_sentence(ft, systems) + " " + _forgetting_sentence(forgetting)
     reasons = []
     if lo <= 0:
-        reasons.append(f"it does not beat {NAMES.get(best, best)} on {name} beyond chance "
+        reasons.append(f"it does not beat {best_name} on {name} beyond chance "
                        f"(the {level} of the difference reaches {lo:+.3f})")
     if forgetting is not None and forgetting.flagged:
         reasons.extend(forgetting.reasons)

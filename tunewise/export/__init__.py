@@ -8,6 +8,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunewise.export.gguf_writer import write_gguf
+from tunewise.models import check_full_model, load_adapter, load_model, load_tokenizer
 from tunewise.registry import Registry
 
 
@@ -20,9 +22,7 @@ class ExportResult:
 
 def merge_adapter(base_dir: Path, adapter_dir: Path, out: Path):
     """Fold the LoRA weights into the base and save safetensors + tokenizer; returns the merged model."""
-    import torch
-
-    from tunewise.models import load_adapter, load_model, load_tokenizer
+    import torch  # heavy
 
     model = load_adapter(load_model(Path(base_dir), "cpu", torch.float32), adapter_dir)
     merged = model.merge_and_unload()
@@ -33,9 +33,7 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out: Path):
 def copy_full_model(model_dir: Path, base_dir: Path, out: Path):
     """A full fine-tune or soup re-saved as safetensors + tokenizer (its own, else its base's); returns it.
     Re-saved, not copied: only the weights, config and tokenizer leave (no training_args.bin pickle)."""
-    import torch
-
-    from tunewise.models import check_full_model, load_model, load_tokenizer
+    import torch  # heavy
 
     model = load_model(check_full_model(model_dir), "cpu", torch.float32)
     own = (Path(model_dir) / "tokenizer_config.json").is_file()
@@ -63,8 +61,6 @@ def export_model(registry: Registry, ref: str, out_dir: Path, gguf: bool = False
         merged = merge_adapter(Path(m.base_model["path"]), m.artifact_path, merged_dir)
     gguf_file = None
     if gguf:
-        from tunewise.export.gguf_writer import write_gguf
-
         gguf_file = write_gguf(merged, merged_dir, out_dir / f"{m.name}-v{m.version}{'-f16' if f16 else ''}.gguf",
                                f16=f16)
     return ExportResult(m.ref, merged_dir, gguf_file)

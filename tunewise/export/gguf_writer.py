@@ -42,7 +42,7 @@ def _add_config(writer, cfg, file_type) -> None:
 
 
 def _add_tokenizer(writer, folder: Path, vocab_size: int) -> None:
-    import gguf
+    import gguf  # heavy
 
     spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
     if spec["model"]["type"] != "BPE":
@@ -77,7 +77,7 @@ def _add_tokenizer(writer, folder: Path, vocab_size: int) -> None:
 
 def write_gguf(model, folder: Path, out: Path, f16: bool = False, tokenizer: bool = True) -> Path:
     """`model`: a merged transformers Llama model; `folder`: where its tokenizer files are."""
-    import gguf
+    import gguf  # heavy
 
     cfg = model.config
     if type(model).__name__ not in SUPPORTED:

@@ -1,5 +1,6 @@
-"""Models: where the base model comes from (catalogue) and how it is loaded."""
+"""Models: where the base model comes from (catalogue), how it is loaded, and what a loaded model's adapter is."""
 
+from tunewise.models.adapters import base_weights, has_adapter
 from tunewise.models.catalogue import ResolvedModel, resolve_model
 from tunewise.models.load import (
     check_adapter,
@@ -14,5 +15,6 @@ from tunewise.models.load import (
     weights_kind,
 )
 
-__all__ = ["ResolvedModel", "check_adapter", "check_full_model", "load_adapter", "load_model", "load_tokenizer",
-           "load_weights", "pick_device", "pick_dtype", "pickled_only", "resolve_model", "weights_kind"]
+__all__ = ["ResolvedModel", "base_weights", "check_adapter", "check_full_model", "has_adapter", "load_adapter",
+           "load_model", "load_tokenizer", "load_weights", "pick_device", "pick_dtype", "pickled_only",
+           "resolve_model", "weights_kind"]

@@ -77,8 +77,8 @@ def embedded_gguf(name: str) -> Path:
 
 def convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantise a GGUF file into a Hugging Face folder (float32 safetensors + tokenizer + chat template)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # heavy
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy
 
     if importlib.util.find_spec("gguf") is None:
         raise ModelError("reading .gguf files needs the `gguf` package: pip install gguf")

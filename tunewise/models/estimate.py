@@ -20,11 +20,11 @@ GIB = 1024**3
 
 # Device table. peak_tflops: dense BF16 tensor-core TFLOP/s from the vendors' datasheets (H100 SXM5 and
 # H200 SXM 989, A100 SXM 312, L4 121, RTX 4090 165 with FP32 accumulate, Ada whitepaper). mfu: the share of
-# that peak a compute-bound Trainer + peft step reaches: 0.29, measured on the H100 (Llama-3-8B LoRA, 1x4096, 464 ms a
-# step in bench/estimate_accuracy.md); assumed the same on the other GPUs (not measured). CPU: effective fp32
-# throughput derived from the demo (35.5k tokens of SmolLM2-135M LoRA in ~4 min on 2 cores = ~0.08 TFLOP/s),
-# so mfu is 1; small shapes run far below it (the toy CPU bench is dominated by per-op overhead). memory_gib:
-# what CUDA reports (H200: nvidia-smi's 143771 MiB on the H200 machines this project is lent).
+# that peak a compute-bound Trainer + peft step reaches: 0.29, measured on the H100 (Llama-3-8B LoRA, 1x4096,
+# 464 ms a step in bench/results/estimate_accuracy.md); assumed the same on the other GPUs (not measured).
+# CPU: effective fp32 throughput derived from the demo (35.5k tokens of SmolLM2-135M LoRA in ~4 min on 2 cores
+# = ~0.08 TFLOP/s), so mfu is 1; small shapes run far below it (the toy CPU bench is dominated by per-op
+# overhead). memory_gib: what CUDA reports (H200: nvidia-smi's 143771 MiB on the H200 machines this project is lent).
 DEVICES: dict[str, dict] = {
     "H200": {"memory_gib": 140.4, "peak_tflops": 989.0, "mfu": 0.29},
     "H100": {"memory_gib": 79.6, "peak_tflops": 989.0, "mfu": 0.29},
@@ -34,7 +34,7 @@ DEVICES: dict[str, dict] = {
     "CPU": {"memory_gib": None, "peak_tflops": 0.1, "mfu": 1.0},
 }
 # bitsandbytes dequantises every 4-bit weight before each matmul: measured 576 vs 464 ms a step for 8B at
-# 1x4096 on the H100 (bench/estimate_accuracy.md).
+# 1x4096 on the H100 (bench/results/estimate_accuracy.md).
 QLORA_SLOWDOWN = 1.24
 # A step has a floor the GPU cannot beat: the host's time to launch its kernels (autograd, autocast and peft's
 # per-module Python), which overlaps a long step's GPU work and is the whole of a short one. Measured on the H100:
@@ -46,7 +46,7 @@ LAUNCH_FLOOR_S = {"lora": 1.05e-3, "dora": 1.05e-3, "qlora": 1.36e-3, "full": 3.
 # What the CUDA caching allocator's peak shows against the saved-for-backward bytes the coefficients above
 # count (those were measured on CPU): LoRA 0.69 (8B) to 0.79 (135M) of them, full fine-tuning 1.00; QLoRA
 # 0.86 of them plus 1.1 GiB (prepare_model_for_kbit_training's fp32 upcasts, dequantisation buffers).
-# Fitted on the rows of bench/estimate_accuracy.md; applied on GPUs only.
+# Fitted on the rows of bench/results/estimate_accuracy.md; applied on GPUs only.
 GPU_ACTIVATION_SCALE = {"lora": 0.72, "dora": 0.72, "qlora": 0.86, "full": 1.0}
 QLORA_EXTRA_GIB = 1.1
 # Evaluation during training computes the loss over the whole eval batch: bf16 logits, their fp32 upcast and
@@ -281,7 +281,7 @@ def saved_activation_bytes(model, input_ids) -> int:
     """Measured activation memory: bytes of the distinct non-parameter tensors autograd saves for backward
     in one forward pass (run it inside any autocast context you want measured). The estimator's activation
     terms are checked against this, in tests and in bench/estimate_accuracy.py."""
-    import torch
+    import torch  # heavy
 
     params = {p.data_ptr() for p in model.parameters()}
     seen = {}

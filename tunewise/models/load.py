@@ -21,7 +21,7 @@ def pick_dtype(device: str) -> torch.dtype:
 
 
 def load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy
 
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     if tok.pad_token is None:
@@ -30,7 +30,7 @@ def load_tokenizer(path: Path):
 
 
 def load_model(path: Path, device: str | None = None, dtype: torch.dtype | None = None):
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # heavy
 
     device = device or pick_device()
     model = AutoModelForCausalLM.from_pretrained(

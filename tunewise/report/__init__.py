@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from tunewise.errors import ConfigError
 from tunewise.report import plots
 from tunewise.report.review import export_review, review_rows
 
@@ -16,15 +17,29 @@ __all__ = ["HEADLINE", "export_review", "system_title", "write_report"]
 
 TITLES = {"zero_shot": "zero-shot (base model)", "few_shot": "few-shot (base model, k={k}, {selection})",
           "classical": "TF-IDF + logistic regression", "fine_tuned": "fine-tuned ({method})"}
-HEADLINE = {"classification": ["accuracy", "macro_f1"], "generation": ["rouge_l", "bleu"]}
-PLOTTED = {"classification": ["accuracy", "macro_f1", "micro_f1"], "generation": ["rouge_l", "bleu", "chrf"]}
+HEADLINE = {"classification": ["accuracy", "macro_f1"], "generation": ["rouge_l", "bleu"],
+            "extraction": ["json_f1", "json_valid"]}
+PLOTTED = {"classification": ["accuracy", "macro_f1", "micro_f1"],
+           "generation": ["rouge_l", "bleu", "chrf", "slot_error_rate"],
+           "extraction": ["json_f1", "json_valid", "json_schema_valid"]}
 ORDER = {"classification": ["accuracy", "macro_f1", "micro_f1", "invalid_rate"],
-         "generation": ["rouge1", "rouge2", "rouge_l", "bleu", "chrf", "exact_match", "perplexity"]}
+         "generation": ["rouge1", "rouge2", "rouge_l", "bleu", "chrf", "exact_match", "slot_error_rate", "perplexity"],
+         "extraction": ["json_valid", "json_precision", "json_recall", "json_f1", "json_exact_match",
+                        "json_schema_valid", "perplexity"]}
 
 
 def system_title(name: str, info: dict) -> str:
+    if name == "classical" and "retrieval" in info.get("model", ""):
+        return "TF-IDF nearest-neighbour retrieval"
     return TITLES.get(name, name).format(k=info.get("k", "?"), selection=info.get("selection", "random"),
                                          method=info.get("method", "adapter"))
+
+
+def _columns(task: str, test: dict[str, dict[str, float]]) -> list[str]:
+    """The task's metrics in their usual order, then any other (user metrics), as far as a system has them."""
+    present = {m for values in test.values() for m in values}
+    known = [m for m in ORDER[task] if m in present]
+    return known + sorted(present - set(known))
 
 
 def _json(path: Path) -> dict | None:
@@ -82,7 +97,9 @@ def _result_rows(metrics: dict, names: list[str], titles: dict[str, str], column
 
 
 def _plots(task: str, metrics: dict, names: list[str], titles: dict[str, str], train: dict | None) -> dict:
-    out = {"bars": plots.metric_bars(metrics["test"], metrics.get("ci", {}), PLOTTED[task], titles),
+    present = {m for values in metrics["test"].values() for m in values}
+    out = {"bars": plots.metric_bars(metrics["test"], metrics.get("ci", {}),
+                                     [m for m in PLOTTED[task] if m in present], titles),
            "cost": plots.cost_bars(metrics.get("inference", {}), titles) if metrics.get("inference") else None,
            "loss": plots.loss_curve(train["train_loss"], train["val_loss"]) if train else None,
            "confusion": [], "forgetting": None}
@@ -100,15 +117,13 @@ def write_report(run_dir: Path, n_samples: int = 10) -> Path:
     manifest = _json(run_dir / "manifest.json") or {}
     metrics = _json(run_dir / "metrics.json")
     if metrics is None:
-        from tunewise.errors import ConfigError
-
         raise ConfigError(f"{run_dir}: no readable metrics.json (run `tunewise eval` first)")
     train = _json(run_dir / "train_result.json")
     task = metrics.get("task") or manifest["task"]
     names = list(metrics["test"])
     inference = metrics.get("inference", {})
     titles = {s: system_title(s, inference.get(s, {})) for s in names}
-    columns = [m for m in ORDER[task] if any(m in metrics["test"][s] for s in names)]
+    columns = _columns(task, metrics["test"])
     best = max(names, key=lambda s: metrics["test"][s].get(HEADLINE[task][0], 0))
     systems, samples = review_rows(run_dir, n_samples) if (run_dir / "predictions.jsonl").is_file() else ([], [])
     env = Environment(loader=PackageLoader("tunewise", "report/templates"), autoescape=select_autoescape())

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import io
-
 import matplotlib
 
 matplotlib.use("Agg")  # no display; set before pyplot is imported anywhere
@@ -12,14 +9,9 @@ matplotlib.use("Agg")  # no display; set before pyplot is imported anywhere
 import matplotlib.pyplot as plt
 import numpy as np
 
+from tunewise.figures import to_data_uri
+
 COLORS = {"zero_shot": "#9e9e9e", "few_shot": "#f0a030", "classical": "#7b68ee", "fine_tuned": "#2a9d4b"}
-
-
-def _to_data_uri(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def loss_curve(train: list[tuple[float, float]], val: list[tuple[float, float]]) -> str | None:
@@ -34,7 +26,7 @@ def loss_curve(train: list[tuple[float, float]], val: list[tuple[float, float]])
     ax.set_ylabel("loss (answer tokens)")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _to_data_uri(fig)
+    return to_data_uri(fig)
 
 
 def metric_bars(values: dict[str, dict[str, float]], ci: dict[str, dict[str, list[float]]],
@@ -53,7 +45,7 @@ def metric_bars(values: dict[str, dict[str, float]], ci: dict[str, dict[str, lis
         ax.set_title(m)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("held-out test split (whiskers: 95 % bootstrap CI)", fontsize=9)
-    return _to_data_uri(fig)
+    return to_data_uri(fig)
 
 
 def confusion_plot(confusion: dict, title: str) -> str:
@@ -79,7 +71,7 @@ def confusion_plot(confusion: dict, title: str) -> str:
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.04, label="share of the true class")
-    return _to_data_uri(fig)
+    return to_data_uri(fig)
 
 
 def cost_bars(inference: dict[str, dict], titles: dict[str, str]) -> str:
@@ -94,7 +86,7 @@ def cost_bars(inference: dict[str, dict], titles: dict[str, str]) -> str:
         ax.set_xticks(range(len(names)), [titles.get(n, n) for n in names], rotation=25, ha="right", fontsize=8)
         ax.set_title(label, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    return _to_data_uri(fig)
+    return to_data_uri(fig)
 
 
 def forgetting_plot(forgetting: dict) -> str:
@@ -107,4 +99,4 @@ def forgetting_plot(forgetting: dict) -> str:
     ax.set_title(f"general multiple choice ({forgetting['questions']} questions)", fontsize=9)
     for x, v in enumerate(vals):
         ax.text(x, v + 0.02, f"{v:.2f}", ha="center")
-    return _to_data_uri(fig)
+    return to_data_uri(fig)

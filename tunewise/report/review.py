@@ -46,7 +46,7 @@ def export_review(run_dir: Path, n: int) -> tuple[Path, Path]:
         w = csv.writer(fh)
         w.writerow(["input", "reference", *[c for s in systems for c in (s, f"{s} correct", f"{s} score")]])
         for r in rows:
-            w.writerow([r["input"], r["reference"],
+            w.writerow([r["input"], " | ".join(r.get("references") or [r["reference"]]),
                         *[c for s in systems for c in (r["outputs"][s], r["correct"][s], r.get("score", {}).get(s))]])
     env = Environment(loader=PackageLoader("tunewise", "report/templates"), autoescape=select_autoescape())
     html = env.get_template("review.html.j2").render(name=run_dir.name, systems=systems, rows=rows)

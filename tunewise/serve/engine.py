@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 
 from tunewise.config import TaskConfig
+from tunewise.data.encode import encode_prompt
 from tunewise.data.prompt import fine_tuned_labels, prompt_messages
 from tunewise.data.records import Record
 from tunewise.models import check_full_model, load_adapter, load_model, load_tokenizer
 from tunewise.registry import ModelRecord
 from tunewise.serve.batch import Batcher, Job, generate_rows
-from tunewise.train.tokenize import encode_prompt
 
 
 @dataclass
@@ -153,7 +153,7 @@ class ModelPool:
                top_p: float = 1.0, seed: int | None = None) -> Iterator[str | Completion]:
         """Yield text pieces as they are generated, then the finished Completion. Streams are not batched: a
         stream holds the model for its whole generation (batches wait, and go on after it)."""
-        from transformers import TextIteratorStreamer
+        from transformers import TextIteratorStreamer  # heavy
 
         ids = torch.tensor([self._encode(served, messages)], device=self.device)
         self.lock.acquire()

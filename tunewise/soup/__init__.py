@@ -21,8 +21,12 @@ from pathlib import Path
 
 from tunewise.config import RunConfig
 from tunewise.data import PreparedData
+from tunewise.data.prompt import fine_tuned_labels
 from tunewise.errors import ConfigError
-from tunewise.models import ResolvedModel
+from tunewise.evaluate.results import HEADLINE
+from tunewise.evaluate.systems import score_llm
+from tunewise.export import merge_adapter
+from tunewise.models import ResolvedModel, load_model, load_tokenizer
 from tunewise.soup.weights import check_compatible, is_adapter, resolve_ingredient, write_soup
 
 __all__ = ["Ingredient", "SoupResult", "make_soup"]
@@ -58,8 +62,6 @@ def make_soup(cfg: RunConfig, data: PreparedData, base: ResolvedModel, ingredien
               greedy: bool = False, force: bool = False) -> SoupResult:
     """Average `ingredients` (model, adapter or run folders of one base) into the model folder `out`, with
     `out/soup.json` recording every ingredient's and candidate's validation score."""
-    from tunewise.evaluate.results import HEADLINE
-
     start = time.perf_counter()
     if greedy and not data.val:
         raise ConfigError("greedy soup: the validation split is empty (set data.split.val)")
@@ -116,18 +118,12 @@ class _ValScorer:
     validation split: the test split is swapped out of the data it is given."""
 
     def __init__(self, cfg: RunConfig, data: PreparedData, base: ResolvedModel, metric: str):
-        from tunewise.models import load_tokenizer
-
         self.cfg, self.metric = cfg, metric
         self.val = dataclasses.replace(data, test=list(data.val))
         self.tokenizer = load_tokenizer(base.path)  # as evaluate.score_model: the base's tokenizer
 
     def __call__(self, folder: Path, name: str) -> float | None:
-        import torch
-
-        from tunewise.data.prompt import fine_tuned_labels
-        from tunewise.evaluate.systems import score_llm
-        from tunewise.models import load_model
+        import torch  # heavy
 
         if not self.val.test:
             return None
@@ -143,7 +139,6 @@ class _ValScorer:
 def _merged(base: ResolvedModel, adapter: Path, out: Path) -> Path:
     # A LoRA update is B @ A: the mean of merged updates is mean(B_i @ A_i), which is not mean(B_i) @
     # mean(A_i), so averaging the A and B matrices separately would be wrong. Each adapter is merged first.
-    from tunewise.export import merge_adapter
 
     try:
         merge_adapter(base.path, adapter, out)

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from tunewise.errors import ConfigError
 
@@ -36,8 +37,6 @@ def resolve_ingredient(path: Path) -> Path:
 
 def tensor_index(folder: Path) -> dict[str, tuple[Path, list[int]]]:
     """Tensor name → (safetensors file, shape), read from the file headers only (no tensor is loaded)."""
-    from safetensors import safe_open
-
     index: dict[str, tuple[Path, list[int]]] = {}
     for file in sorted(folder.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as fh:
@@ -82,8 +81,6 @@ def _by_file(index: dict[str, tuple[Path, list[int]]]) -> dict[Path, list[str]]:
 def mean_state_dict(folders: list[Path]) -> dict[str, torch.Tensor]:
     """The elementwise mean of every tensor, summed in float32 and returned in the first folder's dtypes.
     Streams: one running float32 sum, one ingredient tensor read at a time (not N models in memory)."""
-    from safetensors import safe_open
-
     check_compatible(folders)
     total: dict[str, torch.Tensor] = {}
     dtypes: dict[str, torch.dtype] = {}
@@ -110,7 +107,7 @@ def mean_state_dict(folders: list[Path]) -> dict[str, torch.Tensor]:
 def write_soup(folders: list[Path], out: Path) -> None:
     """Average `folders` into `out`: safetensors weights plus the first folder's config and tokenizer files,
     so `load_model(out)` and `tunewise eval --adapter out` take it like any fine-tuned model folder."""
-    from huggingface_hub import save_torch_state_dict
+    from huggingface_hub import save_torch_state_dict  # heavy
 
     out.mkdir(parents=True, exist_ok=True)
     skip = shutil.ignore_patterns(*NOT_COPIED)

@@ -1,8 +1,8 @@
 """Training stage. Entry point: `train(cfg, data, base) -> TrainResult`.
 
 Built on transformers' Trainer (not TRL's SFTTrainer): we already tokenise with completion-only labels
-ourselves (tokenize.py), and Trainer gives checkpoints, resume, evaluation, early stopping, DDP/FSDP through
-accelerate and logging without pulling `datasets` and TRL into every install."""
+ourselves (tunewise/data/encode.py), and Trainer gives checkpoints, resume, evaluation, early stopping,
+DDP/FSDP through accelerate and logging without pulling `datasets` and TRL into every install."""
 
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ from pathlib import Path
 from tunewise.config import RunConfig
 from tunewise.data import PreparedData
 from tunewise.models import ResolvedModel, load_model, load_tokenizer, pick_device
-from tunewise.train.checkpoints import load_trained, mark_finished, prepare_checkpoints, trained_weights_dir
+from tunewise.train.checkpoints import (
+    last_complete_checkpoint,
+    load_trained,
+    mark_finished,
+    prepare_checkpoints,
+    trained_weights_dir,
+)
 from tunewise.train.distributed import (
     barrier,
     bind_device,
@@ -28,6 +34,7 @@ from tunewise.train.distributed import (
 )
 from tunewise.train.fast import apply_fast_path
 from tunewise.train.fast.quiet_gc import frozen_gc
+from tunewise.train.methods import apply_method, check_method_supported, load_quantized
 from tunewise.train.plan import encode_data, encode_split, plan
 from tunewise.train.runtime import (
     TrainError,
@@ -44,7 +51,7 @@ __all__ = ["TrainError", "TrainResult", "encode_split", "load_trained", "reprodu
 
 @dataclass
 class TrainResult:
-    adapter_dir: Path  # where the trained weights are: <run>/adapter (adapters) or <run>/model (full)
+    weights_dir: Path  # where the trained weights are: <run>/adapter (adapters) or <run>/model (full)
     train_loss: list[tuple[float, float]]  # (epoch, loss)
     val_loss: list[tuple[float, float]]
     seconds: float
@@ -71,7 +78,7 @@ class TrainResult:
 
     def to_json(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "model"}
-        d["adapter_dir"] = str(self.adapter_dir)
+        d["weights_dir"] = str(self.weights_dir)
         return d
 
 
@@ -82,9 +89,7 @@ def _curves(log_history: list[dict]) -> tuple[list, list]:
 
 
 def _prepare_model(cfg: RunConfig, base: ResolvedModel, device: str, attn: str, model):
-    import torch
-
-    from tunewise.train.methods import apply_method, check_method_supported, load_quantized
+    import torch  # heavy
 
     check_method_supported(cfg.train.method, device)
     if cfg.train.method == "qlora":
@@ -102,10 +107,10 @@ def _prepare_model(cfg: RunConfig, base: ResolvedModel, device: str, attn: str, 
 def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *, resume: bool = False,
           force: bool = False, callbacks: list | None = None) -> TrainResult:
     """Fine-tune with cfg.train.method; weights land in `<run>/adapter` (or `<run>/model` for full)."""
-    import torch
-    from transformers import enable_full_determinism, set_seed
+    import torch  # heavy
+    from transformers import enable_full_determinism, set_seed  # heavy
 
-    from tunewise.train.trainer import build_trainer
+    from tunewise.train.trainer import build_trainer  # heavy
 
     enable_full_determinism(cfg.seed) if cfg.train.deterministic else set_seed(cfg.seed)
     device = pick_device()
@@ -140,8 +145,6 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
     except torch.OutOfMemoryError:
         raise TrainError(oom_message(est)) from None
     except _non_finite() as err:
-        from tunewise.train.checkpoints import last_complete_checkpoint
-
         last = last_complete_checkpoint(ckpt_dir)
         raise TrainError(f"{err}; last good checkpoint: {last or 'none yet'} (weights not updated with it); "
                          "try a lower train.learning_rate or train.max_grad_norm, check the data for empty "
@@ -153,11 +156,16 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
     train_curve, val_curve = _curves(state.log_history)
     stopped = state.global_step < state.max_steps
     rate = trainer.progress.steady_tokens_per_second or state.num_input_tokens_seen / max(seconds, 1e-9)
-    return TrainResult(out_dir, train_curve, val_curve, seconds, len(enc.train), enc.skipped_too_long, trainable,
-                       total, cfg.train.method, enc.replay_examples, state.best_model_checkpoint, stopped,
-                       str(checkpoint) if checkpoint else None, packing, attn, state.num_input_tokens_seen,
-                       world_size(), global_batch(cfg), fsdp, round(rate, 1), est.to_json(), _peak_gpu_gib(device),
-                       fast.to_json(), None if fsdp else trainer.model)  # an FSDP model is sharded: reload it
+    return TrainResult(
+        weights_dir=out_dir, train_loss=train_curve, val_loss=val_curve, seconds=seconds, examples=len(enc.train),
+        skipped_too_long=enc.skipped_too_long, trainable_params=trainable, total_params=total,
+        method=cfg.train.method, replay_examples=enc.replay_examples, best_checkpoint=state.best_model_checkpoint,
+        stopped_early=stopped, resumed_from=str(checkpoint) if checkpoint else None, packing=packing,
+        attn_implementation=attn, tokens_seen=state.num_input_tokens_seen, world_size=world_size(),
+        global_batch=global_batch(cfg), fsdp=fsdp, tokens_per_second=round(rate, 1), estimate=est.to_json(),
+        peak_gpu_memory_gib=_peak_gpu_gib(device), fast_path=fast.to_json(),
+        model=None if fsdp else trainer.model,  # an FSDP model is sharded: reload it
+    )
 
 
 def _resume_point(ckpt_dir: Path, resume: bool) -> Path | None:
@@ -181,20 +189,20 @@ def _save(trainer, tokenizer, out_dir: Path, run_dir: Path, ckpt_dir: Path) -> N
 
 
 def _peak_gpu_gib(device: str) -> float | None:
-    import torch
+    import torch  # heavy
 
     return round(torch.cuda.max_memory_allocated() / 2**30, 3) if device == "cuda" else None
 
 
 def _non_finite():
-    from tunewise.train.callbacks import NonFiniteLoss
+    from tunewise.train.callbacks import NonFiniteLoss  # heavy
 
     return NonFiniteLoss
 
 
 def reproducibility(cfg: RunConfig) -> dict:
     """What the manifest needs beyond the config and library versions to reproduce a training run."""
-    import torch
+    import torch  # heavy
 
     info = {"seed": cfg.seed, "deterministic": cfg.train.deterministic, "device": pick_device(),
             "world_size": world_size(), "torch_cuda": torch.version.cuda,

@@ -9,7 +9,7 @@ import numpy as np
 from transformers import Trainer
 from transformers.trainer_callback import ProgressCallback
 
-from tunewise.train.tokenize import IGNORE
+from tunewise.data.encode import IGNORE
 
 
 class NonFiniteLoss(RuntimeError):

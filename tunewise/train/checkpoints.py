@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from tunewise.errors import ConfigError, ModelError
+from tunewise.models import load_weights
 
 FINISHED = ".finished"  # written into checkpoints/ when a run ends normally
 
@@ -55,6 +56,4 @@ def trained_weights_dir(run_dir: Path) -> Path:
 
 def load_trained(run_dir: Path, base_path: Path, device: str | None = None):
     """The fine-tuned model of a run: base + adapter, or the fully fine-tuned weights (safetensors only)."""
-    from tunewise.models import load_weights
-
     return load_weights(trained_weights_dir(run_dir), base_path, device)

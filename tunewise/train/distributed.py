@@ -47,7 +47,7 @@ def bind_device() -> None:
 def _state():
     # accelerate's PartialState starts the process group (NCCL on GPUs, gloo on CPU) the way Trainer will:
     # Trainer later resets the state object but keeps the process group, so there is exactly one.
-    from accelerate import PartialState
+    from accelerate import PartialState  # heavy
 
     return PartialState(cpu=not torch.cuda.is_available(), timeout=TIMEOUT)
 

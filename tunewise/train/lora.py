@@ -4,9 +4,8 @@ The wiring itself lives in methods.apply_method, so this and training can never 
 from __future__ import annotations
 
 from tunewise.config import LoraConfig, TrainConfig
+from tunewise.train.methods import apply_method
 
 
 def apply_lora(model, cfg: LoraConfig):
-    from tunewise.train.methods import apply_method
-
     return apply_method(model, TrainConfig(method="lora", lora=cfg))

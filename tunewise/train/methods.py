@@ -20,8 +20,8 @@ def check_method_supported(method: str, device: str) -> None:
 
 def load_quantized(path: Path, device_index: int, attn: str):
     """The base model in 4-bit NF4 with double quantisation and bf16 compute (the QLoRA paper's recipe)."""
-    import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    import torch  # heavy
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig  # heavy
 
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=torch.bfloat16)
@@ -40,7 +40,7 @@ def apply_method(model, cfg: TrainConfig):
         for p in model.parameters():
             p.requires_grad_(True)
         return model
-    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training  # heavy
 
     if cfg.method == "qlora":
         # Upcasts the non-quantised weights (norms, embeddings) to fp32 for stable training, as in QLoRA.

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunewise.config import RunConfig
-from tunewise.data import PreparedData
+from tunewise.data import PreparedData, prepare
+from tunewise.data.encode import Encoded, encode_example
 from tunewise.data.prompt import fine_tuned_labels, prompt_messages
 from tunewise.errors import DataError
+from tunewise.models import load_tokenizer, resolve_model
 from tunewise.models.estimate import Estimate, estimate, read_shape
+from tunewise.train.gen_metric import ValAnswers, val_answers
 from tunewise.train.replay import replay_records
-from tunewise.train.tokenize import Encoded, encode_example
 
 
 @dataclass
@@ -20,6 +22,7 @@ class EncodedData:
     val: list[Encoded]
     skipped_too_long: int
     replay_examples: int
+    val_answers: ValAnswers | None = None  # val inputs to answer at each evaluation (a generated-answer metric)
 
     @property
     def lengths(self) -> list[int]:
@@ -53,7 +56,8 @@ def encode_data(cfg: RunConfig, data: PreparedData, tokenizer) -> EncodedData:
     # Replay rows keep their own prompt (no task instruction): they stand for "what the model could do before".
     replay_set, _ = encode_records(replay, cfg, None, tokenizer, task_prompt=False)
     val_set, _ = encode_records(data.val, cfg, data.labels, tokenizer)
-    return EncodedData(train_set + replay_set, val_set, skipped, len(replay_set))
+    return EncodedData(train_set + replay_set, val_set, skipped, len(replay_set),
+                       val_answers(cfg, data.train, data.val, data.labels, tokenizer))
 
 
 def plan(cfg: RunConfig, model_dir: Path, lengths: list[int], device: str, gpus: int = 1,
@@ -69,9 +73,6 @@ def plan(cfg: RunConfig, model_dir: Path, lengths: list[int], device: str, gpus:
 
 def estimate_config(cfg: RunConfig) -> Estimate:
     """`tunewise estimate`: the run priced on cfg.estimate.device, from config.json and the tokenised data."""
-    from tunewise.data import prepare
-    from tunewise.models import load_tokenizer, resolve_model
-
     base = Path(cfg.model.base).expanduser()
     model_dir = base if (base / "config.json").is_file() else resolve_model(cfg.model.base, cfg.model.cache_dir).path
     enc = encode_data(cfg, prepare(cfg), load_tokenizer(model_dir))

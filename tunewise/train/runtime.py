@@ -1,4 +1,4 @@
-"""Where and how a run executes: device and rank, attention kernel, packing, and the memory guards."""
+"""Where and how a run executes: device, attention kernel, packing, and the memory guards."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError
 from tunewise.models.estimate import Estimate
-from tunewise.train.distributed import is_main_process, local_rank, world_size  # noqa: F401 (old import path)
+from tunewise.train.distributed import local_rank
 
 
 class TrainError(TunewiseError):

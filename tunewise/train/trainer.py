@@ -8,8 +8,10 @@ from pathlib import Path
 
 from tunewise.config import RunConfig
 from tunewise.errors import ConfigError
+from tunewise.metrics import training_metric
 from tunewise.train.callbacks import GuardedTrainer, TokensProgressCallback, answer_metrics, argmax_logits
 from tunewise.train.distributed import grad_accum, is_main_process, uses_fsdp
+from tunewise.train.gen_metric import GeneratedMetric
 from tunewise.train.tokenize import PadCollator, packed_collator
 
 # What the user exported before tunewise ran; tunewise's own per-run settings never count as the user's.
@@ -23,7 +25,7 @@ class _Trainer(GuardedTrainer):
     eval_collator = None
 
     def _get_train_sampler(self, train_dataset=None):
-        from transformers.trainer_pt_utils import LengthGroupedSampler
+        from transformers.trainer_pt_utils import LengthGroupedSampler  # heavy
 
         sampler = super()._get_train_sampler(train_dataset)
         if isinstance(sampler, LengthGroupedSampler):
@@ -54,9 +56,9 @@ def _schedule(cfg: RunConfig, has_val: bool) -> dict:
     if t.early_stopping.patience and not aligned:
         raise ConfigError("config: train.early_stopping needs a validation split and checkpoints at evaluations "
                           "(set train.save_steps to a multiple of train.eval_steps, or neither)")
-    metric = t.early_stopping.metric
-    best = {"load_best_model_at_end": True, "metric_for_best_model": metric,
-            "greater_is_better": metric != "eval_loss"} if aligned else {}
+    metric = training_metric(t.early_stopping.metric)
+    best = {"load_best_model_at_end": True, "metric_for_best_model": metric.key,
+            "greater_is_better": metric.greater_is_better} if aligned else {}
     return {**ev, **save, **best}
 
 
@@ -65,8 +67,8 @@ def _reporters(cfg: RunConfig, run_dir: Path) -> tuple[list[str], list]:
     names, callbacks = [], []
     # Rank 0 only: a writer opens its event file at once, and the others would leave empty ones beside it.
     if "tensorboard" in cfg.train.report_to and importlib.util.find_spec("tensorboard") and is_main_process():
-        from torch.utils.tensorboard import SummaryWriter
-        from transformers.integrations import TensorBoardCallback
+        from torch.utils.tensorboard import SummaryWriter  # heavy
+        from transformers.integrations import TensorBoardCallback  # heavy
 
         # Our own writer: Trainer's default folder is inside checkpoints/, which a fresh run clears.
         callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(run_dir / "tensorboard"))))
@@ -80,7 +82,7 @@ def _reporters(cfg: RunConfig, run_dir: Path) -> tuple[list[str], list]:
 
 
 def _checkpointing(on: bool) -> dict:
-    from transformers import TrainingArguments
+    from transformers import TrainingArguments  # heavy
 
     # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing; accept both.
     name = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ \
@@ -110,7 +112,7 @@ def training_args(cfg: RunConfig, out_dir: Path, device: str, packing: bool, has
     fsdp_layers: the decoder layer class names FSDP wraps one by one. micro_batch: the fast path's split of
     each device batch (train.fast.micro_batch_size): more accumulation steps of fewer examples, the same
     examples per optimizer step."""
-    from transformers import TrainingArguments
+    from transformers import TrainingArguments  # heavy
 
     t = cfg.train
     micro = micro_batch or t.batch_size
@@ -153,8 +155,8 @@ def training_args(cfg: RunConfig, out_dir: Path, device: str, packing: bool, has
 def build_trainer(cfg: RunConfig, model, tokenizer, enc, out_dir: Path, device: str, packing: bool,
                   callbacks: list, trainer_checkpointing: bool | None = None,
                   micro_batch: int | None = None) -> GuardedTrainer:
-    from transformers import EarlyStoppingCallback
-    from transformers.trainer_callback import ProgressCallback
+    from transformers import EarlyStoppingCallback  # heavy
+    from transformers.trainer_callback import ProgressCallback  # heavy
 
     has_val = bool(enc.val)
     layers = sorted(getattr(model, "_no_split_modules", None) or [])  # the decoder layer, e.g. LlamaDecoderLayer
@@ -166,16 +168,21 @@ def build_trainer(cfg: RunConfig, model, tokenizer, enc, out_dir: Path, device: 
     es = cfg.train.early_stopping
     if es.patience and has_val:
         extra.append(EarlyStoppingCallback(es.patience, es.threshold))
+    metrics = answer_metrics
+    if has_val and enc.val_answers is not None:
+        metrics = GeneratedMetric(enc.val_answers, tokenizer, cfg.eval.batch_size)
     trainer = _Trainer(
         model=model, args=args, processing_class=tokenizer,
         train_dataset=[e.to_features() for e in enc.train],
         eval_dataset=[e.to_features() for e in enc.val] or None,
         data_collator=packed_collator() if packing else pad,
-        compute_metrics=answer_metrics if has_val else None,
+        compute_metrics=metrics if has_val else None,
         preprocess_logits_for_metrics=argmax_logits if has_val else None,
         callbacks=extra,
     )
     trainer.eval_collator = pad
+    if isinstance(metrics, GeneratedMetric):
+        metrics.trainer = trainer  # generates with the model as the Trainer holds it at each evaluation
     trainer.remove_callback(ProgressCallback)
     trainer.progress = TokensProgressCallback()
     trainer.add_callback(trainer.progress)

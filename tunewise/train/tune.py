@@ -15,6 +15,7 @@ from tunewise.config import RunConfig, TuneParam, dump_config, parse_config
 from tunewise.data import PreparedData
 from tunewise.errors import ConfigError, DataError
 from tunewise.models import ResolvedModel
+from tunewise.train import train
 
 
 @dataclass
@@ -34,7 +35,7 @@ class PruneOnEval(TrainerCallback):
         self.trial, self.metric = trial, metric
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        import optuna
+        import optuna  # heavy
 
         if metrics and self.metric in metrics:
             self.trial.report(metrics[self.metric], state.global_step)
@@ -70,9 +71,7 @@ def _best(log_history: list[dict], metric: str, maximize: bool) -> float:
 
 
 def tune(cfg: RunConfig, data: PreparedData, base: ResolvedModel) -> TuneResult:
-    import optuna
-
-    from tunewise.train import train
+    import optuna  # heavy
 
     if not data.val:
         raise DataError("tune needs a validation split (data.split.val > 0)")

@@ -1,7 +1,7 @@
 """The fast training path: the same model, loss and gradients as plain transformers + PEFT, computed with less
 memory traffic and less memory. Entry point: `apply_fast_path(model, train_cfg, device) -> FastPath`.
 
-Components, each switchable in `train.fast` and measured one at a time in bench/train_speed.py:
+Components, each switchable in `train.fast` and measured one at a time in bench/train_speed/:
 - loss:        LM head + cross-entropy a chunk at a time, never the full logits (loss.py; Liger's on CUDA)
 - kernels:     Liger Kernel's Triton SwiGLU and RoPE (CUDA, when liger-kernel is installed), with torch's
                fused RMSNorm (or Liger's: rms_norm)
@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from types import MethodType
 
 from tunewise.config import FastConfig, TrainConfig
+from tunewise.errors import ConfigError
 from tunewise.train.fast.layers import (
     LIGER_PATCH,
     apply_liger_kernels,
@@ -118,7 +119,7 @@ def _fast_forward(
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
-    from transformers.modeling_outputs import CausalLMOutputWithPast
+    from transformers.modeling_outputs import CausalLMOutputWithPast  # heavy
 
     num_items = kwargs.pop("num_items_in_batch", None)
     shift_labels = kwargs.pop("shift_labels", None)
@@ -154,7 +155,7 @@ def _frozen_head_to_bf16(hf) -> bool:
     """PEFT's prepare_model_for_kbit_training upcasts every non-4-bit weight to fp32, the frozen embedding and
     LM head included: +2 GiB each for Llama-3-8B (vocab 128256 × 4096) and an fp32 LM-head product. Frozen,
     they gain nothing from fp32; the trainable adapters and the norms keep it."""
-    import torch
+    import torch  # heavy
 
     changed = False
     for module in (hf.get_input_embeddings(), hf.get_output_embeddings()):
@@ -178,8 +179,6 @@ def micro_batch(fast: FastConfig, batch_size: int) -> int | None:
     if micro is None or micro >= batch_size:
         return None
     if batch_size % micro:
-        from tunewise.errors import ConfigError
-
         raise ConfigError(f"config: train.fast.micro_batch_size={micro} does not divide train.batch_size="
                           f"{batch_size}")
     return micro

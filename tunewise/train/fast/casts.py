@@ -3,7 +3,7 @@
 Why: LoRA keeps fp32 master weights and computes in bf16, so every adapted projection casts its A and B each
 forward (and the grouped projections also stack their A matrices): for Llama-3-8B, ~450 tiny kernels per
 micro-step whose launches cost host time in a forward pass that is already limited by the host
-(bench/train_speed_notes.md). The weights only change when the optimizer steps, so one cast serves every
+(bench/results/train_speed.md). The weights only change when the optimizer steps, so one cast serves every
 micro-step (and every checkpointed recompute) in between.
 
 A cached cast is reused only while the parameter is provably unchanged: no optimizer step since (a global
@@ -14,6 +14,7 @@ forwards with gradients on use the cache; evaluation casts afresh."""
 from __future__ import annotations
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 _steps = [0]
 _hooked = [False]
@@ -26,8 +27,6 @@ def _count_step(*_args, **_kwargs) -> None:
 def watch_optimizer_steps() -> None:
     """Register the global optimizer step hook once per process."""
     if not _hooked[0]:
-        from torch.optim.optimizer import register_optimizer_step_post_hook
-
         register_optimizer_step_post_hook(_count_step)
         _hooked[0] = True
 

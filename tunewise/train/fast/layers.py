@@ -4,6 +4,7 @@ activation checkpointing, and torch.compile."""
 from __future__ import annotations
 
 import importlib.util
+from functools import partial
 
 # model_type → Liger's patch function for that family (same decoder shape: RMSNorm, SwiGLU MLP, RoPE).
 LIGER_PATCH = {
@@ -22,7 +23,7 @@ def apply_liger_kernels(hf_model) -> None:
     """Liger's Triton RMSNorm, SwiGLU and RoPE on this model instance. Its RoPE patch replaces the family's
     module-level apply_rotary_pos_emb, so it reaches every model of that family built in this process.
     The loss is ours (tunewise.train.fast.loss), so Liger's own forward patch stays off."""
-    import liger_kernel.transformers as lk
+    import liger_kernel.transformers as lk  # optional
 
     patch = getattr(lk, LIGER_PATCH[hf_model.config.model_type])
     patch(
@@ -44,7 +45,7 @@ def _torch_rms_norm(norm, original, x):
 def torch_rms_norm(norm, x):
     """torch's fused RMSNorm (one kernel each way on CUDA, no weight gradient computed for a frozen weight),
     called as the aten op so that autocast leaves it in the input's dtype, as the model's own norm is."""
-    import torch
+    import torch  # heavy
 
     return torch.ops.aten._fused_rms_norm(x, [x.shape[-1]], norm.weight, norm.variance_epsilon)[0]
 
@@ -52,11 +53,9 @@ def torch_rms_norm(norm, x):
 def use_torch_rms_norm(hf_model) -> int:
     """Every RMSNorm of the model (the decoder layers' and the final one) through torch's fused kernel, per
     instance. Why not Liger's here: its Python launcher costs ~55 µs of host time per call against ~15 for an
-    aten op (bench/host_prices.py), and the LoRA fast path is host-bound (bench/host_overhead.py). Returns how
-    many norms."""
-    from functools import partial
-
-    import torch
+    aten op (bench/train_speed/host_prices.py), and the LoRA fast path is host-bound
+    (bench/train_speed/host_overhead.py). Returns how many norms."""
+    import torch  # heavy
 
     if not hasattr(torch.ops.aten, "_fused_rms_norm"):  # torch < 2.8: Liger's stays
         return 0
@@ -93,7 +92,7 @@ def enable_checkpointing(hf_model, fraction: float) -> int:
 def compile_layers(hf_model, mode: str = "default") -> int:
     """torch.compile each decoder layer in place (one graph reused by all: parameters are graph inputs).
     A layer that fails to compile runs eagerly instead (dynamo's suppress_errors) and says so in its log."""
-    import torch._dynamo
+    import torch._dynamo  # heavy
 
     torch._dynamo.config.suppress_errors = True
     layers = decoder_layers(hf_model)
@@ -106,7 +105,7 @@ def prefer_sdpa_backend(hf_model, backend: str) -> int:
     """Run every decoder layer's forward (and its checkpointed recompute, which calls the same forward) with
     `backend` first in SDPA's priority order. Per layer, not process-wide: other models keep torch's choice.
     Returns how many layers."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention import SDPBackend, sdpa_kernel  # heavy
 
     first = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[backend]
     rest = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]

@@ -4,7 +4,7 @@ into the matrix product (addmm), and the adapter input neither copied nor upcast
 Why by hand: PEFT's lora.Linear upcasts the input to the adapter's fp32 dtype (a new [tokens, in] copy per
 adapted layer, kept for backward), multiplies by the scale and adds the result as separate passes over
 [tokens, out]. For Llama-3-8B that is ~1 MB of extra memory traffic per token and layer in forward and again
-in backward (bench/train_speed_notes.md has the arithmetic); no library offers a drop-in replacement
+in backward (bench/results/train_speed.md has the arithmetic); no library offers a drop-in replacement
 that keeps PEFT's modules, saving and loading. Here the adapter runs in the base layer's compute dtype
 (bf16 under autocast, as transformers' Trainer computes it anyway) with fp32 master weights and fp32
 gradients."""
@@ -12,6 +12,7 @@ gradients."""
 from __future__ import annotations
 
 from types import MethodType
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -21,12 +22,14 @@ from tunewise.train.fast.casts import cast, watch_optimizer_steps
 # The adapters are cached per optimizer step as s·A and s·B (casts.py), so no product is scaled in a separate
 # pass: with u = x A^T, y = x W^T + s u B^T is  x W^T + (1/s)(s u)(s B)^T  (addmm's alpha), dL/du = s dy B is
 # dy (sB), dL/dB = s dy^T u is dy^T (s u), and the input gradient's dL/du A is (1/s) dL/du (sA). Each line
-# below is then one GEMM, and the host, which limits this path (bench/host_overhead.py), launches fewer kernels.
+# below is then one GEMM, and the host, which limits this path (bench/train_speed/host_overhead.py), launches
+# fewer kernels.
 
 _OUT_DTYPE_MM = [None]  # whether torch.mm(..., out_dtype=) runs here (CUDA: bf16 in, fp32 out); None: untried
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the products with `x` run in: autocast's where it is on, else x's own."""
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return x.dtype
@@ -111,7 +114,7 @@ class LoraLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, x_drop, weight, bias, lora_a, lora_b, scaling: float, casts: dict | None = None,
                 nodes: tuple | None = None):
-        dt = _compute_dtype(x)
+        dt = compute_dtype(x)
         in_shape = x.shape
         x2 = x.reshape(-1, in_shape[-1])
         if x2.dtype != dt:
@@ -173,12 +176,26 @@ def adapter_state(layer) -> tuple:
             tuple(layer.scaling.items()))
 
 
-class Transient:
-    """Holds a cached plan on a module; a deep copy or pickle of the module gets an empty one (the plan holds
-    autograd nodes of the original's parameters), and the copy builds its own on first use."""
+class LoraPlan(NamedTuple):
+    """What the fused forward of one fusable LoRA layer needs (a NamedTuple: read on every call, kept cheap)."""
 
-    def __init__(self, value=None):
-        self.value = value
+    name: str  # the adapter's name
+    weight: torch.Tensor  # the frozen base weight
+    bias: torch.Tensor | None
+    lora_a: torch.Tensor
+    lora_b: torch.Tensor
+    scaling: float
+    dropout: nn.Module | None  # None where LoRA dropout is off
+    nodes: tuple | None  # the A/B gradient nodes (grad_nodes), None where our GEMMs may not accumulate
+
+
+class Transient:
+    """Holds a cached plan and the adapter state it was made for, on a module; a deep copy or pickle of the
+    module gets an empty one (the plan holds autograd nodes of the original's parameters), and the copy builds
+    its own on first use."""
+
+    def __init__(self, state: tuple | None = None, plan=None):
+        self.state, self.plan = state, plan
 
     def __deepcopy__(self, memo):
         return Transient()
@@ -187,42 +204,43 @@ class Transient:
         return (Transient, ())
 
 
-def lora_plan(layer) -> tuple | None:
-    """(name, weight, bias, A, B, scaling, dropout or None, A/B gradient nodes or None) of a fusable layer,
-    else None; cached per adapter state."""
+def lora_plan(layer) -> LoraPlan | None:
+    """The plan of a fusable layer, else None; cached per adapter state."""
     state = adapter_state(layer)
     hit = layer.__dict__.get("_tw_plan")
-    if hit is not None and hit.value is not None and hit.value[0] == state:
-        plan = hit.value[1]
-        if plan is None or not plan[1].requires_grad:  # a base weight unfrozen since: plan again (unfusable)
+    if hit is not None and hit.state == state:
+        plan = hit.plan
+        if plan is None or not plan.weight.requires_grad:  # a base weight unfrozen since: plan again (unfusable)
             return plan
     name = _fusable(layer)
     plan = None
     if name is not None:
         base, dropout = layer.base_layer, layer.lora_dropout[name]
-        drop = None if isinstance(dropout, nn.Identity) or dropout.p == 0 else dropout
         a, b = layer.lora_A[name].weight, layer.lora_B[name].weight
-        plan = (name, base.weight, base.bias, a, b, float(layer.scaling[name]), drop, grad_nodes((a, b)))
-    layer.__dict__["_tw_plan"] = Transient((state, plan))
+        plan = LoraPlan(name=name, weight=base.weight, bias=base.bias, lora_a=a, lora_b=b,
+                        scaling=float(layer.scaling[name]),
+                        dropout=None if isinstance(dropout, nn.Identity) or dropout.p == 0 else dropout,
+                        nodes=grad_nodes((a, b)))
+    layer.__dict__["_tw_plan"] = Transient(state, plan)
     return plan
 
 
 def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     plan = None if (args or kwargs) else lora_plan(self)
-    if plan is None or plan[5] == 0:
+    if plan is None or plan.scaling == 0:
         return type(self).forward(self, x, *args, **kwargs)
-    _, weight, bias, lora_a, lora_b, scaling, dropout, nodes = plan
     train = self.training and torch.is_grad_enabled()
-    x_drop = dropout(x) if dropout is not None and self.training else None
+    x_drop = plan.dropout(x) if plan.dropout is not None and self.training else None
     casts = self.__dict__.setdefault("_tw_casts", {}) if train else None
-    return LoraLinear.apply(x, x_drop, weight, bias, lora_a, lora_b, scaling, casts, nodes if train else None)
+    return LoraLinear.apply(x, x_drop, plan.weight, plan.bias, plan.lora_a, plan.lora_b, plan.scaling, casts,
+                            plan.nodes if train else None)
 
 
 def fuse_lora_layers(model) -> int:
     """Route every PEFT lora.Linear of `model` through LoraLinear (per instance; PEFT's own forward is the
     fallback whenever a layer is merged, disabled, DoRA, multi-adapter or quantised). Returns how many."""
     try:
-        from peft.tuners.lora.layer import Linear as LoraLinearLayer
+        from peft.tuners.lora.layer import Linear as LoraLinearLayer  # heavy
     except ImportError:
         return 0
     watch_optimizer_steps()

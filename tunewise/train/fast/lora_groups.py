@@ -5,7 +5,7 @@ every base weight and the stacked A add into, instead of one per projection that
 
 Why by hand: PEFT keeps one module per projection and no library fuses LoRA across sibling projections
 while keeping PEFT's modules, names, saving and loading. Per Llama-3-8B layer at 4,096 tokens this saves ~6
-passes over a [tokens, 4096] tensor and ~20 kernel launches per step (bench/train_speed_notes.md).
+passes over a [tokens, 4096] tensor and ~20 kernel launches per step (bench/results/train_speed.md).
 
 Only exact cases are grouped: single-adapter LoRA over frozen bias-free nn.Linear layers, no LoRA dropout
 (each projection would draw its own mask), in training with gradients on. Anything else runs each projection
@@ -14,17 +14,18 @@ through its own forward, unchanged."""
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import torch
 
 from tunewise.train.fast.casts import cast, watch_optimizer_steps
 from tunewise.train.fast.lora import (
     Transient,
-    _compute_dtype,
     accumulate_mm,
     accumulates_into,
     adapter_state,
     add_grad,
+    compute_dtype,
     grad_nodes,
     lora_plan,
     mm_grad,
@@ -32,6 +33,15 @@ from tunewise.train.fast.lora import (
 
 ATTENTION = ("q_proj", "k_proj", "v_proj")
 MLP = ("gate_proj", "up_proj")
+
+
+class GroupPlan(NamedTuple):
+    """GroupedLora's arguments for one group (a NamedTuple: read on every call, kept cheap)."""
+
+    scaling: float  # the one scale every member shares
+    ranks: tuple  # each member's LoRA rank, in member order
+    nodes: tuple | None  # the A then B gradient nodes (grad_nodes), None where our GEMMs may not accumulate
+    params: tuple  # the members' base weights, then their A, then their B matrices
 
 
 class GroupedLora(torch.autograd.Function):
@@ -42,7 +52,7 @@ class GroupedLora(torch.autograd.Function):
     def forward(ctx, x, casts: dict | None, scaling: float, ranks: tuple, nodes: tuple | None, *params):
         n = len(ranks)
         weights, adapters_a, adapters_b = params[:n], params[n : 2 * n], params[2 * n :]
-        dt = _compute_dtype(x)
+        dt = compute_dtype(x)
         in_shape = x.shape
         x2 = x.reshape(-1, in_shape[-1])
         if x2.dtype != dt:
@@ -140,33 +150,33 @@ class LoraGroup:
         self.pending: dict[int, torch.Tensor] = {}
         self.source: torch.Tensor | None = None
         self.casts: dict = {}  # the adapters in the compute dtype, per optimizer step (casts.py)
-        self._plan = Transient()  # (the members' adapter states, the group's arguments or None)
+        self._plan = Transient()  # the group's plan (or None) for the members' adapter states
 
     def names(self) -> list | None:
         """The adapter name of each member when the whole group can run as one, else None."""
         plans = [lora_plan(layer) for layer in self.layers]
-        if any(p is None or p[2] is not None or p[6] is not None for p in plans):  # bias, dropout
+        if any(p is None or p.bias is not None or p.dropout is not None for p in plans):
             return None
-        if len({p[5] for p in plans}) != 1 or plans[0][5] == 0:  # one nonzero scale for the group
+        if len({p.scaling for p in plans}) != 1 or plans[0].scaling == 0:  # one nonzero scale for the group
             return None
-        return [p[0] for p in plans]
+        return [p.name for p in plans]
 
-    def arguments(self) -> tuple | None:
-        """(scaling, ranks, params) for GroupedLora, or None when the group cannot run as one; recomputed only
-        when a member's adapter state changes (cheap to compare, costly to rebuild on every call)."""
+    def arguments(self) -> GroupPlan | None:
+        """GroupedLora's arguments, or None when the group cannot run as one; recomputed only when a member's
+        adapter state changes (cheap to compare, costly to rebuild on every call)."""
         state = tuple(adapter_state(layer) for layer in self.layers)
-        if self._plan.value is not None and self._plan.value[0] == state:
-            args = self._plan.value[1]
+        if self._plan.state == state:
+            args = self._plan.plan
             n = len(self.layers)
-            if args is None or not any(w.requires_grad for w in args[3][:n]):  # base weights still frozen
+            if args is None or not any(w.requires_grad for w in args.params[:n]):  # base weights still frozen
                 return args
         args = None
         if self.names() is not None:
             plans = [lora_plan(layer) for layer in self.layers]
-            adapters = tuple(p[3] for p in plans) + tuple(p[4] for p in plans)
-            args = (plans[0][5], tuple(p[3].shape[0] for p in plans), grad_nodes(adapters),
-                    tuple(p[1] for p in plans) + adapters)
-        self._plan = Transient((state, args))
+            adapters = tuple(p.lora_a for p in plans) + tuple(p.lora_b for p in plans)
+            args = GroupPlan(scaling=plans[0].scaling, ranks=tuple(p.lora_a.shape[0] for p in plans),
+                             nodes=grad_nodes(adapters), params=tuple(p.weight for p in plans) + adapters)
+        self._plan = Transient(state, args)
         return args
 
     def output(self, index: int, x: torch.Tensor) -> torch.Tensor | None:
@@ -181,8 +191,7 @@ class LoraGroup:
         args = self.arguments()
         if args is None:
             return None
-        scaling, ranks, nodes, params = args
-        outs = GroupedLora.apply(x, self.casts, scaling, ranks, nodes, *params)
+        outs = GroupedLora.apply(x, self.casts, args.scaling, args.ranks, args.nodes, *args.params)
         # The others' outputs wait here for their own call (a few lines later in the block's forward).
         self.pending = {i: o for i, o in enumerate(outs) if i != index}
         self.source = x
@@ -198,7 +207,7 @@ def group_lora_projections(blocks: list) -> int:
     """Group the q/k/v and gate/up LoRA projections of each block (attention or MLP module) that has them all
     as PEFT lora.Linear layers. Patches the members' forward per instance; returns how many groups."""
     try:
-        from peft.tuners.lora.layer import Linear as LoraLinearLayer
+        from peft.tuners.lora.layer import Linear as LoraLinearLayer  # heavy
     except ImportError:
         return 0
     watch_optimizer_steps()

@@ -4,7 +4,7 @@ Why: a full collection walks every tracked object, and an 8B model with PEFT ada
 hundreds of thousands of them (modules, parameter dicts, hook closures). The fast path's saved-tensor hooks
 (recompute.py) and grouped projections (lora_groups.py) create a few small objects per layer and micro-step
 that survive into the old generation, so full collections come round every few steps and stall the CPU that
-feeds the GPU: bench/train_speed_notes.md has the step times. gc.freeze() moves everything alive at the start
+feeds the GPU: bench/results/train_speed.md has the step times. gc.freeze() moves everything alive at the start
 of training into a permanent generation that collections skip; cycles made later are still collected."""
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ from functools import partial
 
 import torch
 
+from tunewise.train.fast.layers import torch_rms_norm
+
 _RECIPE = object()
 
 
@@ -47,18 +49,18 @@ class RecomputeSaved(torch.autograd.graph.saved_tensors_hooks):
 
 def _silu_mul(gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.Tensor:
     if liger:
-        from liger_kernel.ops.swiglu import LigerSiLUMulFunction
+        from liger_kernel.ops.swiglu import LigerSiLUMulFunction  # optional
 
         return LigerSiLUMulFunction.apply(gate, up)
     return torch.nn.functional.silu(gate) * up
 
 
-# The recipes run in backward, where the host already limits the step (bench/host_overhead.py): with Liger's
+# The recipes run in backward, where the host already limits the step (bench/train_speed/host_overhead.py): with Liger's
 # kernels they call its kernel launchers directly, without the autograd Function around them (same kernels,
 # same inputs, so the same bits).
 def _silu_mul_value(gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.Tensor:
     if liger:
-        from liger_kernel.ops.swiglu import swiglu_forward
+        from liger_kernel.ops.swiglu import swiglu_forward  # optional
 
         return swiglu_forward(gate.contiguous(), up.contiguous())[2]
     return _silu_mul(gate, up, liger)
@@ -66,11 +68,9 @@ def _silu_mul_value(gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.
 
 def _norm_value(norm, x: torch.Tensor) -> torch.Tensor:
     if getattr(norm, "_tw_torch_rms", False) and x.dtype == norm.weight.dtype:
-        from tunewise.train.fast.layers import torch_rms_norm
-
         return torch_rms_norm(norm, x)
     if hasattr(norm, "casting_mode") and hasattr(norm, "offset"):  # set by Liger's patch of this norm
-        from liger_kernel.ops.rms_norm import rms_norm_forward
+        from liger_kernel.ops.rms_norm import rms_norm_forward  # optional
 
         x = x.contiguous()
         out = rms_norm_forward(x, norm.weight, norm.variance_epsilon, norm.offset, norm.casting_mode,

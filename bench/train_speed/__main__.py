@@ -1,0 +1,205 @@
+"""Training speed and memory: plain Hugging Face + PEFT beside tunewise's fast path, same batches, one run.
+
+Every measurement runs in its own process (peak memory is the process's own, and Liger's RoPE patch is
+module-global), on identical random weights and token batches (same seeds). Rows print as soon as they are
+measured; the markdown table (and a JSONL with every step) is rewritten after every row.
+
+GPU (the issue's setting: Llama-3-8B shape, random weights, LoRA r=16 all-linear, bf16, AdamW, SDPA):
+  python -m bench.train_speed --rows lora-2048x4-gc,lora-2048x2,lora-4096x1-gc   # the three issue rows
+  python -m bench.train_speed --rows ablate-2048x4-gc --sides base,t-none,t-loss,t-liger-loss,t-kernels
+  python -m bench.train_speed --rows qlora-2048x1 | maxctx | banking77 --banking77 PATH/train.csv
+CPU check at toy size: python -m bench.train_speed --tiny --rows all"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import RESULTS
+from bench.train_speed.measure import measure, probe_max_context
+from bench.train_speed.rows import ROWS, SIDES, Row
+
+HEADER = (
+    "| configuration | side | baseline tok/s | tunewise tok/s | ratio | ratio of median steps | baseline GiB | "
+    "tunewise GiB | MFU | loss diff (timed steps) |\n|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def _worker(spec: dict, timeout: int) -> dict:
+    """One measurement in a fresh process; its last stdout line is the result JSON. The child inherits this
+    process's working directory and PYTHONPATH, so `-m bench.train_speed` finds the same package."""
+    env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "bench.train_speed", "--worker", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
+    return json.loads(lines[-1])
+
+
+def _loss_diff(base: dict, fast: dict) -> str:
+    a, b = base.get("losses", []), fast.get("losses", [])
+    if not a or len(a) != len(b):
+        return "n/a"
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+    return f"{100 * (mean_b - mean_a) / mean_a:+.3f} % (max step {100 * worst:.3f} %)"
+
+
+def _cell(r: dict, key: str, fmt: str) -> str:
+    if "error" in r:
+        return "OOM" if r.get("oom") else ("skipped" if r["error"].startswith("skipped") else "error")
+    return format(r[key], fmt)
+
+
+def _line(row: Row, side: str, base: dict, fast: dict) -> str:
+    ratio = (
+        f"{fast['tokens_per_s'] / base['tokens_per_s']:.2f}×"
+        if "error" not in base and "error" not in fast
+        else "n/a"
+    )
+    mfu = _cell(fast, "mfu", ".1%") if "error" not in fast else "n/a"
+    # The ratio is of mean throughput (the target's measure); the median steps' ratio beside it shows how
+    # much of a gap comes from a few slow steps (a full GC, a host hiccup) rather than from the typical step.
+    medians = (
+        f"{statistics.median(base['step_s']) / statistics.median(fast['step_s']):.2f}×"
+        if base.get("step_s") and fast.get("step_s")
+        else "n/a"
+    )
+    return (
+        f"| {row.label} | {side} | {_cell(base, 'tokens_per_s', ',.0f')} "
+        f"| {_cell(fast, 'tokens_per_s', ',.0f')} "
+        f"| {ratio} | {medians} | {_cell(base, 'peak_gib', '.1f')} | {_cell(fast, 'peak_gib', '.1f')} | {mfu} "
+        f"| {_loss_diff(base, fast)} |"
+    )
+
+
+def _write(out: Path, lines: list[str], records: list[dict], meta: str) -> None:
+    out.write_text(f"{meta}\n\n{HEADER}\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+def run_rows(args) -> None:
+    names = list(ROWS) if args.rows == "all" else args.rows.split(",")
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        sys.exit(f"unknown row(s) {unknown}; known: {list(ROWS)}")
+    out = Path(
+        args.out
+        or (
+            Path(os.environ["OUT"]) / "train_speed.md"
+            if os.environ.get("OUT")
+            else RESULTS / "train_speed" / f"{time.strftime('%Y-%m-%d_%H%M')}.md"
+        )
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    toy = "TOY MODEL (--tiny), not 8B; " if args.tiny else ""
+    meta = (
+        f"python -m bench.train_speed {' '.join(sys.argv[1:])}  ({toy}{time.strftime('%Y-%m-%d %H:%M')}; "
+        f"MFU = model FLOPs without recompute / {args.peak_tflops} TFLOP/s; "
+        f"tok/s over {args.steps} timed steps)"
+    )
+    lines, records = [], []
+    print(HEADER, flush=True)
+    for name in names:
+        row = ROWS[name]
+        common = {
+            "row": name,
+            "tiny": args.tiny,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "peak_tflops": args.peak_tflops,
+            "banking77": args.banking77,
+            "model": args.model,
+            "lora_dropout": args.lora_dropout,
+            "profile": args.profile,
+            "gaps": args.gaps,
+        }
+        if row.kind == "maxctx":
+            res = _worker(
+                {
+                    **common,
+                    "side": "tunewise",
+                    "lo": args.ctx_lo,
+                    "hi": args.ctx_hi,
+                    "budget_s": args.ctx_budget,
+                },
+                args.timeout,
+            )
+            records.append({"row": name, **res})
+            lines.append(
+                f"| {row.label} | tunewise | | | | | | {res.get('peak_gib', 'n/a')} | | largest fitting "
+                f"seq: **{res.get('max_seq', res.get('error'))}** |"
+            )
+            print(lines[-1], flush=True)
+            _write(out, lines, records, meta)
+            continue
+        base = _worker({**common, "side": "base"}, args.timeout)
+        if base.get("profile"):
+            out.with_name(f"profile_{name}_base.txt").write_text(base.pop("profile"), encoding="utf-8")
+        records.append({"row": name, "side": "base", **base})
+        sides = row.sides if args.sides is None else args.sides.split(",")
+        bad = [s for s in sides if s not in SIDES]
+        if bad:
+            sys.exit(f"unknown side(s) {bad}; known: {list(SIDES)}")
+        for side in sides:
+            fast = _worker({**common, "side": side}, args.timeout)
+            if fast.get("profile"):
+                out.with_name(f"profile_{name}_{side}.txt").write_text(fast.pop("profile"), encoding="utf-8")
+            records.append({"row": name, "side": side, **fast})
+            lines.append(_line(row, side, base, fast))
+            print(lines[-1], flush=True)
+            _write(out, lines, records, meta)
+    print(f"wrote {out}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.train_speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--rows", default="lora-2048x4-gc", help=f"comma list or 'all': {', '.join(ROWS)}")
+    ap.add_argument(
+        "--sides", default=None, help=f"tunewise variants to run (default: the row's): {', '.join(SIDES)}"
+    )
+    ap.add_argument("--steps", type=int, default=20, help="timed steps (the loss is compared over these)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument(
+        "--lora-dropout", type=float, default=0.0, help="LoRA dropout on both sides (tunewise's default is 0.05)"
+    )
+    ap.add_argument("--profile", action="store_true", help="write each side's top kernels (torch.profiler)")
+    ap.add_argument("--gaps", action="store_true", help="trace 2 more steps: GPU idle time and the host ops behind it")
+    ap.add_argument("--tiny", action="store_true", help="toy model and lengths (CPU check of the script)")
+    ap.add_argument("--peak-tflops", type=float, default=776.0, help="bf16 matmul rate measured on the H100")
+    ap.add_argument("--banking77", default=None, help="Banking77 train.csv for the banking77 row")
+    ap.add_argument(
+        "--model", default="embedded:smollm2-135m-instruct", help="base model of the banking77 row"
+    )
+    ap.add_argument("--ctx-lo", type=int, default=32768)
+    ap.add_argument("--ctx-hi", type=int, default=131072)
+    ap.add_argument("--ctx-budget", type=float, default=420.0, help="seconds the max-context search may take")
+    ap.add_argument("--timeout", type=int, default=540, help="seconds per measurement process")
+    ap.add_argument(
+        "--out", default=None, help="markdown file (default $OUT/train_speed.md, else bench/results/train_speed/)"
+    )
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        spec = json.loads(args.worker)
+        res = probe_max_context(spec) if ROWS[spec["row"]].kind == "maxctx" else measure(spec)
+        print(json.dumps(res), flush=True)
+        return
+    run_rows(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""What `python -m bench.train_speed` can run: the model shapes, the rows (configurations) and the tunewise
+variants ("sides"), each side a set of `train.fast` overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LLAMA3_8B = dict(
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=128256,
+    rope_theta=500000.0,
+    max_position_embeddings=131072,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+)
+TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=512,
+    max_position_embeddings=8192,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+)
+TINY_SCALE = 32  # --tiny divides sequence lengths by this
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    kind: str  # lora | qlora | maxctx | banking77
+    seq: int = 2048
+    batch: int = 1
+    gc: bool = False
+    sides: tuple[str, ...] = ("tunewise",)
+
+
+ABLATION = ("t-none", "t-loss", "t-liger-loss", "t-kernels", "t-lora", "tunewise", "t-compile")
+ROWS = {
+    "lora-2048x4-gc": Row(
+        "LoRA 8B 2048×4 GC on", "lora", 2048, 4, True, ("tunewise", "t-mb2-rc", "t-mb2")
+    ),
+    "lora-2048x2": Row("LoRA 8B 2048×2 GC off", "lora", 2048, 2, False),
+    "lora-4096x1-gc": Row(
+        "LoRA 8B 4096×1 GC on", "lora", 4096, 1, True, ("tunewise", "t-ckpt75", "t-ckpt56-rc")
+    ),
+    "ablate-2048x4-gc": Row("LoRA 8B 2048×4 GC on", "lora", 2048, 4, True, ABLATION),
+    "ablate-2048x2": Row("LoRA 8B 2048×2 GC off", "lora", 2048, 2, False, ABLATION),
+    "qlora-2048x1": Row("QLoRA 8B 2048×1 GC on", "qlora", 2048, 1, True),
+    "maxctx": Row("LoRA 8B batch 1 GC on, longest context", "maxctx", 0, 1, True),
+    "banking77": Row(
+        "135M full FT, Banking77 (padded vs packed)",
+        "banking77",
+        128,
+        32,
+        False,
+        ("tunewise", "t-packed", "t-packed-flex"),
+    ),
+}
+OFF = {"loss": "off", "kernels": False, "fused_lora": False}
+SIDES = {  # tunewise variants: train.fast overrides, plus packing / attention for the banking77 row
+    "tunewise": {"fast": {}},
+    "t-none": {"fast": OFF},  # the fast path with every component off: the noise floor against base
+    "t-loss": {"fast": {**OFF, "loss": "chunked"}},
+    "t-liger-loss": {"fast": {**OFF, "loss": "liger"}},
+    "t-kernels": {"fast": {**OFF, "kernels": True}},
+    "t-lora": {"fast": {**OFF, "fused_lora": True}},
+    "t-ckpt75": {"fast": {"checkpoint_layers": 0.75}},
+    "t-ckpt50": {"fast": {"checkpoint_layers": 0.5}},
+    # 14 of 32 layers not recomputed, keeping recipes instead of their elementwise tensors (batch 1 cannot be
+    # split into micro-batches): predicted ~22 GiB, under the 4096×1 baseline's 22.4.
+    "t-ckpt56-rc": {"fast": {"checkpoint_layers": 0.5625, "recompute_elementwise": True}},
+    # The device batch in micro-batches of 1 (accumulation, same examples per step) with no recompute.
+    "t-mb1": {"fast": {"micro_batch_size": 1, "checkpoint_layers": 0.0}},
+    "t-mb2": {"fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0}},
+    "t-mb2-rc": {"fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True}},
+    # t-mb2-rc without Liger's Triton kernels (torch's own ops): is their Python launch cost worth it here?
+    "t-mb2-rc-nokern": {
+        "fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True, "kernels": False}
+    },
+    # t-mb2-rc with Liger's RMSNorm instead of torch's fused one (torch's is the default)
+    "t-mb2-rc-ligernorm": {
+        "fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True, "rms_norm": "liger"}
+    },
+    "t-mb2-rc-flash": {  # FlashAttention-2 first instead of torch's default (cuDNN on the H100)
+        "fast": {
+            "micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True, "sdpa_backend": "flash"
+        }
+    },
+    # t-mb2-rc one change at a time: without grouped q/k/v + gate/up LoRA, and also without the frozen GC.
+    "t-mb2-rc-nogroup": {
+        "fast": {"micro_batch_size": 2, "checkpoint_layers": 0.0, "recompute_elementwise": True, "grouped_lora": False}
+    },
+    "t-mb2-rc-nogroup-nofreeze": {
+        "fast": {
+            "micro_batch_size": 2,
+            "checkpoint_layers": 0.0,
+            "recompute_elementwise": True,
+            "grouped_lora": False,
+            "freeze_gc": False,
+        }
+    },
+    "t-mb2-rc-ckpt9": {
+        "fast": {"micro_batch_size": 2, "checkpoint_layers": 0.09375, "recompute_elementwise": True}
+    },
+    "t-mb1-cudnn": {"fast": {"micro_batch_size": 1, "checkpoint_layers": 0.0, "sdpa_backend": "cudnn"}},
+    "t-cudnn": {"fast": {"sdpa_backend": "cudnn"}},
+    "t-mb1-compile": {"fast": {"micro_batch_size": 1, "checkpoint_layers": 0.0, "compile": True, "kernels": False}},
+    "t-mb1-graphs": {
+        "fast": {
+            "micro_batch_size": 1,
+            "checkpoint_layers": 0.0,
+            "compile": True,
+            "compile_mode": "reduce-overhead",
+            "kernels": False,
+        }
+    },
+    "t-mb2-ckpt25": {"fast": {"micro_batch_size": 2, "checkpoint_layers": 0.25}},
+    "t-ckpt69": {"fast": {"checkpoint_layers": 0.6875}},
+    "t-mb2-ckpt28": {"fast": {"micro_batch_size": 2, "checkpoint_layers": 0.28125}},
+    "t-mb2-ckpt28-compile": {
+        "fast": {"micro_batch_size": 2, "checkpoint_layers": 0.28125, "compile": True, "kernels": False}
+    },
+    "t-mb1-compile-liger": {"fast": {"micro_batch_size": 1, "checkpoint_layers": 0.0, "compile": True}},
+    "t-compile": {"fast": {"compile": True}},
+    "t-packed": {"fast": {}, "packing": True},
+    "t-packed-flex": {"fast": {}, "packing": True, "attn": "flex_attention"},
+}

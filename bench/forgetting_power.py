@@ -1,7 +1,7 @@
 """Power of the forgetting check: how often `drop_flagged` (the paired-bootstrap rule the evaluation applies)
 flags a true accuracy drop on a multiple-choice set of n questions, by simulation of the paired design.
 
-    python bench/forgetting_power.py --n 508 --base-accuracy 0.40 --drop 0.05
+    python -m bench.forgetting_power --n 508 --base-accuracy 0.40 --drop 0.05
 
 Each simulated question is answered by the base and the fine-tuned model. Only the questions where the two
 disagree (one right, the other wrong) move the paired difference, so what decides the power besides n is the

@@ -86,7 +86,8 @@ def gate(candidate: TestScores, production: TestScores, alpha: float, seed: int 
     res = paired_bootstrap(a, b, n_resamples=2000, seed=seed)
     passed = res["difference"] > 0 and res["p_value"] <= alpha
     n = len(a)
-    return GateResult(passed, res["difference"], res["ci"], res["p_value"], alpha, n, sum(a) / n, sum(b) / n)
+    return GateResult(passed=passed, difference=res["difference"], ci=res["ci"], p_value=res["p_value"], alpha=alpha,
+                      n=n, candidate_score=sum(a) / n, production_score=sum(b) / n)
 
 
 @dataclass

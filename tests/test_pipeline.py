@@ -87,8 +87,14 @@ def test_run_writes_every_systems_metrics_with_cis_and_costs(tiny_runs, task):
         assert set(metrics["ci"][s]) == set(metrics["test"][s]) and set(metrics["test"][s]) <= set(names)
         assert {"prompt_tokens_per_request", "tokens_per_second", "dollars_per_1k_requests"} <= set(
             metrics["inference"][s])
-    assert metrics["verdict"]["text"] and isinstance(metrics["verdict"]["ship"], bool)
-    assert metrics["forgetting"]["questions"] >= 40
+    verdict = metrics["verdict"]
+    card = json.loads((folder / "data" / "card.json").read_text())
+    assert verdict["metric"] == (card["labels"]["recommended_metric"] if task == "classification" else "rouge_l")
+    decisive = next(c for c in metrics["comparisons"]
+                    if c["b"] == verdict["best_baseline"] and c["metric"] == verdict["metric"])
+    assert verdict["ship"] == (decisive["ci"][0] > 0 and not metrics["forgetting"]["flagged"])
+    assert verdict["text"].endswith("→ ship.") == verdict["ship"]
+    assert metrics["forgetting"]["questions"] >= 400
     rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == (9 if task == "classification" else 6)
     assert set(rows[0]["score"]) == systems and set(rows[0]["correct"]) == systems

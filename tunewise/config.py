@@ -260,9 +260,12 @@ class TrainConfig(_Strict):
 class EstimateConfig(_Strict):
     """What `tunewise estimate` prices the run on. Prices default to tunewise.models.prices."""
 
-    device: str = Field("H100", description="a device in the table (H100, A100, L4, RTX4090, CPU)")
+    device: str = Field("H100", description="a device in the table (H200, H100, A100, L4, RTX4090, CPU); a "
+                        "full name such as 'NVIDIA H200' works too")
     gpus: int = Field(1, gt=0)
-    prices: dict[str, float] = Field(default_factory=dict, description="USD per device-hour, overrides defaults")
+    prices: dict[str, float] = Field(
+        default_factory=dict, description="{gpu_name: USD per device-hour}: overrides the default prices "
+        "(a key naming a known device, e.g. 'NVIDIA H200', replaces its price) and prices other devices")
     mfu: float | None = Field(None, gt=0, le=1, description="model FLOPs utilisation; default per device")
 
 
@@ -296,8 +299,16 @@ class ForgettingConfig(_Strict):
     mc_path: Path | None = Field(None, description="JSONL {question, choices, answer}; default: the shipped set")
     prompts_path: Path | None = Field(
         None, description="JSONL {prompt, response} for the KL check; default: the shipped set")
-    max_relative_drop: float = Field(0.05, ge=0, lt=1, description="flag a relative accuracy drop above this")
-    max_kl: float | None = Field(None, gt=0, description="flag a mean KL (nats/token) above this; None: report only")
+    max_drop: float = Field(
+        0.02, ge=0, lt=1, description="flag a drop in general multiple-choice accuracy when it is significant (the "
+        "paired-bootstrap 95 % CI of tuned − base lies entirely below 0) and larger than this, in accuracy points "
+        "(0.02 = 2 points); the shipped 508 questions detect a 5-point drop (docs/evaluation.md)")
+    max_kl: float | None = Field(
+        1.0, gt=0, description="flag a mean KL(base ‖ fine-tuned) above this many nats per token on the general "
+        "prompts; None: report only. KL is the extra cross-entropy the fine-tuned model pays on the base model's "
+        "own answers, so 1.0 flags a model that finds them e ≈ 2.7× less likely per token: well beyond a light "
+        "adapter, and a narrow classifier's drift is caught (the banking77 full fine-tune soup measured 2.07; "
+        "docs/evaluation.md). Raise it or set None for a model meant to answer only its task")
 
     @model_validator(mode="after")
     def _files_exist(self) -> ForgettingConfig:
@@ -345,6 +356,11 @@ class RegistryConfig(_Strict):
         "or $TUNEWISE_REGISTRY_URL")
     workspace: Path = Field(Path(".tunewise"), description="the SQLite file and registered model artifacts")
     alpha: float = Field(0.05, gt=0, lt=1, description="promotion gate: one-sided paired-bootstrap p-value")
+    feedback_holdout: float = Field(
+        0.3, gt=0, lt=1, description="retrain: share of the feedback corrections held out (seeded by the run's "
+        "seed): the candidate trains on the rest and must beat production on these, which it never saw")
+    feedback_holdout_min: int = Field(
+        5, ge=1, description="retrain: the fewest corrections held out; fewer usable ones and retrain stops")
 
 
 class ServeConfig(_Strict):
@@ -355,6 +371,9 @@ class ServeConfig(_Strict):
     max_messages: int = Field(32, gt=0)
     max_batch_size: int = Field(16, gt=0, le=256, description="the most queued requests one generate call takes")
     auth: bool = Field(True, description="require a bearer API key (`tunewise keys create`)")
+    public_metrics: bool = Field(
+        False, description="with auth: serve /metrics and the model list without an API key (e.g. for a Prometheus "
+        "scraper inside the network); default: they need one like every other route")
 
 
 class MonitorConfig(_Strict):

@@ -22,3 +22,21 @@ def test_price_overrides_and_unknown_devices():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the detected key is the GPU's")
 def test_detect_device_on_cpu():
     assert detect_device() == "CPU"
+
+
+@pytest.mark.parametrize("gpu,key", [("NVIDIA H200", "H200"), ("NVIDIA H100 80GB HBM3", "H100"),
+                                     ("NVIDIA A100-SXM4-80GB", "A100"), ("NVIDIA GeForce RTX 4090", "RTX4090"),
+                                     ("NVIDIA L4", "L4")])
+def test_detected_gpu_names_map_to_their_price_key(monkeypatch, gpu, key):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: gpu)
+    assert detect_device() == key
+    assert inference_cost([1], [1], 1.0, detect_device()).price_per_hour is not None
+
+
+def test_an_unpriced_gpu_keeps_its_name_and_an_override_prices_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA L40S")
+    assert detect_device() == "NVIDIA L40S"  # not run together, and not taken for an L4
+    assert detect_device({"L40S": 1.5}) == "L40S"
+    assert inference_cost([1], [1], 3600.0, "NVIDIA L40S", {"L40S": 1.5}).price_per_hour == 1.5

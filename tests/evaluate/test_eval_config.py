@@ -23,7 +23,8 @@ def test_forgetting_paths_resolve_against_the_config_file(tmp_path):
     ({"eval": {"forgetting": {"mc_path": "/nope.jsonl"}}}, "file not found: /nope.jsonl"),
     ({"eval": {"bootstrap_resamples": 10}}, "eval.bootstrap_resamples"),
     ({"eval": {"few_shot_selection": "nearest"}}, "eval.few_shot_selection"),
-    ({"eval": {"forgetting": {"max_relative_drop": 1.5}}}, "eval.forgetting.max_relative_drop"),
+    ({"eval": {"forgetting": {"max_drop": 1.5}}}, "eval.forgetting.max_drop"),
+    ({"eval": {"forgetting": {"max_kl": 0}}}, "eval.forgetting.max_kl"),
     ({"eval": {"forgetting": {"threshold": 0.1}}}, "eval.forgetting.threshold: unknown key"),
 ])
 def test_bad_eval_settings_are_one_line_errors(section, message):

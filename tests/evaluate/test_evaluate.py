@@ -2,7 +2,7 @@ import pytest
 
 from tests.evaluate.test_shots import bag_of_words
 from tunewise.data import prepare
-from tunewise.errors import ConfigError
+from tunewise.errors import ModelError
 from tunewise.evaluate import compare_systems, evaluate, run_baselines, score_model
 from tunewise.models import load_model, resolve_model
 from tunewise.testing import tiny_config
@@ -18,7 +18,15 @@ def adapter(tmp_path_factory, tiny_model_dir):
     return folder
 
 
-def test_classification_generate_mode_with_similar_shots(tmp_path, tiny_model_dir, adapter, monkeypatch):
+@pytest.fixture(scope="module")
+def trained_adapter(tmp_path_factory, tiny_model_dir):
+    """An adapter with random non-zero B: a fine-tuned model that differs from its base."""
+    from tests.fixtures.runs import tiny_adapter
+
+    return tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("trained") / "adapter", seed=1)
+
+
+def test_classification_generate_mode_with_similar_shots(tmp_path, tiny_model_dir, trained_adapter, monkeypatch):
     monkeypatch.setattr("tunewise.evaluate.shots.minilm_embedder", lambda: bag_of_words)
     cfg = tiny_config(tmp_path, tiny_model_dir, few_shot_selection="similar")
     data, base = prepare(cfg), resolve_model(cfg.model.base)
@@ -29,7 +37,7 @@ def test_classification_generate_mode_with_similar_shots(tmp_path, tiny_model_di
     assert few.prompt_tokens_per_request > zero.prompt_tokens_per_request  # the few-shot price shows
     assert zero.generated_tokens_per_request > 0 and zero.dollars_per_1k_requests > 0
 
-    result = evaluate(cfg, data, base, adapter, baselines)
+    result = evaluate(cfg, data, base, trained_adapter, baselines)
     m = result.metrics_json()
     assert set(m["test"]) == {"zero_shot", "few_shot", "classical", "fine_tuned"}
     for name, values in m["test"].items():
@@ -41,7 +49,11 @@ def test_classification_generate_mode_with_similar_shots(tmp_path, tiny_model_di
         assert set(m["per_class"][name]) == set(data.labels)
     assert {(c["b"], c["metric"]) for c in m["comparisons"]} == {
         (b, k) for b in ("zero_shot", "few_shot", "classical") for k in ("accuracy", "macro_f1")}
-    assert m["forgetting"]["questions"] >= 40 and m["verdict"]["text"]
+    assert m["forgetting"]["questions"] >= 400 and m["forgetting"]["mean_kl"] > 1e-4  # the adapter moved it
+    assert m["verdict"]["metric"] == data.card.labels["recommended_metric"] == "accuracy"
+    decisive = next(c for c in m["comparisons"] if c["b"] == m["verdict"]["best_baseline"]
+                    and c["metric"] == "accuracy")
+    assert m["verdict"]["ship"] == (decisive["ci"][0] > 0 and not m["forgetting"]["flagged"])
 
 
 def test_score_mode_and_paired_comparison_of_two_adapters(tmp_path, tiny_model_dir, adapter):
@@ -93,5 +105,5 @@ def test_a_full_fine_tuned_model_is_evaluated_against_its_base(tmp_path, tiny_mo
                       load_model(tiny_model_dir, "cpu"))
     assert set(result.systems) == {"zero_shot", "fine_tuned"}
     assert result.forgetting.mean_kl > 0.001
-    with pytest.raises(ConfigError, match="neither a PEFT adapter"):
+    with pytest.raises(ModelError, match="neither a PEFT adapter"):
         load_fine_tuned(base, tmp_path)

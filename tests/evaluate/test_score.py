@@ -2,8 +2,17 @@ import pytest
 import torch
 
 from tunewise.data.encode import encode_prompt
-from tunewise.evaluate.score import _groups, answer_ids, answer_nll, score_continuations, score_labels
+from tunewise.evaluate.label_tree import common_prefix_len, label_trie
+from tunewise.evaluate.score import (
+    _groups,
+    answer_ids,
+    answer_nll,
+    score_continuations,
+    score_label_ids,
+    score_labels,
+)
 from tunewise.models import load_model
+from tunewise.testing import save_tiny_model
 
 PROMPTS = [[{"role": "user", "content": "classify the text . " + "the match team won " * k}] for k in (1, 4, 2)]
 LABELS = ["sport", "business", "card arrival", "card"]
@@ -62,3 +71,118 @@ def test_answer_nll_is_minus_the_logprob(model, tiny_tokenizer):
         ids = answer_ids(tiny_tokenizer, p, a)
         assert n == len(ids)
         assert v == pytest.approx(-naive_logprob(model, encode_prompt(tiny_tokenizer, p), ids), abs=1e-4)
+
+
+# Labels of 1 to 3 words (+ end-of-turn) sharing first tokens; prompts that share a system turn, and in the
+# few-shot case the same two examples, as run_baselines builds them.
+TREE_LABELS = ["sport", "business", "card", "card arrival", "card arrival payment", "card payment", "money"]
+SYSTEM = {"role": "system", "content": "classify the topic . answer with one of : " + " , ".join(TREE_LABELS)}
+SHOTS = [{"role": "user", "content": "the bank profit rose"}, {"role": "assistant", "content": "business"},
+         {"role": "user", "content": "my card payment"}, {"role": "assistant", "content": "card payment"}]
+TEXTS = ["the match team won", "the film star won an award and the music was great", "refund my money",
+         "hello", "the card arrival payment was very bad and i hate the bank", "election vote"]
+
+
+@pytest.fixture(scope="module")
+def sharp_model(tmp_path_factory):
+    """A tiny model with large weights: its label scores depend on the input and are far apart."""
+    return load_model(save_tiny_model(tmp_path_factory.mktemp("sharp"), initializer_range=0.5), "cpu")
+
+
+def tree_prompts(shots: list[dict[str, str]]) -> list[list[dict[str, str]]]:
+    return [[SYSTEM, *shots, {"role": "user", "content": t}] for t in TEXTS]
+
+
+def test_label_trie_feeds_each_shared_prefix_once_and_no_last_token():
+    trie = label_trie([[5, 6, 2], [5, 2], [7, 2]])
+    assert trie.node_tokens.tolist() == [5, 6, 2, 2, 7, 2]
+    assert trie.inner_tokens.tolist() == [5, 6, 7]  # the end-of-turn leaves are scored, never fed
+    assert trie.inner_depths.tolist() == [0, 1, 0]
+    assert trie.inner_sees.tolist() == [[True, False, False], [True, True, False], [False, False, True]]
+    assert trie.logit_rows.tolist() == [0, 1, 2, 1, 0, 3]  # row 0: the prompt's last token
+    assert trie.paths.tolist() == [[0, 1, 2], [0, 3, 6], [4, 5, 6]]  # 6: the zero padding node
+
+
+def test_common_prefix_leaves_every_prompt_its_last_token():
+    assert common_prefix_len([[1, 2, 3, 9], [1, 2, 3, 4, 5]]) == 3
+    assert common_prefix_len([[1, 2, 3], [1, 2, 3, 4]]) == 2
+    assert common_prefix_len([[1, 2, 3]]) == 2
+    assert common_prefix_len([[1, 2], [3, 2]]) == 0
+
+
+@pytest.mark.parametrize("shots", [[], SHOTS], ids=["zero-shot", "fixed-shots"])
+@pytest.mark.parametrize("max_tokens,max_examples", [(1, 16), (10_000, 4), (10_000, 16)])
+def test_label_tree_equals_full_sequence_scoring(sharp_model, tiny_tokenizer, shots, max_tokens, max_examples):
+    prompts = tree_prompts(shots)
+    best, scored = score_labels(sharp_model, tiny_tokenizer, prompts, TREE_LABELS, max_tokens, max_examples)
+    assert scored.method == "label tree"
+    label_ids = [answer_ids(tiny_tokenizer, prompts[0], lab) for lab in TREE_LABELS]
+    for p, b, got in zip(prompts, best, scored.logprobs):
+        expected = [naive_logprob(sharp_model, encode_prompt(tiny_tokenizer, p), c) for c in label_ids]
+        assert got == pytest.approx(expected, abs=1e-4)
+        assert b == TREE_LABELS[max(range(len(expected)), key=expected.__getitem__)]
+    assert scored.lengths == [[len(c) for c in label_ids]] * len(prompts)
+    assert len(set(best)) > 1  # the prompts are told apart: a constant answer would prove little
+
+
+def test_label_tree_under_eager_attention(tiny_model_dir, tiny_tokenizer):
+    model = load_model(tiny_model_dir, "cpu")
+    model.set_attn_implementation("eager")  # adds the float mask to the scores instead of passing it to sdpa
+    prompts = tree_prompts(SHOTS)
+    _, scored = score_labels(model, tiny_tokenizer, prompts, TREE_LABELS, 10_000, 3)
+    plain = score_continuations(model, [encode_prompt(tiny_tokenizer, p) for p in prompts],
+                                [[answer_ids(tiny_tokenizer, prompts[0], lab) for lab in TREE_LABELS]] * 6, 3)
+    assert scored.method == "label tree"
+    assert scored.logprobs == [pytest.approx(x, abs=1e-4) for x in plain.logprobs]
+
+
+class IgnoresPositionIds(torch.nn.Module):
+    """A model that numbers tokens by their place in the input, as models with learnt or mask-derived
+    positions do: the label tree's restarting positions mean nothing to it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def forward(self, position_ids=None, **kwargs):
+        return self.model(**kwargs)
+
+
+def test_a_model_the_tree_misleads_is_scored_on_the_per_label_path(sharp_model, tiny_tokenizer):
+    model = IgnoresPositionIds(sharp_model)
+    prompts = [encode_prompt(tiny_tokenizer, p) for p in tree_prompts([])]
+    label_ids = [answer_ids(tiny_tokenizer, tree_prompts([])[0], lab) for lab in TREE_LABELS]
+    scored = score_label_ids(model, prompts, label_ids, tiny_tokenizer.pad_token_id, 10_000, 16)
+    plain = score_continuations(model, prompts, [label_ids] * len(prompts), tiny_tokenizer.pad_token_id, 10_000)
+    assert scored.method == "per-example cache"
+    assert scored.logprobs == plain.logprobs
+
+
+def test_a_sliding_window_shorter_than_a_row_is_scored_on_the_per_label_path(tmp_path, tiny_tokenizer):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(
+        vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, sliding_window=8, pad_token_id=3)).eval()
+    prompts = [encode_prompt(tiny_tokenizer, p) for p in tree_prompts([])]
+    label_ids = [answer_ids(tiny_tokenizer, tree_prompts([])[0], lab) for lab in TREE_LABELS]
+    scored = score_label_ids(model, prompts, label_ids, 3, 10_000, 1)
+    assert scored.method == "per-example cache"
+    for p, got in zip(prompts, scored.logprobs):
+        assert got == pytest.approx([naive_logprob(model, p, c) for c in label_ids], abs=1e-4)
+
+
+def test_a_kernel_without_custom_masks_is_swapped_for_sdpa_while_scoring(tiny_model_dir, tiny_tokenizer):
+    model = load_model(tiny_model_dir, "cpu")
+    prompts = tree_prompts([])
+    label_ids = [answer_ids(tiny_tokenizer, prompts[0], lab) for lab in TREE_LABELS]
+    expected = [[naive_logprob(model, encode_prompt(tiny_tokenizer, p), c) for c in label_ids] for p in prompts]
+    model.set_attn_implementation("flex_attention")  # like flash attention on CUDA: no additive 4D masks
+    _, scored = score_labels(model, tiny_tokenizer, prompts, TREE_LABELS)
+    assert scored.method == "label tree"
+    assert model.config._attn_implementation == "flex_attention"
+    assert scored.logprobs == [pytest.approx(e, abs=1e-4) for e in expected]

@@ -49,3 +49,31 @@ def test_no_ship_when_it_forgets():
 
 def test_no_verdict_without_baselines():
     assert not make_verdict({"fine_tuned": system("fine_tuned", 90)}, [], None).ship
+
+
+def _imbalanced(name, preds_a_wrong, preds_b_right):
+    """200 examples, 180 of class a and 20 of b: `preds_a_wrong` a's called b, `preds_b_right` b's called b."""
+    refs = ["a"] * 180 + ["b"] * 20
+    preds = ["b"] * preds_a_wrong + ["a"] * (180 - preds_a_wrong) + ["b"] * preds_b_right + \
+        ["a"] * (20 - preds_b_right)
+    cost = InferenceCost(200, 50.0, 1.0, 0.1, 100.0, "CPU", 0.1, 0.01)
+    return SystemResult(name, "classification", classification_metrics(preds, refs, LABELS), preds, preds, refs,
+                        LABELS, {}, cost)
+
+
+def test_the_audits_metric_decides_an_imbalanced_task():
+    # The fine-tuned model always answers the majority class: 90 % accuracy against the baseline's 80 %, but
+    # macro-F1 0.47 against 0.69, since it never finds a b.
+    systems = {"few_shot": _imbalanced("few_shot", 40, 20), "fine_tuned": _imbalanced("fine_tuned", 0, 0)}
+    comps = [compare_systems(systems["fine_tuned"], systems["few_shot"], m) for m in ("accuracy", "macro_f1")]
+    on_accuracy = make_verdict(systems, comps, None, metric="accuracy")
+    assert on_accuracy.ship and on_accuracy.metric == "accuracy"
+    on_f1 = make_verdict(systems, comps, None, metric="macro_f1", metric_reason="classes are imbalanced 9:1")
+    assert not on_f1.ship and on_f1.metric == "macro_f1"
+    assert on_f1.text.startswith("The fine-tuned model scores macro-F1 0.474 (the verdict's metric: classes are "
+                                 "imbalanced 9:1)")
+    assert "does not beat few-shot on macro-F1" in on_f1.reasons[0]
+
+
+def test_without_a_recommendation_the_first_headline_metric_decides():
+    assert verdict_for(95).metric == "accuracy"

@@ -61,3 +61,14 @@ def test_gguf_round_trip_through_transformers(tmp_path, f16):
     assert back_tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == \
         tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
     assert torch.allclose(logits(back, ids), logits(model, ids), atol=1e-2 if f16 else 1e-5)
+
+
+def test_a_pickled_adapter_is_not_exported(tmp_path, tiny_model_dir, tiny_adapters):
+    from tunewise.errors import ModelError
+
+    reg = Registry(RegistryConfig(workspace=tmp_path / "ws"))
+    rec = reg.register_run(fake_run(tmp_path, "clf", [True] * 40, adapter=tiny_adapters["clf"],
+                                    base_path=str(tiny_model_dir)))
+    (rec.artifact_path / "adapter_model.safetensors").rename(rec.artifact_path / "adapter_model.bin")
+    with pytest.raises(ModelError, match="only adapter_model.bin"):
+        export_model(reg, "clf", tmp_path / "export")

@@ -118,3 +118,15 @@ def test_full_fine_tuning_counts_fp32_master_weights_as_training_keeps_them():
     master, pure_bf16 = estimate(shape, "full", **kw), estimate(shape, "full", **kw, fp32_master=False)
     assert master.weights_gib == pytest.approx(2 * pure_bf16.weights_gib)
     assert master.optimizer_gib == pytest.approx(2 * master.weights_gib)  # AdamW: two fp32 states
+
+
+def test_h200_is_estimated_by_its_full_name_with_its_memory_and_price():
+    from tunewise.models.prices import DEFAULT_PRICES_PER_HOUR
+
+    shape = ModelShape(2048, 8192, 16, 32, 8, 64, 128256, True, True)
+    kw = dict(batch_size=4, seq_len=1024, tokens_per_epoch=10**6, epochs=1)
+    est = estimate(shape, "lora", **kw, device="NVIDIA H200")
+    assert est.device_memory_gib == pytest.approx(140.4)
+    assert est.cost_usd == pytest.approx(est.hours * DEFAULT_PRICES_PER_HOUR["H200"])
+    assert estimate(shape, "lora", **kw, device="H200", prices={"NVIDIA H200": 1.0}).cost_usd == \
+        pytest.approx(est.hours)

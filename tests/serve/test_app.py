@@ -69,7 +69,21 @@ def test_requests_without_a_valid_key_are_refused(stack, headers, code):
     del client.headers["Authorization"]
     r = client.post("/v1/chat/completions", json=HELLO, headers=headers)
     assert r.status_code == 401 and r.json()["error"]["code"] == code
-    assert client.get("/healthz").status_code == 200 and client.get("/metrics").status_code == 200
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/metrics").status_code == 401 and client.get("/v1/models").status_code == 401
+
+
+def test_public_metrics_serves_metrics_and_models_without_a_key(tmp_path, stack):
+    from fastapi.testclient import TestClient
+
+    from tunewise.config import OperateConfig, ServeConfig
+    from tunewise.serve import create_app
+
+    _, reg, _ = stack
+    cfg = OperateConfig(registry=reg.cfg, serve=ServeConfig(public_metrics=True))
+    client = TestClient(create_app(cfg, reg))
+    assert client.get("/metrics").status_code == 200 and client.get("/v1/models").status_code == 200
+    assert client.post("/v1/chat/completions", json=HELLO).status_code == 401  # the rest still needs a key
 
 
 def test_revoked_key_and_hash_at_rest(stack):

@@ -75,3 +75,14 @@ def test_a_request_for_a_loaded_adapter_queues_while_a_batch_runs(tmp_path, tiny
     with pool.lock:  # what a running batch holds
         threading.Thread(target=lambda: (pool.prepare(rec, TASK, LABELS), done.set()), daemon=True).start()
         assert done.wait(10)  # not blocked until the batch ends: it can join the next batch's queue
+
+
+def test_an_adapter_whose_weights_became_a_pickle_is_refused(tmp_path, tiny_model_dir, tiny_adapters):
+    from tunewise.errors import ModelError
+
+    reg = Registry(RegistryConfig(workspace=tmp_path / "ws"))
+    rec = reg.register_run(fake_run(tmp_path, "clf", [True] * 40, adapter=tiny_adapters["clf"],
+                                    base_path=str(tiny_model_dir)))
+    (rec.artifact_path / "adapter_model.safetensors").rename(rec.artifact_path / "adapter_model.bin")
+    with pytest.raises(ModelError, match="only adapter_model.bin; tunewise loads weights from safetensors only"):
+        ModelPool().prepare(rec, TASK, LABELS)

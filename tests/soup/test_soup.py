@@ -143,5 +143,6 @@ def test_a_generation_task_is_scored_by_its_main_metric(good, tmp_path):
             for q, a in (("hello", "hello world"), ("the match", "the team won"), ("what is this", "a film"))]
     data = PreparedData(rows, rows, rows, None, "hash")
     result = make_soup(cfg, data, ResolvedModel("tiny", good, "sha"), [good, good], tmp_path / "soup", greedy=True)
-    assert result.metric == "rouge_l" and isinstance(result.val_score, float)
-    assert all(isinstance(i.val_score, float) for i in result.ingredients) and result.val_examples == 3
+    # Two copies of one model: the soup is that model, so every score is the same ROUGE-L.
+    assert result.metric == "rouge_l" and result.val_examples == 3 and 0.0 <= result.val_score <= 1.0
+    assert [i.val_score for i in result.ingredients] == [result.val_score] * 2 and result.kept == [str(good)] * 2

@@ -120,8 +120,7 @@ def serve_cmd(config: Path | None = CONFIG,
               no_auth: bool = typer.Option(False, "--no-auth", help="accept requests without an API key")) -> None:
     """OpenAI-compatible server for the production model and every registered adapter."""
     # Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning, leaving the cores to the HTTP
-    # threads and to other processes. On 2 shared cores (load ~5), a 16-request batch took 13-32 s wall and
-    # 9-15 CPU-s with the default policy, 5 s and 2.7 CPU-s with PASSIVE. Set the variable to override.
+    # threads and other processes (measured: docs/operate.md, "CPU threads"). Set the variable to override.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from tunewise.serve import serve  # extra
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from tunewise.config import DataConfig
 from tunewise.data.scan import ScanStats
 
-IMBALANCE_RATIO = 10  # largest / smallest class above this: accuracy alone will mislead
+IMBALANCE_RATIO = 10  # largest / smallest class above this: accuracy alone will mislead, macro-F1 is the headline
 SLICE_TVD = 0.25  # total variation distance between a slice's label mix and the overall mix worth a warning
 MIN_SLICE_ROWS = 20  # smaller slices are listed but not judged: their mix is noise
 
@@ -19,6 +19,8 @@ class Audit:
     label_counts: dict = field(default_factory=dict)
     tiny_classes: dict = field(default_factory=dict)
     imbalance_ratio: float | None = None
+    recommended_metric: str | None = None  # the verdict's metric (classification): accuracy, or macro_f1 if imbalanced
+    metric_reason: str | None = None
     slices: dict = field(default_factory=dict)  # column → [{value, rows, distribution, tvd}]
     warnings: list = field(default_factory=list)
 
@@ -66,9 +68,12 @@ def audit(stats: ScanStats, data: DataConfig, classification: bool) -> Audit:
             a.warnings.append(f"class {label!r} has {n} examples (< {data.min_class_examples}): too few to learn "
                               "or to measure; collect more or merge it")
         a.imbalance_ratio = round(max(stats.labels.values()) / min(stats.labels.values()), 2)
+        a.recommended_metric, a.metric_reason = "accuracy", f"classes within {IMBALANCE_RATIO}:1 of each other"
         if a.imbalance_ratio > IMBALANCE_RATIO:
+            a.recommended_metric = "macro_f1"
+            a.metric_reason = f"classes are imbalanced {a.imbalance_ratio:.0f}:1 (above {IMBALANCE_RATIO}:1)"
             a.warnings.append(f"classes are imbalanced {a.imbalance_ratio:.0f}:1 (largest/smallest): "
-                              "read macro-F1, not accuracy")
+                              "read macro-F1, not accuracy (the verdict does)")
         if len(stats.labels) == 1:
             a.warnings.append("only one label in the data: nothing to classify")
     if stats.conflict_count:

@@ -1,6 +1,6 @@
 """Compact key → slots index for deduplication: what every kept row leaves behind in memory.
 
-Why not Python dicts alone (the first version, and datasketch before it): a dict entry with an int key costs
+Why not Python dicts alone, or datasketch: a dict entry with an int key costs
 ~70 bytes, and LSH needs one per band (16) per kept row — ~1.1 KiB a row, ~0.2 GiB at 200k kept rows, and
 datasketch's per-band sets of keys ~6 KiB a row. Here the rows of the last FLUSH additions live in a dict
 (fast to update one at a time), and older ones in one sorted key array with a uint32 slot array beside it

@@ -82,7 +82,8 @@ def build_card(stats: ScanStats, audit: Audit, content_hash: str, task: str, pii
              "occurrences": dict(stats.pii.most_common()), "rows": dict(stats.pii_rows.most_common()),
              "not_detected": NOT_DETECTED[pii_engine]},
         labels={"counts": audit.label_counts, "tiny_classes": audit.tiny_classes,
-                "imbalance_ratio": audit.imbalance_ratio},
+                "imbalance_ratio": audit.imbalance_ratio, "recommended_metric": audit.recommended_metric,
+                "metric_reason": audit.metric_reason},
         slices=audit.slices, token_lengths=tokens, warnings=warnings,
         label_issues=label_issues.to_card() if label_issues is not None else {},
     )

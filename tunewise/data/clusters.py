@@ -1,9 +1,9 @@
 """Duplicate clusters for the card, kept compact: every cluster is counted, the largest are listed.
 
-Why not a dict of clusters with their members (the first version): it grew by ~0.5 KiB per duplicate row,
-all in memory, to list 50 clusters at the end. Here a cluster's size lives in an array indexed by its
-representative (4 bytes a kept row), its first members wait on disk, and the representatives' file, line and
-preview come from the scanner's row spill. `largest` reads back only what the card lists."""
+Why not a dict of clusters with their members: it grows by ~0.5 KiB per duplicate row, all in memory, to
+list 50 clusters at the end. Here a cluster's size lives in an array indexed by its representative (4 bytes a
+kept row), its first members wait on disk, and the representatives' file, line and preview come from the
+scanner's row spill. `largest` reads back only what the card lists."""
 
 from __future__ import annotations
 

@@ -8,12 +8,11 @@ candidate costs one set intersection, a missed duplicate cannot be recovered.
 num_perm defaults to 64: the signatures only propose candidates, so their estimation error does not decide
 anything; 64 permutations in 16 bands of 4 find a pair at Jaccard 0.8 with probability 0.9998.
 
-Why not datasketch (used here before): its MinHashLSH keeps, per band, a dict from the band's bytes to a
-Python set of keys — about 6 KiB per indexed row at 16 bands, and it was ~35% of the data pass's CPU
-(benchmark, docs/data_doctor.md). Here a band is one 32-bit key in a compact index (band_index.py: 8 bytes
-per band entry), the kept rows' shingle sets wait on disk (spill.py) for the few candidates that need them,
-and the MinHash of a whole batch of rows is one vectorised numpy computation (multiply-shift hashing of all
-shingles at once, then a segmented minimum)."""
+Why not datasketch: its MinHashLSH keeps, per band, a dict from the band's bytes to a Python set of keys, most
+of the data pass's memory per row and a third of its CPU (docs/data_doctor.md, "Speed work"). Here a band is
+one 32-bit key in a compact index (band_index.py: 8 bytes per band entry), the kept rows' shingle sets wait on
+disk (spill.py) for the few candidates that need them, and the MinHash of a whole batch of rows is one
+vectorised numpy computation (multiply-shift hashing of all shingles at once, then a segmented minimum)."""
 
 from __future__ import annotations
 
@@ -60,8 +59,8 @@ def shingle_hashes(text: str) -> np.ndarray:
 
 def shingle_batch(texts: list[str]) -> list[np.ndarray]:
     """`shingle_hashes` of many texts with a constant number of numpy calls: the polynomial hash over all texts
-    end to end, windows that cross two texts dropped, then one sort of (text number, hash) pairs. Per-text
-    numpy calls cost ~28 µs a row on Banking77 rows (measured), half of all the dedup hashing."""
+    end to end, windows that cross two texts dropped, then one sort of (text number, hash) pairs: numpy calls
+    per text cost more in overhead than their hashing (docs/data_doctor.md, "Speed work")."""
     if not texts:
         return []
     pad = b"\0\0\0\0"
@@ -83,8 +82,8 @@ def shingle_batch(texts: list[str]) -> list[np.ndarray]:
 
 
 def _sorted_unique(x: np.ndarray) -> np.ndarray:
-    """np.unique by sort + neighbour compare: numpy 2's np.unique takes a hash-table path first, 3× slower
-    here (11 ms vs ~4 ms per 512-row batch, measured)."""
+    """np.unique by sort + neighbour compare: numpy 2's np.unique takes a hash-table path first, slower on
+    these arrays (docs/data_doctor.md, "Speed work")."""
     x.sort()
     keep = np.empty(x.size, dtype=bool)
     keep[:1] = True
@@ -192,7 +191,7 @@ class Probe:
 @dataclass
 class PackedProbes:
     """Probes of many rows as a few flat arrays: what worker processes send back. Pickling a numpy array per
-    row and field cost more than computing it (0.6 s out + 0.6 s back per 20k rows, 26 MB; measured)."""
+    row and field costs more than computing it (docs/data_doctor.md, "Speed work")."""
 
     digests: list[bytes]
     shingles: np.ndarray  # all rows' shingles, concatenated

@@ -1,6 +1,7 @@
 """Likely label errors among classification rows (confident learning, cleanlab): out-of-fold class probabilities
 from TF-IDF + logistic regression, then the rows whose given label gets the least probability, as many as
-cleanlab estimates are mislabelled. Measured on Banking77 with 5 % flipped labels: bench/label_noise.py."""
+cleanlab estimates are mislabelled. Precision and recall on planted label errors: docs/data_doctor.md "Label
+issues" (bench/label_noise.py)."""
 
 from __future__ import annotations
 

@@ -69,10 +69,15 @@ def _jsonl(path: Path) -> Iterator[RawRow]:
                 yield RawRow(str(path), lineno, RowError("(line)", f"malformed JSON: {err.msg} (column {err.colno})",
                                                          "malformed JSON"))
                 continue
-            if not isinstance(row, dict):
-                row = RowError("(line)", f"wrong shape: expected a JSON object, got {type(row).__name__}",
-                               "wrong shape: not a JSON object")
-            yield RawRow(str(path), lineno, row)
+            yield RawRow(str(path), lineno, _as_object(row, "(line)"))
+
+
+def _as_object(row: object, where: str) -> dict | RowError:
+    """A parsed JSON value as a row: an object passes, anything else is a wrong-shape error at `where`."""
+    if isinstance(row, dict):
+        return row
+    return RowError(where, f"wrong shape: expected a JSON object, got {type(row).__name__}",
+                    "wrong shape: not a JSON object")
 
 
 def _json_array(path: Path) -> Iterator[RawRow]:
@@ -111,10 +116,7 @@ def _json_array(path: Path) -> Iterator[RawRow]:
                                                                   f"{err.colno}); rest of the array unreadable",
                                                          "malformed JSON"))
             return
-        if not isinstance(row, dict):
-            row = RowError("(item)", f"wrong shape: expected a JSON object, got {type(row).__name__}",
-                           "wrong shape: not a JSON object")
-        yield RawRow(str(path), lineno, row)
+        yield RawRow(str(path), lineno, _as_object(row, "(item)"))
         pos = end
 
 

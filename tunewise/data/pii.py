@@ -7,9 +7,9 @@
 Each kind comes from a maintained library where one exists: phone numbers from phonenumbers'
 PhoneNumberMatcher (national numbers of `data.pii_region`, international +CC numbers of every country),
 secrets from detect-secrets' plugins (tunewise/data/pii_secrets.py), IBAN / SSN / card checksums from
-python-stdnum, IPs validated by ipaddress. Cheap prefilters keep the pass above 5,000 rows/s (measured in
-bench/pii_accuracy.py). `data.pii_engine: presidio` adds names, places and dates of birth
-(tunewise/data/pii_presidio.py)."""
+python-stdnum, IPs validated by ipaddress. Cheap prefilters keep the libraries' costly calls off rows that
+cannot match (speed: docs/data_doctor.md, "PII and secrets"). `data.pii_engine: presidio` adds names, places
+and dates of birth (tunewise/data/pii_presidio.py)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The streaming pass: read → validate → clean → PII → token lengths → dedup, one row at a time (token counts
 in batches). Kept records are yielded as they are decided; everything else goes to the quarantine sink with
 its file, line, field and reason. Only counters and small fixed-size per-row facts stay in memory (the dedup
-index, token lengths, cluster sizes: ~200 bytes a kept row, measured in bench/data_throughput.py); what must be
-looked up again for any earlier row (its shingles, file, line, label, preview) is spilled to disk."""
+index, token lengths, cluster sizes: a few hundred bytes a kept row, docs/data_doctor.md "Memory work"); what
+must be looked up again for any earlier row (its shingles, file, line, label, preview) is spilled to disk."""
 
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ class TokenCounter:
 
     def count(self, texts: list[str]) -> list[int]:
         """Tokens of each text (no special tokens), in one batched call to the fast tokenizer. The Rust
-        backend's encode_batch_fast (no character offsets) when there is one: ~35% less CPU than the
-        transformers wrapper on Banking77 rows, same counts (bench/data_throughput.py, docs/data_doctor.md)."""
+        backend's encode_batch_fast (no character offsets) when there is one: the same counts for less CPU than
+        the transformers wrapper (docs/data_doctor.md, "Speed work")."""
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         if backend is not None and hasattr(backend, "encode_batch_fast"):
             return [len(e.ids) for e in backend.encode_batch_fast(texts, add_special_tokens=False)]

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunewise.config import RunConfig
-from tunewise.data import PreparedData
+from tunewise.data import DataCard, PreparedData
 from tunewise.data.prompt import fine_tuned_labels
-from tunewise.errors import ConfigError
 from tunewise.evaluate.classical import classical_baseline, retrieval_baseline
 from tunewise.evaluate.compare import compare_systems, confidence_intervals, resample_indices
 from tunewise.evaluate.forgetting import ForgettingResult, check_forgetting
@@ -22,7 +21,7 @@ from tunewise.evaluate.results import HEADLINE, SECONDARY, Comparison, SystemRes
 from tunewise.evaluate.shots import choose_shots, resolve_selection, similar_shots, tfidf_shots
 from tunewise.evaluate.systems import score_llm
 from tunewise.evaluate.verdict import Verdict, make_verdict
-from tunewise.models import ResolvedModel, has_adapter, load_model, load_tokenizer
+from tunewise.models import ResolvedModel, has_adapter, load_model, load_tokenizer, load_weights
 
 __all__ = [
     "Comparison",
@@ -89,16 +88,8 @@ def run_baselines(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model
 
 def load_fine_tuned(base: ResolvedModel, weights: Path, base_model=None):
     """The fine-tuned model from `weights`: a PEFT adapter folder (put on the base; `base_model`, if already
-    loaded, is reused and modified) or a full fine-tuned model folder (safetensors)."""
-    weights = Path(weights)
-    if (weights / "adapter_config.json").is_file():
-        from peft import PeftModel  # heavy
-
-        return PeftModel.from_pretrained(base_model if base_model is not None else load_model(base.path), weights)
-    if (weights / "config.json").is_file() and list(weights.glob("*.safetensors")):
-        return load_model(weights)
-    raise ConfigError(f"{weights}: neither a PEFT adapter (adapter_config.json) nor a model folder "
-                      "(config.json + safetensors)")
+    loaded, is reused and modified) or a full fine-tuned model folder, safetensors only either way."""
+    return load_weights(weights, base.path, base_model=base_model)
 
 
 def score_model(cfg: RunConfig, data: PreparedData, base: ResolvedModel, weights: Path, model=None,
@@ -110,9 +101,10 @@ def score_model(cfg: RunConfig, data: PreparedData, base: ResolvedModel, weights
                      prompt_labels=fine_tuned_labels(cfg.task, data.labels))
 
 
-def summarize(cfg: RunConfig, systems: dict[str, SystemResult], forgetting: ForgettingResult | None = None
-              ) -> EvalResult:
-    """CIs for every metric of every system, fine-tuned vs each baseline on the headline metrics, verdict."""
+def summarize(cfg: RunConfig, systems: dict[str, SystemResult], forgetting: ForgettingResult | None = None,
+              card: DataCard | None = None) -> EvalResult:
+    """CIs for every metric of every system, fine-tuned vs each baseline on the headline metrics, verdict (on
+    the metric the data card's audit recommends, when it has one)."""
     task = cfg.task.type
     n = len(next(iter(systems.values())).references)
     idx = resample_indices(n, cfg.eval.bootstrap_resamples, cfg.seed)
@@ -121,7 +113,9 @@ def summarize(cfg: RunConfig, systems: dict[str, SystemResult], forgetting: Forg
     comparisons = [compare_systems(systems["fine_tuned"], s, m, idx=idx)
                    for name, s in systems.items() if name != "fine_tuned" and "fine_tuned" in systems
                    for m in metrics]
-    verdict = make_verdict(systems, comparisons, forgetting)
+    labels = card.labels if card is not None else {}
+    verdict = make_verdict(systems, comparisons, forgetting, metric=labels.get("recommended_metric"),
+                           metric_reason=labels.get("metric_reason"))
     return EvalResult(task=task, systems=systems, ci=ci, comparisons=comparisons, forgetting=forgetting,
                       verdict=verdict, confidence=0.95, resamples=cfg.eval.bootstrap_resamples)
 
@@ -145,4 +139,4 @@ def evaluate(cfg: RunConfig, data: PreparedData, base: ResolvedModel, weights: P
             base_model = load_model(base.path)
         forgetting = check_forgetting(cfg.eval.forgetting, model, tokenizer, base_model,
                                       cfg.eval.score_tokens_per_batch)
-    return summarize(cfg, systems, forgetting)
+    return summarize(cfg, systems, forgetting, data.card)

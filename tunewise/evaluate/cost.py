@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from tunewise.models.prices import DEFAULT_PRICES_PER_HOUR, price_per_hour
+from tunewise.models.prices import device_key, price_per_hour, price_table
 
 
 @dataclass
@@ -28,14 +28,14 @@ class InferenceCost:
 
 def detect_device(prices: dict[str, float] | None = None) -> str:
     """The price-table key for the hardware this process runs on: the GPU's name matched against the
-    table's keys, overrides included ("NVIDIA H100 80GB HBM3" → "H100"), else "CPU"."""
+    table's keys, overrides included ("NVIDIA H100 80GB HBM3" → "H100"); a GPU the table lacks keeps its own
+    name ("NVIDIA L40S"), so the report names it; no GPU: "CPU"."""
     import torch  # heavy
 
     if not torch.cuda.is_available():
         return "CPU"
-    name = torch.cuda.get_device_name(0).upper().replace(" ", "")
-    keys = {**DEFAULT_PRICES_PER_HOUR, **(prices or {})}
-    return next((k for k in sorted(keys, key=len, reverse=True) if k.upper() in name), name)
+    name = torch.cuda.get_device_name(0)
+    return device_key(name, price_table(prices)) or name
 
 
 def inference_cost(prompt_tokens: list[int], generated_tokens: list[int], seconds: float, device: str,

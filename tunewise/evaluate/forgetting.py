@@ -1,9 +1,11 @@
 """Forgetting check: general ability before vs after fine-tuning, on data unrelated to the task.
 
-(a) a multiple-choice set (JSONL: question, choices, answer) scored by log-likelihood of each choice;
+(a) a multiple-choice set (JSONL: question, choices, answer) scored by log-likelihood of each choice; a drop
+is flagged when the paired-bootstrap 95 % CI of (tuned − base) accuracy lies entirely below 0 and the drop is
+larger than `max_drop` (see `drop_flagged`);
 (b) the KL divergence between the base and the fine-tuned next-token distributions on general prompts.
-Both ship as small sets written for tunewise (general_mc.jsonl, general_prompts.jsonl); users can pass
-their own. The base model is the fine-tuned PEFT model with its adapter switched off, so one model in
+Both ship as sets written for tunewise (general_mc.jsonl, built by general_mc_build.py; general_prompts.jsonl);
+users can pass their own. The base model is the fine-tuned PEFT model with its adapter switched off, so one model in
 memory serves both sides."""
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class ForgettingResult:
     base_accuracy: float
     tuned_accuracy: float
     relative_drop: float  # (base − tuned) / base; negative = improved
-    difference_ci: tuple[float, float]  # paired bootstrap CI of tuned − base accuracy
+    difference_ci: tuple[float, float]  # paired bootstrap 95 % CI of tuned − base accuracy
     kl_source: str
     kl_prompts: int
     mean_kl: float  # nats per answer token, KL(base ‖ fine-tuned)
@@ -165,14 +167,22 @@ def check_forgetting(cfg: ForgettingConfig, tuned_model, tokenizer, base_model=N
     drop = (base_acc - tuned_acc) / base_acc if base_acc > 0 else 0.0
     kl = kl_per_prompt(base_model, tuned_model, tokenizer, prompts)
     mean_kl = sum(kl) / len(kl)
+    ci = paired_bootstrap(tuned, base)["ci"]
     reasons = []
-    if drop > cfg.max_relative_drop:
-        reasons.append(f"general multiple-choice accuracy fell {drop:.0%} ({base_acc:.2f} → {tuned_acc:.2f}), "
-                       f"above the {cfg.max_relative_drop:.0%} limit")
+    if drop_flagged(base_acc - tuned_acc, ci, cfg.max_drop):
+        reasons.append(f"general multiple-choice accuracy fell {base_acc:.3f} → {tuned_acc:.3f} "
+                       f"({tuned_acc - base_acc:+.3f}, 95% CI {ci[0]:+.3f} to {ci[1]:+.3f}: below 0 and beyond "
+                       f"the {cfg.max_drop:.3f} tolerance, {len(questions)} questions)")
     if cfg.max_kl is not None and mean_kl > cfg.max_kl:
         reasons.append(f"KL divergence from the base model is {mean_kl:.3f} nats/token, above {cfg.max_kl}")
-    ci = paired_bootstrap(tuned, base)["ci"]
     return ForgettingResult(mc_source=str(mc_path), questions=len(questions), base_accuracy=base_acc,
                             tuned_accuracy=tuned_acc, relative_drop=drop, difference_ci=(ci[0], ci[1]),
                             kl_source=str(kl_path), kl_prompts=len(prompts), mean_kl=mean_kl, flagged=bool(reasons),
                             reasons=reasons)
+
+
+def drop_flagged(drop: float, ci: tuple[float, float] | list[float], max_drop: float) -> bool:
+    """The forgetting rule: the drop (base − tuned accuracy) is significant, the whole paired-bootstrap 95 % CI
+    of tuned − base lies below 0, and larger than the tolerance `max_drop`. Significance keeps noise on a
+    small set from flagging; the tolerance keeps a large set from flagging a drop too small to matter."""
+    return ci[1] < 0 and drop > max_drop

@@ -1,9 +1,11 @@
 """Log-likelihood of given continuations: class labels, multiple-choice answers, reference answers.
 
-Each example's prompt is run once and its key/value cache is reused for all of that example's
-continuations, so scoring 77 labels costs one prompt pass plus one short pass over 77 label rows, not 77
-full passes. transformers has no API for "score these N continuations of one prompt" (generate() only
-samples), hence the hand-written loop; it is checked against plain full-sequence scoring in the tests."""
+Class labels go through `label_tree`: the prompts' shared opening runs once, and each row scores all labels,
+packed as a trie, in one pass. Other continuations (and label scoring on a model the tree cannot run on) use
+the per-example cache path here: an example's prompt runs once and its key/value cache is copied to each of
+its continuation rows, so N continuations cost one prompt pass plus one short pass over N rows. transformers
+has no API for "score these N continuations of one prompt" (generate() only samples), hence the hand-written
+loops; both are checked against plain full-sequence scoring in the tests."""
 
 from __future__ import annotations
 
@@ -14,6 +16,16 @@ import torch
 from tqdm.auto import tqdm
 
 from tunewise.data.encode import IGNORE, encode_example, encode_prompt
+from tunewise.evaluate.label_tree import (
+    LabelTrie,
+    SharedPrefix,
+    common_prefix_len,
+    encode_prefix,
+    label_trie,
+    maskable_attention,
+    score_tree_rows,
+    tree_unsupported,
+)
 
 
 @dataclass
@@ -22,6 +34,7 @@ class Scored:
     lengths: list[list[int]]  # tokens per continuation (its end-of-turn token included)
     prompt_tokens: list[int]
     seconds: float
+    method: str = "per-example cache"  # or "label tree" (score_label_ids)
 
 
 def answer_ids(tokenizer, messages: list[dict[str, str]], answer: str) -> list[int]:
@@ -112,10 +125,76 @@ def score_labels(model, tokenizer, prompts: list[list[dict[str, str]]], labels: 
     probe = prompts[0] if prompts else [{"role": "user", "content": "?"}]
     label_ids = [answer_ids(tokenizer, probe, lab) for lab in labels]
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
-    scored = score_continuations(model, encoded, [label_ids] * len(encoded), tokenizer.pad_token_id,
-                                 max_tokens, max_examples, desc)
+    scored = score_label_ids(model, encoded, label_ids, tokenizer.pad_token_id, max_tokens, max_examples, desc)
     best = [labels[max(range(len(labels)), key=s.__getitem__)] for s in scored.logprobs]
     return best, scored
+
+
+def score_label_ids(model, prompts: list[list[int]], label_ids: list[list[int]], pad_id: int,
+                    max_tokens: int = 2048, max_examples: int = 16, desc: str = "scoring labels") -> Scored:
+    """Sum log-probability of every label `label_ids[j]` after every prompt: as a label tree where the model
+    allows it and agrees with the per-label cache path on the first prompt, else on that path."""
+    model.eval()
+    start = time.perf_counter()
+    lengths = [[len(c) for c in label_ids] for _ in prompts]
+    if not prompts:
+        return Scored(logprobs=[], lengths=[], prompt_tokens=[], seconds=0.0)
+    n_prefix = common_prefix_len(prompts)
+    suffixes = [p[n_prefix:] for p in prompts]
+    with maskable_attention(model):
+        prefix = encode_prefix(model, prompts[0][:n_prefix]) if n_prefix else SharedPrefix(0, None)
+        trie = label_trie(label_ids, next(model.parameters()).device)
+        why = (tree_unsupported(model, prefix, max(len(s) for s in suffixes) + len(trie.inner_tokens))
+               or _tree_disagrees(model, prefix, prompts[0], trie, label_ids, pad_id))
+        if not why:
+            scores = _score_tree_batches(model, prefix, suffixes, trie, pad_id, max_tokens, max_examples, desc)
+            return Scored(logprobs=scores, lengths=lengths, prompt_tokens=[len(p) for p in prompts],
+                          seconds=time.perf_counter() - start, method="label tree")
+    tqdm.write(f"{desc}: {why}; scoring each label on its own cache row instead")
+    scored = score_continuations(model, prompts, [label_ids] * len(prompts), pad_id, max_tokens, max_examples,
+                                 desc)
+    scored.seconds = time.perf_counter() - start
+    return scored
+
+
+def _score_tree_batches(model, prefix: SharedPrefix, suffixes: list[list[int]], trie: LabelTrie, pad_id: int,
+                        max_tokens: int, max_examples: int, desc: str) -> list[list[float]]:
+    # Longest suffixes first: similar lengths share a batch, and an out-of-memory shows up at once.
+    order = sorted(range(len(suffixes)), key=lambda i: -len(suffixes[i]))
+    scores: list[list[float]] = [[] for _ in suffixes]
+    for batch in tqdm(_tree_batches(order, suffixes, len(trie.inner_tokens), max_tokens, max_examples),
+                      desc=desc, unit="batch", leave=False):
+        rows = score_tree_rows(model, prefix, [suffixes[i] for i in batch], trie, pad_id).tolist()
+        for i, s in zip(batch, rows):
+            scores[i] = s
+    return scores
+
+
+def _tree_batches(order: list[int], suffixes: list[list[int]], inner: int, max_tokens: int,
+                  max_examples: int) -> list[list[int]]:
+    """Consecutive rows of `order` (longest suffix first) whose tokens (rows × (suffix + inner nodes)) stay
+    under max_tokens; at least one row per batch."""
+    batches, k = [], 0
+    while k < len(order):
+        size = max(1, min(max_examples, max_tokens // (len(suffixes[order[k]]) + inner)))
+        batches.append(order[k: k + size])
+        k += size
+    return batches
+
+
+def _tree_disagrees(model, prefix: SharedPrefix, prompt: list[int], trie: LabelTrie, label_ids: list[list[int]],
+                    pad_id: int, checked: int = 8) -> str | None:
+    """Why the tree's scores of one prompt differ from the per-label path's beyond rounding (None if they
+    agree), on the `checked` longest labels: the deepest branches, where a model that reads positions or
+    biases from the mask instead of position_ids goes wrong first. A subset keeps this cheap on a CPU."""
+    longest = sorted(range(len(label_ids)), key=lambda j: -len(label_ids[j]))[:checked]
+    tree = score_tree_rows(model, prefix, [prompt[prefix.length:]], trie, pad_id)[0, longest].tolist()
+    plain = score_continuations(model, [prompt], [[label_ids[j] for j in longest]], pad_id,
+                                desc="checking the label tree").logprobs[0]
+    # Per token: fp32 paths agree to ~1e-5; bf16/fp16 logits carry ~1e-2 rounding each.
+    per_token = 1e-3 if model.get_input_embeddings().weight.dtype == torch.float32 else 0.1
+    worst = max(abs(a - b) / len(label_ids[j]) for a, b, j in zip(tree, plain, longest))
+    return f"the label tree differs by {worst:.3g} nats per token" if worst > per_token else None
 
 
 def answer_nll(model, tokenizer, prompts: list[list[dict[str, str]]], answers: list[str],

@@ -1,4 +1,8 @@
-"""The verdict: does the fine-tune beat the best cheap alternative, at what cost, and without forgetting?"""
+"""The verdict: does the fine-tune beat the best cheap alternative, at what cost, and without forgetting?
+
+It is decided on one metric: the one the data audit recommends (macro-F1 when the classes are imbalanced,
+accuracy otherwise), or the task's first headline metric when there is no recommendation (generation,
+extraction)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from tunewise.evaluate.results import HEADLINE, Comparison, SystemResult
 
 NAMES = {"zero_shot": "zero-shot", "few_shot": "few-shot", "classical": "TF-IDF + logistic regression",
          "fine_tuned": "the fine-tuned model"}
+METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "rouge_l": "ROUGE-L", "bleu": "BLEU",
+                "json_f1": "JSON field F1", "json_valid": "valid-JSON rate"}
 
 
 @dataclass
@@ -18,6 +24,7 @@ class Verdict:
     text: str
     reasons: list[str]  # why not, when ship is False
     best_baseline: str | None
+    metric: str | None = None  # the metric the decision was made on
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -47,25 +54,32 @@ def _cost_sentence(ft: SystemResult, systems: dict[str, SystemResult]) -> str:
 def _forgetting_sentence(f: ForgettingResult | None) -> str:
     if f is None:
         return "Forgetting was not checked."
-    return (f"Forgetting: general multiple-choice accuracy {f.base_accuracy:.2f} → {f.tuned_accuracy:.2f} "
-            f"({0.0 - f.relative_drop:+.0%}, {f.questions} questions), KL from the base model "
-            f"{f.mean_kl:.3g} nats/token.")
+    lo, hi = f.difference_ci
+    return (f"Forgetting: general multiple-choice accuracy {f.base_accuracy:.3f} → {f.tuned_accuracy:.3f} "
+            f"({f.tuned_accuracy - f.base_accuracy:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f}, {f.questions} questions), "
+            f"KL from the base model {f.mean_kl:.3g} nats/token.")
 
 
 def make_verdict(systems: dict[str, SystemResult], comparisons: list[Comparison],
-                 forgetting: ForgettingResult | None, confidence: float = 0.95) -> Verdict:
+                 forgetting: ForgettingResult | None, confidence: float = 0.95, metric: str | None = None,
+                 metric_reason: str | None = None) -> Verdict:
+    """`metric`: the data audit's recommendation (one of the task's headline metrics); None: the first one."""
     ft = systems.get("fine_tuned")
     baselines = {n: s for n, s in systems.items() if n != "fine_tuned"}
     if ft is None or not baselines:
         return Verdict(False, "No verdict: it needs a fine-tuned model and at least one baseline.",
                        ["nothing to compare"], None)
-    metric = HEADLINE[ft.task][0]
+    if metric is not None and metric not in HEADLINE[ft.task]:
+        raise ValueError(f"verdict metric {metric!r}: not a headline metric of {ft.task} ({HEADLINE[ft.task]})")
+    metric = metric or HEADLINE[ft.task][0]
     best = max(baselines, key=lambda n: baselines[n].metrics[metric])
     comp = next(c for c in comparisons if c.a == "fine_tuned" and c.b == best and c.metric == metric)
     lo, hi = comp.ci
     level = f"{confidence:.0%} CI"
+    name = METRIC_NAMES.get(metric, metric)
+    why = f" (the verdict's metric: {metric_reason})" if metric_reason else ""
     best_name = system_name(baselines[best])
-    text = (f"The fine-tuned model scores {metric} {ft.metrics[metric]:.3f} "
+    text = (f"The fine-tuned model scores {name} {ft.metrics[metric]:.3f}{why} "
             f"against {baselines[best].metrics[metric]:.3f} "
             f"for the best baseline ({best_name}): {comp.difference:+.3f} ({level} {lo:+.3f} to "
             f"{hi:+.3f}, paired bootstrap p = {comp.p_value:.3f}). ")
@@ -75,10 +89,10 @@ def make_verdict(systems: dict[str, SystemResult], comparisons: list[Comparison]
     text += _cost_sentence(ft, systems) + " " + _forgetting_sentence(forgetting)
     reasons = []
     if lo <= 0:
-        reasons.append(f"it does not beat {best_name} on {metric} beyond chance "
+        reasons.append(f"it does not beat {best_name} on {name} beyond chance "
                        f"(the {level} of the difference reaches {lo:+.3f})")
     if forgetting is not None and forgetting.flagged:
         reasons.extend(forgetting.reasons)
     ship = not reasons
     text += " → ship." if ship else " → don't ship, because " + "; and ".join(reasons) + "."
-    return Verdict(ship, text, reasons, best)
+    return Verdict(ship, text, reasons, best, metric)

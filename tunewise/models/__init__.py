@@ -2,7 +2,19 @@
 
 from tunewise.models.adapters import base_weights, has_adapter
 from tunewise.models.catalogue import ResolvedModel, resolve_model
-from tunewise.models.load import load_model, load_tokenizer, pick_device, pick_dtype
+from tunewise.models.load import (
+    check_adapter,
+    check_full_model,
+    load_adapter,
+    load_model,
+    load_tokenizer,
+    load_weights,
+    pick_device,
+    pick_dtype,
+    pickled_only,
+    weights_kind,
+)
 
-__all__ = ["ResolvedModel", "base_weights", "has_adapter", "load_model", "load_tokenizer", "pick_device",
-           "pick_dtype", "resolve_model"]
+__all__ = ["ResolvedModel", "base_weights", "check_adapter", "check_full_model", "has_adapter", "load_adapter",
+           "load_model", "load_tokenizer", "load_weights", "pick_device", "pick_dtype", "pickled_only",
+           "resolve_model", "weights_kind"]

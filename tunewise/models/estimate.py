@@ -14,18 +14,19 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tunewise.models.prices import dollars
+from tunewise.models.prices import device_key, dollars
 
 GIB = 1024**3
 
-# Device table. peak_tflops: dense BF16 tensor-core TFLOP/s from the vendors' datasheets (H100 SXM5 989,
-# A100 SXM 312, L4 121, RTX 4090 165 with FP32 accumulate, Ada whitepaper). mfu: the share of that peak a
-# compute-bound Trainer + peft step reaches: 0.29, measured on the H100 (Llama-3-8B LoRA, 1x4096, 464 ms a
-# step in bench/results/estimate_accuracy.md); assumed the same on the other GPUs (not measured). CPU: effective fp32
-# throughput derived from the demo (35.5k tokens of SmolLM2-135M LoRA in ~4 min on 2 cores = ~0.08 TFLOP/s),
-# so mfu is 1; small shapes run far below it (the toy CPU bench is dominated by per-op overhead). memory_gib:
-# what CUDA reports.
+# Device table. peak_tflops: dense BF16 tensor-core TFLOP/s from the vendors' datasheets (H100 SXM5 and
+# H200 SXM 989, A100 SXM 312, L4 121, RTX 4090 165 with FP32 accumulate, Ada whitepaper). mfu: the share of
+# that peak a compute-bound Trainer + peft step reaches: 0.29, measured on the H100 (Llama-3-8B LoRA, 1x4096,
+# 464 ms a step in bench/results/estimate_accuracy.md); assumed the same on the other GPUs (not measured).
+# CPU: effective fp32 throughput derived from the demo (35.5k tokens of SmolLM2-135M LoRA in ~4 min on 2 cores
+# = ~0.08 TFLOP/s), so mfu is 1; small shapes run far below it (the toy CPU bench is dominated by per-op
+# overhead). memory_gib: what CUDA reports (H200: nvidia-smi's 143771 MiB on the H200 machines this project is lent).
 DEVICES: dict[str, dict] = {
+    "H200": {"memory_gib": 140.4, "peak_tflops": 989.0, "mfu": 0.29},
     "H100": {"memory_gib": 79.6, "peak_tflops": 989.0, "mfu": 0.29},
     "A100": {"memory_gib": 79.2, "peak_tflops": 312.0, "mfu": 0.29},
     "L4": {"memory_gib": 22.0, "peak_tflops": 121.0, "mfu": 0.29},
@@ -270,7 +271,7 @@ def estimate(shape: ModelShape, method: str, *, batch_size: int, seq_len: int, t
 
 
 def _device(name: str) -> dict:
-    key = next((k for k in DEVICES if k.lower() == name.lower()), None)
+    key = device_key(name, DEVICES)
     if key is None:
         raise ValueError(f"unknown device {name!r}; known: {', '.join(DEVICES)}")
     return DEVICES[key]

@@ -1,4 +1,5 @@
-"""The promotion gate: a candidate must beat production on the same frozen test set.
+"""The promotion gates: a candidate must beat production on the same frozen test set, and a retrained one also
+on held-out feedback corrections (`feedback_gate`).
 
 Per-example scores (1/0 correctness from the evaluation stage's predictions.jsonl) are paired by example key,
 then compared with the evaluation stage's one-sided paired bootstrap."""
@@ -86,3 +87,37 @@ def gate(candidate: TestScores, production: TestScores, alpha: float, seed: int 
     passed = res["difference"] > 0 and res["p_value"] <= alpha
     n = len(a)
     return GateResult(passed, res["difference"], res["ci"], res["p_value"], alpha, n, sum(a) / n, sum(b) / n)
+
+
+@dataclass
+class FeedbackGate:
+    """The candidate against production on feedback corrections the candidate did not train on (held out)."""
+
+    passed: bool
+    n: int  # held-out corrections scored
+    trained_on: int  # corrections the candidate trained on (not scored here)
+    candidate: float  # share of held-out corrections the candidate answers as corrected
+    production: float
+    difference: float
+    ci: list[float]
+    p_value: float
+    alpha: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (f"on {self.n} held-out feedback corrections (not trained on; {self.trained_on} were): candidate "
+                f"{self.candidate:.3f} vs production {self.production:.3f}, difference {self.difference:+.3f} "
+                f"(95% CI {self.ci[0]:+.3f}..{self.ci[1]:+.3f}), p={self.p_value:.3f} (needs <= {self.alpha})")
+
+
+def feedback_gate(candidate: list[float], production: list[float], trained_on: int, alpha: float,
+                  seed: int = 0) -> FeedbackGate:
+    """Pass when the candidate beats production on the held-out corrections (one-sided paired bootstrap). Not
+    "no worse": production got its corrections wrong, so any model is no worse than it there; a retrain on
+    feedback must fix cases like them that it has not seen."""
+    res = paired_bootstrap(candidate, production, n_resamples=2000, seed=seed)
+    n = len(candidate)
+    return FeedbackGate(res["difference"] > 0 and res["p_value"] <= alpha, n, trained_on, sum(candidate) / n,
+                        sum(production) / n, res["difference"], res["ci"], res["p_value"], alpha)

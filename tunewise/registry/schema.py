@@ -61,7 +61,7 @@ models = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(64), nullable=False),
     Column("version", Integer, nullable=False),
-    Column("kind", String(16), nullable=False),  # "adapter" (PEFT LoRA) or "merged" (full weights)
+    Column("kind", String(16), nullable=False),  # "adapter" (PEFT) or "full" (full weights: full fine-tune, soup)
     Column("artifact_path", Text, nullable=False),
     Column("base_model", JSON, nullable=False),  # {"id", "sha256", "path"}
     Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),

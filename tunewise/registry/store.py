@@ -1,7 +1,7 @@
 """The registry: datasets, runs and models with lineage, and the `candidate` / `production` aliases.
 
-Artifacts (the adapter and the frozen data splits) are copied into the workspace when registered, so a
-rollback works even after `runs/` is cleaned."""
+Artifacts (the weights: a run's adapter/ or, for a full fine-tune or a soup, its model/; and the frozen data
+splits) are copied into the workspace when registered, so a rollback works even after `runs/` is cleaned."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from tunewise.config import RegistryConfig
 from tunewise.errors import ConfigError, DataError
+from tunewise.models.load import SAFE_ONLY, pickled_only
 from tunewise.registry.db import make_engine, registry_url
 from tunewise.registry.gate import GateResult, TestScores, gate, read_test_scores
 from tunewise.registry.schema import alias_events, datasets, models, runs
@@ -70,6 +71,20 @@ class AliasChange:
     gate: GateResult | None
 
 
+def run_weights(run_dir: Path) -> tuple[Path, str]:
+    """A run's weights folder and kind: adapter/ ("adapter"), else model/ ("full": a full fine-tune or a soup).
+    Pickled weights (*.bin without safetensors) are refused here, before they reach a server."""
+    for folder, marker, kind in ((run_dir / "adapter", "adapter_config.json", "adapter"),
+                                 (run_dir / "model", "config.json", "full")):
+        if (folder / marker).is_file():
+            pickled = pickled_only(folder)
+            if pickled:
+                raise RegistryError(f"{folder}: only {', '.join(pickled)}; {SAFE_ONLY}")
+            return folder, kind
+    raise RegistryError(f"{run_dir}: no adapter/adapter_config.json or model/config.json "
+                        "(is this a finished run folder?)")
+
+
 def validate_ref(ref: str) -> re.Match:
     m = MODEL_REF.match(ref or "")
     if not m or ".." in ref:
@@ -101,11 +116,13 @@ class Registry:
 
     def register_run(self, run_dir: Path, name: str | None = None, parent_id: int | None = None,
                      dataset_parent: str | None = None, candidate: bool = True) -> ModelRecord:
-        """Record a finished run (dataset, run, model) and make the model the candidate."""
+        """Record a finished run (dataset, run, model) and make the model the candidate. Its weights are an
+        adapter (kind "adapter") or, for a full fine-tune or a soup, full weights in model/ (kind "full")."""
         run_dir = Path(run_dir)
-        for f in ("manifest.json", "metrics.json", "config.yaml", "adapter/adapter_config.json"):
+        for f in ("manifest.json", "metrics.json", "config.yaml"):
             if not (run_dir / f).is_file():
                 raise RegistryError(f"{run_dir / f}: missing (is this a finished run folder?)")
+        weights, kind = run_weights(run_dir)
         manifest = json.loads((run_dir / "manifest.json").read_text())
         metrics = json.loads((run_dir / "metrics.json").read_text())
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -120,11 +137,11 @@ class Registry:
                 metrics=metrics, dataset_hash=dataset_hash)).inserted_primary_key[0]
             version = (conn.execute(select(func.max(models.c.version)).where(models.c.name == name)).scalar()
                        or 0) + 1
-            artifact = self.workspace / "models" / name / f"v{version}" / "adapter"
+            artifact = self.workspace / "models" / name / f"v{version}" / weights.name
             shutil.rmtree(artifact, ignore_errors=True)
-            shutil.copytree(run_dir / "adapter", artifact)
+            shutil.copytree(weights, artifact)
             model_id = conn.execute(insert(models).values(
-                name=name, version=version, kind="adapter", artifact_path=str(artifact),
+                name=name, version=version, kind=kind, artifact_path=str(artifact),
                 base_model=manifest["base_model"], run_id=run_id, dataset_hash=dataset_hash, parent_id=parent_id,
                 metrics=metrics.get("test", {}).get("fine_tuned", {}), test_set_hash=scores.test_set_hash,
                 test_scores=scores.to_json())).inserted_primary_key[0]
@@ -213,8 +230,10 @@ class Registry:
                         .mappings().one())
 
     # -- alias changes -----------------------------------------------------------------------------------
-    def promote(self, ref: str = "candidate", force: bool = False, reason: str | None = None) -> AliasChange:
-        """Make `ref` production if it beats production on the frozen test set (or with force and a reason)."""
+    def promote(self, ref: str = "candidate", force: bool = False, reason: str | None = None,
+                evidence: dict | None = None) -> AliasChange:
+        """Make `ref` production if it beats production on the frozen test set (or with force and a reason).
+        `evidence`: other gates' results (e.g. the feedback slice), recorded beside the test gate's."""
         if force and not (reason and reason.strip()):
             raise ConfigError("--force needs --reason: say why the gate is overridden")
         model = self.model(ref)
@@ -234,7 +253,7 @@ class Registry:
                 alias="production", action="promote" if passed else "rejected", model_id=model.id,
                 previous_model_id=prev.id if prev else None, forced=bool(force and not (result and result.passed)),
                 reason=reason or ("first production model" if prev is None else None),
-                gate=result.to_json() if result else None))
+                gate={**(result.to_json() if result else {}), **(evidence or {})} or None))
         change = AliasChange("production", "promote" if passed else "rejected", model, prev, force, reason, result)
         if not passed:
             raise GateFailed(change)

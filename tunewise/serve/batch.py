@@ -3,9 +3,8 @@
 padded. Each row stops at its own `max_tokens` or end-of-turn token and is trimmed to it.
 
 Why: on CPU one generate call of one request leaves most of the matrix units idle during decoding, and the
-per-call overhead of `generate` is paid once per batch instead of once per request. Measured on 2 cores with
-SmolLM2-135M, a 45-token prompt and 4 new tokens: 0.35 s for one request alone, 2.0 s for 16 in one call
-(0.13 s each)."""
+per-call overhead of `generate` is paid once per batch instead of once per request (throughput with and
+without batching: docs/operate.md, "Load benchmark")."""
 
 from __future__ import annotations
 

@@ -68,6 +68,16 @@ def api_key(request: Request, state: State) -> int | None:
 ApiKey = Annotated[int | None, Depends(api_key)]
 
 
+def monitoring_key(request: Request, state: State) -> int | None:
+    """The key for /metrics and the model list: asked for like everywhere else unless serve.public_metrics."""
+    if state.cfg.serve.public_metrics:
+        return None
+    return api_key(request, state)
+
+
+MonitoringKey = Annotated[int | None, Depends(monitoring_key)]
+
+
 def chat_limits(req: ChatRequest, state: State) -> int:
     """The request's max_tokens, once it is within this server's limits."""
     limit = state.cfg.serve

@@ -1,5 +1,6 @@
 """Models in memory: one copy of each base model, with every requested adapter loaded onto it by name
-(peft `load_adapter` / `set_adapter`), so serving several fine-tunes costs one base model of memory.
+(peft `load_adapter` / `set_adapter`), so serving several fine-tunes costs one base model of memory. A full
+fine-tune or a soup (registered kind "full") is a model of its own, loaded from its safetensors.
 
 Plain requests are batched (tunewise.serve.batch): one worker thread runs a generate call at a time for all
 queued requests of one base model, with a mix of adapters routed per row by peft's `adapter_names`. A
@@ -19,20 +20,24 @@ from tunewise.config import TaskConfig
 from tunewise.data.encode import encode_prompt
 from tunewise.data.prompt import fine_tuned_labels, prompt_messages
 from tunewise.data.records import Record
-from tunewise.models import load_model, load_tokenizer
+from tunewise.models import check_full_model, load_adapter, load_model, load_tokenizer
 from tunewise.registry import ModelRecord
 from tunewise.serve.batch import Batcher, Job, generate_rows
 
 
 @dataclass
 class Served:
-    """A registered model ready to generate: the shared base, the adapter's name on it, its task framing."""
+    """A registered model ready to generate: the model in memory it runs on, its name there, its task framing."""
 
     record: ModelRecord
-    base_key: str
-    adapter: str
+    base_key: str  # the model in memory: the shared base of an adapter, or a full model's own weights
+    adapter: str  # its name in the pool; an adapter's name on its base
     task: TaskConfig
     labels: list[str] | None
+
+    @property
+    def full(self) -> bool:
+        return self.record.kind == "full"
 
 
 @dataclass
@@ -62,7 +67,8 @@ class ModelPool:
         self.batcher = Batcher(self._run_batch, max_batch_size)
 
     def prepare(self, record: ModelRecord, task: TaskConfig, labels: list[str] | None) -> Served:
-        served = Served(record, str(record.base_model["path"]), f"model-{record.id}", task, labels)
+        key = record.artifact_path if record.kind == "full" else record.base_model["path"]
+        served = Served(record, str(key), f"model-{record.id}", task, labels)
         if served.adapter in self.adapters:
             # Loaded already: no lock, which a running batch holds, so the request queues for the next batch
             # now (the worker reloads it, under the lock, if it is evicted meanwhile).
@@ -72,29 +78,37 @@ class ModelPool:
         return served
 
     def _load(self, served: Served, keep: set[str]) -> None:
-        """Put `served`'s adapter on its base (called with the lock held); adapters in `keep` are not evicted."""
-        from peft import PeftModel  # heavy
-
+        """Put `served`'s adapter on its base, or load its full weights (called with the lock held); models in
+        `keep` are not evicted."""
         key, name = served.base_key, served.adapter
         if key not in self.bases:
-            self.bases[key] = [load_model(Path(key), self.device), load_tokenizer(Path(key))]
+            model = load_model(check_full_model(Path(key)) if served.full else Path(key), self.device)
+            self.bases[key] = [model, load_tokenizer(self._tokenizer_dir(served))]
         entry = self.bases[key]
         if name not in self.adapters:
-            path = str(served.record.artifact_path)
-            if isinstance(entry[0], PeftModel):
-                entry[0].load_adapter(path, adapter_name=name)
-            else:
-                entry[0] = PeftModel.from_pretrained(entry[0], path, adapter_name=name)
+            if not served.full:
+                entry[0] = load_adapter(entry[0], served.record.artifact_path, name)
             entry[0].eval()
             self.adapters[name] = key
             self._evict(keep)
         self.adapters.move_to_end(name)
 
+    @staticmethod
+    def _tokenizer_dir(served: Served) -> Path:
+        # A full fine-tune or soup carries its tokenizer; an adapter uses its base's.
+        own = served.record.artifact_path
+        if served.full and (own / "tokenizer_config.json").is_file():
+            return own
+        return Path(served.record.base_model["path"])
+
     def _evict(self, keep: set[str]) -> None:
         for old in [a for a in self.adapters if a not in keep][: max(0, len(self.adapters) - self.max_adapters)]:
-            base = self.bases[self.adapters.pop(old)][0]
-            if old in base.peft_config:
+            key = self.adapters.pop(old)
+            base = self.bases[key][0]
+            if old in getattr(base, "peft_config", {}):
                 base.delete_adapter(old)
+            elif not hasattr(base, "peft_config"):  # a full model: its weights are all it is
+                del self.bases[key]
 
     def loaded(self) -> list[str]:
         return list(self.adapters)
@@ -123,7 +137,9 @@ class ModelPool:
                 self._load(j.owner, keep=names)
             model, tok = self.bases[jobs[0].base_key]
             stops = self._stops(jobs[0].owner)
-            if len(names) == 1:
+            if jobs[0].owner.full:  # a batch shares one model: a full model's batch holds only its own requests
+                rows = generate_rows(model, tok.pad_token_id, stops, jobs)
+            elif len(names) == 1:
                 model.set_adapter(jobs[0].adapter)
                 rows = generate_rows(model, tok.pad_token_id, stops, jobs)
             else:  # several adapters in one batch: peft routes each row through its own adapter's LoRA
@@ -144,7 +160,8 @@ class ModelPool:
         try:
             self._load(served, keep={served.adapter})
             model, tok = self.bases[served.base_key]
-            model.set_adapter(served.adapter)
+            if not served.full:
+                model.set_adapter(served.adapter)
             stops = self._stops(served)
             kw = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "max_new_tokens": max_tokens,
                   "eos_token_id": stops, "pad_token_id": tok.pad_token_id, "do_sample": temperature > 0}

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tunewise.serve.deps import ApiKey, State
+from tunewise.serve.deps import ApiKey, MonitoringKey, State
 from tunewise.serve.errors import APIError
 from tunewise.serve.log import request_owner, write_feedback
 from tunewise.serve.schemas import FeedbackRequest
@@ -23,12 +23,12 @@ def healthz(state: State) -> dict:
 
 
 @health.get("/metrics")
-def prometheus(state: State) -> PlainTextResponse:
+def prometheus(state: State, _key: MonitoringKey) -> PlainTextResponse:
     return PlainTextResponse(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @models.get("/v1/models")
-def list_models(state: State, _key: ApiKey) -> dict:
+def list_models(state: State, _key: MonitoringKey) -> dict:
     aliases = state.registry.aliases()
     by_id = {m.id: m for m in state.registry.models()}
     data = [{"id": a, "object": "model", "owned_by": "tunewise", "root": by_id[mid].ref}

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from tunewise.errors import ConfigError, ModelError
-from tunewise.models import load_model
+from tunewise.models import load_weights
 
 FINISHED = ".finished"  # written into checkpoints/ when a run ends normally
 
@@ -56,9 +56,4 @@ def trained_weights_dir(run_dir: Path) -> Path:
 
 def load_trained(run_dir: Path, base_path: Path, device: str | None = None):
     """The fine-tuned model of a run: base + adapter, or the fully fine-tuned weights (safetensors only)."""
-    weights = trained_weights_dir(run_dir)
-    if weights.name == "model":
-        return load_model(weights, device)
-    from peft import PeftModel  # heavy
-
-    return PeftModel.from_pretrained(load_model(Path(base_path), device), weights)
+    return load_weights(trained_weights_dir(run_dir), base_path, device)

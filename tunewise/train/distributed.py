@@ -1,7 +1,7 @@
 """Running as one of several processes (`torchrun`, `accelerate launch`): ranks, the device, who goes first,
 FSDP, and the global batch.
 
-Without a launcher every helper here is a no-op, so single-process code paths stay as they were. With one,
+Without a launcher every helper here is a no-op, so a single process runs as if this module were absent. With one,
 the launcher's environment (RANK, LOCAL_RANK, WORLD_SIZE) is the only source of truth: the same config runs
 on 1 or N devices with no code change."""
 

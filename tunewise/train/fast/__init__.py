@@ -106,32 +106,15 @@ def _fast_forward(
 ):
     """CausalLM forward for training: decoder → chunked loss, no logits. Evaluation and generation (no labels,
     or eval mode) take the model's own forward, since they need the logits."""
+    decoder_inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache)
     if labels is None or not self.training:
-        return type(self).forward(
-            self,
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            labels=labels,
-            use_cache=use_cache,
-            logits_to_keep=logits_to_keep,
-            **kwargs,
-        )
+        return type(self).forward(self, **decoder_inputs, labels=labels, logits_to_keep=logits_to_keep, **kwargs)
     from transformers.modeling_outputs import CausalLMOutputWithPast  # heavy
 
     num_items = kwargs.pop("num_items_in_batch", None)
     shift_labels = kwargs.pop("shift_labels", None)
-    out = self.model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        past_key_values=past_key_values,
-        inputs_embeds=inputs_embeds,
-        use_cache=use_cache,
-        **kwargs,
-    )
+    out = self.model(**decoder_inputs, **kwargs)
     opts = self._tunewise_fast_loss
     loss = causal_lm_loss(
         out.last_hidden_state,

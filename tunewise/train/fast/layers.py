@@ -52,9 +52,8 @@ def torch_rms_norm(norm, x):
 
 def use_torch_rms_norm(hf_model) -> int:
     """Every RMSNorm of the model (the decoder layers' and the final one) through torch's fused kernel, per
-    instance. Why not Liger's here: its Python launcher costs ~55 µs of host time per call against ~15 for an
-    aten op (bench/train_speed/host_prices.py), and the LoRA fast path is host-bound
-    (bench/train_speed/host_overhead.py). Returns how many norms."""
+    instance. Why not Liger's here: its Python launcher costs several times an aten op's host time, and the
+    LoRA fast path is host-bound (bench/results/train_speed.md, "Where the time goes"). Returns how many norms."""
     import torch  # heavy
 
     if not hasattr(torch.ops.aten, "_fused_rms_norm"):  # torch < 2.8: Liger's stays

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tests.fixtures.runs import fake_run
+from tests.fixtures.runs import fake_run, registered_pickled_adapter
 from tunewise.config import RegistryConfig
 from tunewise.export import export_model
 from tunewise.registry import Registry
@@ -66,9 +66,6 @@ def test_gguf_round_trip_through_transformers(tmp_path, f16):
 def test_a_pickled_adapter_is_not_exported(tmp_path, tiny_model_dir, tiny_adapters):
     from tunewise.errors import ModelError
 
-    reg = Registry(RegistryConfig(workspace=tmp_path / "ws"))
-    rec = reg.register_run(fake_run(tmp_path, "clf", [True] * 40, adapter=tiny_adapters["clf"],
-                                    base_path=str(tiny_model_dir)))
-    (rec.artifact_path / "adapter_model.safetensors").rename(rec.artifact_path / "adapter_model.bin")
+    reg, _ = registered_pickled_adapter(tmp_path, tiny_model_dir, tiny_adapters["clf"])
     with pytest.raises(ModelError, match="only adapter_model.bin"):
         export_model(reg, "clf", tmp_path / "export")

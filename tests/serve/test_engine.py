@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tests.fixtures.runs import fake_run
+from tests.fixtures.runs import fake_run, registered_pickled_adapter
 from tunewise.config import RegistryConfig, TaskConfig
 from tunewise.data.encode import encode_prompt
 from tunewise.data.records import classification_record
@@ -80,9 +80,6 @@ def test_a_request_for_a_loaded_adapter_queues_while_a_batch_runs(tmp_path, tiny
 def test_an_adapter_whose_weights_became_a_pickle_is_refused(tmp_path, tiny_model_dir, tiny_adapters):
     from tunewise.errors import ModelError
 
-    reg = Registry(RegistryConfig(workspace=tmp_path / "ws"))
-    rec = reg.register_run(fake_run(tmp_path, "clf", [True] * 40, adapter=tiny_adapters["clf"],
-                                    base_path=str(tiny_model_dir)))
-    (rec.artifact_path / "adapter_model.safetensors").rename(rec.artifact_path / "adapter_model.bin")
+    _, rec = registered_pickled_adapter(tmp_path, tiny_model_dir, tiny_adapters["clf"])
     with pytest.raises(ModelError, match="only adapter_model.bin; tunewise loads weights from safetensors only"):
         ModelPool().prepare(rec, TASK, LABELS)

@@ -38,7 +38,8 @@ class LabelTrie:
 
 
 def label_trie(label_ids: list[list[int]], device: torch.device | str = "cpu") -> LabelTrie:
-    """The trie of the labels' token sequences (each non-empty)."""
+    """The trie of the labels' token sequences (each non-empty). A dict of children by hand: the mask needs
+    parent, depth and ancestor arrays that no trie package returns."""
     tokens: list[int] = []
     parents: list[int] = []
     children: dict[tuple[int, int], int] = {}

@@ -9,14 +9,15 @@ from fastapi import FastAPI
 
 from tunewise.config import OperateConfig
 from tunewise.registry import Registry
-from tunewise.serve import chat, routes
+from tunewise.serve.chat import router as chat_router
 from tunewise.serve.deps import ServeState
 from tunewise.serve.engine import ModelPool
 from tunewise.serve.errors import APIError, add_error_handlers
 from tunewise.serve.limits import BodySizeLimit
 from tunewise.serve.metrics import Metrics
+from tunewise.serve.routes import feedback, health, models
 
-ROUTERS = (routes.health, routes.models, chat.router, routes.feedback)
+ROUTERS = (health, models, chat_router, feedback)
 
 
 def create_app(cfg: OperateConfig, registry: Registry, pool: ModelPool | None = None) -> FastAPI:

@@ -17,14 +17,23 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tunewise.data.dedup import pack, unpack
 
 if TYPE_CHECKING:
     from tunewise.data.formats import FileFormat
     from tunewise.data.load import RawRow
-    from tunewise.data.scan import Prepared, Scanner
+
+Prepared = Any  # data.scan.Prepared: scan imports this module, so the type is named, not imported
+
+
+class Scanner(Protocol):
+    """What the workers use of data.scan.Scanner: its counters and its per-row work."""
+
+    stats: Any
+
+    def prepare_rows(self, *task: Any) -> list[Prepared]: ...
 
 CHUNK = 2000  # rows per task: large enough to amortise the pickling round trip, small enough to stay streaming
 AUTO_MIN_BYTES = 4 * 2**20  # `auto`: workers only for inputs over ~4 MiB (~20k short rows); below, serial

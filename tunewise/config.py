@@ -177,8 +177,8 @@ class FastConfig(_Strict):
     """The fast training path (tunewise.train.fast). Each component can be switched off to measure it."""
 
     enabled: Literal["auto"] | bool = Field(
-        "auto", description="auto: on for CUDA and a Llama-family model (llama, mistral, qwen2, qwen3), plain "
-        "transformers + PEFT otherwise; one log line says which path runs and why")
+        "auto", description="auto: on for CUDA and a covered decoder family (llama, mistral, qwen2, qwen3, gemma2, "
+        "gemma3_text), plain transformers + PEFT otherwise; one log line says which path runs and why")
     loss: Literal["auto", "chunked", "liger", "off"] = Field(
         "auto", description="LM head + cross-entropy without the full logits: chunked (pure torch), liger "
         "(Liger Kernel's fused kernel, CUDA), auto = liger when installed on CUDA, else chunked; off = plain")

@@ -25,6 +25,7 @@ from tunewise.train.fast.layers import (
     compile_layers,
     decoder_layers,
     enable_checkpointing,
+    family_limits,
     liger_available,
     prefer_sdpa_backend,
     use_torch_rms_norm,
@@ -34,7 +35,7 @@ from tunewise.train.fast.lora_groups import group_lora_projections
 from tunewise.train.fast.loss import causal_lm_loss
 from tunewise.train.fast.recompute import enable_recompute
 
-SUPPORTED = set(LIGER_PATCH)  # decoder families whose CausalLM forward is model → lm_head → loss
+SUPPORTED = set(LIGER_PATCH)  # decoder families whose CausalLM forward is model → lm_head (→ soft-cap) → loss
 
 __all__ = ["FastPath", "apply_fast_path", "causal_lm_loss", "decide", "hf_model_of"]
 
@@ -55,6 +56,7 @@ class FastPath:
     compiled_layers: int = 0
     freeze_gc: bool = False  # gc.freeze() while training (quiet_gc.py; tunewise.train.train applies it)
     bf16_frozen_head: bool = False  # QLoRA: embeddings / LM head kept in bf16 instead of PEFT's fp32 upcast
+    family_off: dict[str, str] | None = None  # component asked for → why this model family keeps it off
 
     def describe(self) -> str:
         if not self.enabled:
@@ -66,6 +68,8 @@ class FastPath:
         extra += f", LoRA groups {self.lora_groups}" if self.lora_groups else ""
         extra += f", torch RMSNorm in {self.torch_norms}" if self.torch_norms else ""
         extra += f", elementwise recompute in {self.recompute_layers} layers" if self.recompute_layers else ""
+        if self.family_off:
+            extra += "; off for this model: " + "; ".join(f"{k} ({v})" for k, v in self.family_off.items())
         return (
             f"fast path ({self.reason}): loss {self.loss}, Liger kernels {'on' if self.kernels else 'off'}, "
             f"fused LoRA layers {self.fused_lora_layers}, checkpointing {ckpt}, "
@@ -86,7 +90,7 @@ def decide(fast: FastConfig, device: str, model_type: str) -> tuple[bool, str]:
     if fast.enabled is False:
         return False, "train.fast.enabled is false"
     if model_type not in SUPPORTED:
-        return False, f"model type {model_type!r} is not one of {sorted(SUPPORTED)}"
+        return False, f"model type {model_type!r} has no fast path; it covers {', '.join(sorted(SUPPORTED))}"
     if fast.enabled == "auto" and device != "cuda":
         return False, f"auto and the device is {device}, not CUDA"
     return True, "on by train.fast.enabled" if fast.enabled is True else "auto: CUDA and a supported model"
@@ -124,6 +128,7 @@ def _fast_forward(
         shift_labels,
         chunk_tokens=opts["chunk_tokens"],
         impl=opts["impl"],
+        softcap=opts.get("softcap"),
     )
     return CausalLMOutputWithPast(
         loss=loss,
@@ -176,15 +181,18 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True) ->
     on, reason = decide(fast, device, getattr(hf.config, "model_type", "?"))
     result = FastPath(on, reason)
     if on:
+        limits = family_limits(hf)
         impl = _loss_impl(fast, device)
         if impl != "off":
-            hf._tunewise_fast_loss = {"impl": impl, "chunk_tokens": fast.loss_chunk_tokens}
+            hf._tunewise_fast_loss = {"impl": impl, "chunk_tokens": fast.loss_chunk_tokens,
+                                      "softcap": getattr(hf.config, "final_logit_softcapping", None)}
             hf.forward = MethodType(_fast_forward, hf)
             result.loss = impl
         if fast.kernels is not False and device == "cuda" and liger_available():
             apply_liger_kernels(hf)
-            if fast.rms_norm == "torch":  # over Liger's: a norm whose weight dtype differs from its input's
-                # (a k-bit model's fp32 norms) keeps Liger's, which casts as the model does without fp32 copies
+            # torch's over Liger's: a norm whose weight dtype differs from its input's (a k-bit model's fp32
+            # norms) keeps Liger's, which casts as the model does without fp32 copies
+            if fast.rms_norm == "torch" and "torch RMSNorm" not in limits:
                 result.torch_norms = use_torch_rms_norm(hf)
             result.kernels = True
         if getattr(hf, "is_loaded_in_4bit", False):
@@ -196,13 +204,18 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True) ->
                 result.lora_groups = group_lora_projections(blocks)
         if train.gradient_checkpointing:
             result.checkpointed_layers = enable_checkpointing(hf, fast.checkpoint_layers)
-        if fast.sdpa_backend != "default" and device == "cuda":
+        if fast.sdpa_backend != "default" and device == "cuda" and "SDPA backend" not in limits:
             prefer_sdpa_backend(hf, fast.sdpa_backend)
             result.sdpa_backend = fast.sdpa_backend
         if fast.recompute_elementwise and not fast.compile:  # dynamo does not trace saved-tensor hooks
             result.recompute_layers = enable_recompute(decoder_layers(hf), result.kernels)
         if fast.compile:
             result.compiled_layers = compile_layers(hf, fast.compile_mode)
+        asked = {"torch RMSNorm": result.kernels and fast.rms_norm == "torch",
+                 "q/k/v LoRA group": result.fused_lora_layers > 0 and fast.grouped_lora,
+                 "SDPA backend": fast.sdpa_backend != "default" and device == "cuda",
+                 "elementwise recompute": fast.recompute_elementwise and not fast.compile}
+        result.family_off = {k: v for k, v in limits.items() if asked.get(k)} or None
         result.micro_batch_size = micro_batch(fast, train.batch_size)
         result.freeze_gc = fast.freeze_gc
     if log:

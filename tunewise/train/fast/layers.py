@@ -4,36 +4,69 @@ activation checkpointing, and torch.compile."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from functools import partial
 
-# model_type → Liger's patch function for that family (same decoder shape: RMSNorm, SwiGLU MLP, RoPE).
+# model_type → Liger's patch function for that family (decoder shape: RMSNorm, gated MLP, RoPE; the CausalLM
+# forward is model → lm_head → optional soft-cap → loss).
 LIGER_PATCH = {
     "llama": "apply_liger_kernel_to_llama",
     "mistral": "apply_liger_kernel_to_mistral",
     "qwen2": "apply_liger_kernel_to_qwen2",
     "qwen3": "apply_liger_kernel_to_qwen3",
+    "gemma2": "apply_liger_kernel_to_gemma2",
+    "gemma3_text": "apply_liger_kernel_to_gemma3_text",
 }
+# config activation → the gated MLP product it makes: SwiGLU (silu) or GeGLU with tanh GELU (Gemma)
+GATED_ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh"}
+ONE_PLUS_W_NORMS = {"gemma2", "gemma3_text"}  # families whose RMSNorm scales by 1 + w, not w
 
 
 def liger_available() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
 
+def gated_activation(config) -> str | None:
+    """The MLP's gate activation as the kernels and recipes know it ("silu", "gelu_tanh"), else None."""
+    return GATED_ACTIVATIONS.get(getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None))
+
+
 def apply_liger_kernels(hf_model) -> None:
-    """Liger's Triton RMSNorm, SwiGLU and RoPE on this model instance. Its RoPE patch replaces the family's
-    module-level apply_rotary_pos_emb, so it reaches every model of that family built in this process.
-    The loss is ours (tunewise.train.fast.loss), so Liger's own forward patch stays off."""
+    """Liger's Triton RMSNorm, SwiGLU (GeGLU for Gemma) and RoPE on this model instance. Its RoPE patch replaces
+    the family's module-level apply_rotary_pos_emb, so it reaches every model of that family built in this
+    process. The loss is ours (tunewise.train.fast.loss), so Liger's own forward patch stays off."""
     import liger_kernel.transformers as lk  # optional
 
     patch = getattr(lk, LIGER_PATCH[hf_model.config.model_type])
+    # Gemma's patches name their MLP switch geglu; Liger's GeGLU kernel is the tanh GELU only
+    mlp = "geglu" if "geglu" in inspect.signature(patch).parameters else "swiglu"
+    want = "gelu_tanh" if mlp == "geglu" else "silu"
     patch(
         rope=True,
         rms_norm=True,
-        swiglu=True,
         cross_entropy=False,
         fused_linear_cross_entropy=False,
         model=hf_model,
+        **{mlp: gated_activation(hf_model.config) == want},
     )
+
+
+def family_limits(hf_model) -> dict[str, str]:
+    """Components that stay off for this model's family, each with the reason (FastPath.describe() says them)."""
+    cfg, off = hf_model.config, {}
+    if cfg.model_type in ONE_PLUS_W_NORMS:
+        off["torch RMSNorm"] = "the norm is x·(1 + w) in fp32; Liger's gemma-mode norm computes exactly that"
+    attn = decoder_layers(hf_model)[0].self_attn
+    if getattr(getattr(getattr(attn, "q_proj", None), "base_layer", None), "bias", None) is not None:
+        off["q/k/v LoRA group"] = "the projections have biases (gate/up still grouped)"
+    impl = getattr(cfg, "_attn_implementation", None)
+    if impl != "sdpa":
+        off["SDPA backend"] = f"attention runs {impl}" + (
+            " (SDPA cannot soft-cap attention logits)" if getattr(cfg, "attn_logit_softcapping", None) else "")
+    if gated_activation(cfg) is None:
+        act = getattr(cfg, "hidden_activation", None) or getattr(cfg, "hidden_act", None)
+        off["elementwise recompute"] = f"no recipe for the MLP activation {act!r}"
+    return off
 
 
 def _torch_rms_norm(norm, original, x):
@@ -60,6 +93,8 @@ def use_torch_rms_norm(hf_model) -> int:
         return 0
     count = 0
     for module in hf_model.modules():
+        if getattr(module, "offset", 0.0):  # Liger's patch of an x·(1 + w) norm (Gemma): the aten op has no offset
+            continue
         if type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon") and \
                 getattr(module, "weight", None) is not None:
             module.forward = partial(_torch_rms_norm, module, module.forward)

@@ -1,6 +1,6 @@
-"""Keep recipes, not copies: the RMSNorm outputs and the SwiGLU product that LoRA layers save for their
-weight gradients are recomputed in backward from tensors that stay saved anyway (the norm's input, the gate
-and up projections), with the same kernel, so the values are bit-identical.
+"""Keep recipes, not copies: the RMSNorm outputs and the SwiGLU (GeGLU for Gemma) product that LoRA layers
+save for their weight gradients are recomputed in backward from tensors that stay saved anyway (the norm's
+input, the gate and up projections), with the same kernel, so the values are bit-identical.
 
 Why by hand: activation checkpointing recomputes whole layers (matmuls included, ~30 % more compute); torch's
 selective checkpointing works inside checkpointed regions only. Here nothing else is recomputed. For
@@ -15,7 +15,7 @@ from functools import partial
 
 import torch
 
-from tunewise.train.fast.layers import torch_rms_norm
+from tunewise.train.fast.layers import gated_activation, torch_rms_norm
 
 _RECIPE = object()
 
@@ -55,15 +55,32 @@ def _silu_mul(gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.Tensor
     return torch.nn.functional.silu(gate) * up
 
 
+def _gelu_mul(gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.Tensor:
+    """GeGLU as Gemma's MLP computes it (gelu_pytorch_tanh), or as Liger's GeGLU MLP does."""
+    if liger:
+        from liger_kernel.ops.geglu import LigerGELUMulFunction  # optional
+
+        return LigerGELUMulFunction.apply(gate, up)
+    return torch.nn.functional.gelu(gate, approximate="tanh") * up
+
+
+def _act_mul(act: str, gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.Tensor:
+    return (_silu_mul if act == "silu" else _gelu_mul)(gate, up, liger)
+
+
 # The recipes run in backward, where the host already limits the step (bench/train_speed/host_overhead.py): with Liger's
 # kernels they call its kernel launchers directly, without the autograd Function around them (same kernels,
 # same inputs, so the same bits).
-def _silu_mul_value(gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.Tensor:
-    if liger:
+def _act_mul_value(act: str, gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.Tensor:
+    if liger and act == "silu":
         from liger_kernel.ops.swiglu import swiglu_forward  # optional
 
         return swiglu_forward(gate.contiguous(), up.contiguous())[2]
-    return _silu_mul(gate, up, liger)
+    if liger:
+        from liger_kernel.ops.geglu import geglu_forward  # optional
+
+        return geglu_forward(gate.contiguous(), up.contiguous())[2]
+    return _act_mul(act, gate, up, liger)
 
 
 def _norm_value(norm, x: torch.Tensor) -> torch.Tensor:
@@ -104,34 +121,43 @@ def _attn_forward(layer, forward, hidden_states, *args, **kwargs):
         return forward(hidden_states, *args, **kwargs)
 
 
-def _mlp_forward(layer, liger: bool, x):
+def _mlp_norm(layer):
+    """The norm whose output the MLP reads: Gemma's pre_feedforward_layernorm (its post_attention_layernorm
+    normalises the attention output), else post_attention_layernorm."""
+    return getattr(layer, "pre_feedforward_layernorm", None) or getattr(layer, "post_attention_layernorm", None)
+
+
+def _mlp_forward(layer, act: str, liger: bool, x):
     mlp = layer.mlp
-    with _recipe_for(layer, "_tw_norm2", layer.post_attention_layernorm, x):
+    with _recipe_for(layer, "_tw_norm2", _mlp_norm(layer), x):
         gate, up = mlp.gate_proj(x), mlp.up_proj(x)
-    h = _silu_mul(gate, up, liger)
+    h = _act_mul(act, gate, up, liger)
     if not _active(layer):
         return mlp.down_proj(h)
-    with RecomputeSaved(h, partial(_silu_mul_value, gate, up, liger)):
+    with RecomputeSaved(h, partial(_act_mul_value, act, gate, up, liger)):
         return mlp.down_proj(h)
 
 
-def _supported(layer) -> bool:
+def _activation(layer) -> str | None:
+    """The gated MLP's activation when the layer has the shape the recipes know, else None."""
     mlp, cfg = getattr(layer, "mlp", None), getattr(getattr(layer, "self_attn", None), "config", None)
-    act = getattr(cfg, "hidden_act", None)
-    return (mlp is not None and all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj"))
-            and act in ("silu", "swish") and hasattr(layer, "input_layernorm")
-            and hasattr(layer, "post_attention_layernorm"))
+    if mlp is None or not all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj")):
+        return None
+    if not hasattr(layer, "input_layernorm") or _mlp_norm(layer) is None:
+        return None
+    return gated_activation(cfg)
 
 
 def enable_recompute(layers: list, liger: bool) -> int:
     """Patch each supported decoder layer's norms, attention and MLP (per instance). Returns how many."""
     count = 0
     for layer in layers:
-        if not _supported(layer):
+        act = _activation(layer)
+        if act is None:
             continue
-        for slot, norm in (("_tw_norm1", layer.input_layernorm), ("_tw_norm2", layer.post_attention_layernorm)):
+        for slot, norm in (("_tw_norm1", layer.input_layernorm), ("_tw_norm2", _mlp_norm(layer))):
             norm.forward = partial(_norm_forward, norm, slot, layer, norm.forward)
         layer.self_attn.forward = partial(_attn_forward, layer, layer.self_attn.forward)
-        layer.mlp.forward = partial(_mlp_forward, layer, liger)
+        layer.mlp.forward = partial(_mlp_forward, layer, act, liger)
         count += 1
     return count

@@ -55,14 +55,14 @@ def family_limits(hf_model) -> dict[str, str]:
     """Components that stay off for this model's family, each with the reason (FastPath.describe() says them)."""
     cfg, off = hf_model.config, {}
     if cfg.model_type in ONE_PLUS_W_NORMS:
-        off["torch RMSNorm"] = "the norm is x·(1 + w) in fp32; Liger's gemma-mode norm computes exactly that"
+        off["torch RMSNorm"] = "its norms compute x·(1 + w) in fp32, as Liger's gemma-mode norm does"
     attn = decoder_layers(hf_model)[0].self_attn
     if getattr(getattr(getattr(attn, "q_proj", None), "base_layer", None), "bias", None) is not None:
-        off["q/k/v LoRA group"] = "the projections have biases (gate/up still grouped)"
+        off["q/k/v LoRA group"] = "the projections have biases, gate/up still grouped"
     impl = getattr(cfg, "_attn_implementation", None)
     if impl != "sdpa":
         off["SDPA backend"] = f"attention runs {impl}" + (
-            " (SDPA cannot soft-cap attention logits)" if getattr(cfg, "attn_logit_softcapping", None) else "")
+            ", SDPA cannot soft-cap attention logits" if getattr(cfg, "attn_logit_softcapping", None) else "")
     if gated_activation(cfg) is None:
         act = getattr(cfg, "hidden_activation", None) or getattr(cfg, "hidden_act", None)
         off["elementwise recompute"] = f"no recipe for the MLP activation {act!r}"

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from bench.train_speed.lib import build_llama, prepare, random_batches
+from bench.train_speed.lib import build_model, prepare, random_batches
 from bench.train_speed.rows import LLAMA3_8B, TINY
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -260,7 +260,7 @@ def _attention_parts(layer, h: torch.Tensor, extra: dict, cycles: int) -> dict:
 
 def measure(side: str, seq: int, batch: int, micro: int, reps: int, tiny: bool = False) -> dict:
     shape = TINY if tiny else LLAMA3_8B
-    model = build_llama(shape, seed=0)
+    model = build_model(shape, seed=0)
     model, described, _, _ = prepare(model, side, "lora", True, seed=0, batch=batch)
     model.train()
     full = random_batches(shape["vocab_size"], seq, batch, 1, seed=1)[0]

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from bench.train_speed.rows import SIDES
+from bench.train_speed.rows import ATTENTION, SIDES
 from tunewise.train.fast.quiet_gc import frozen_gc
 
 
@@ -19,13 +19,21 @@ def device_and_dtype() -> tuple[str, torch.dtype]:
     return ("cuda", torch.bfloat16) if torch.cuda.is_available() else ("cpu", torch.float32)
 
 
-def build_llama(shape: dict, seed: int, attn: str = "sdpa"):
-    from transformers import AutoModelForCausalLM, LlamaConfig
+def build_model(shape: dict, seed: int, attn: str = "sdpa"):
+    """A random-weight CausalLM from config fields; shape["model_type"] (default llama) picks the family's
+    config class, and ATTENTION its attention where SDPA cannot run it."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
+    fields = dict(shape)
+    family = fields.pop("model_type", "llama")
     device, dtype = device_and_dtype()
     torch.manual_seed(seed)
     with torch.device(device):  # random init straight on the GPU: seconds, not minutes on the CPU
-        return AutoModelForCausalLM.from_config(LlamaConfig(**shape), dtype=dtype, attn_implementation=attn)
+        return AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **fields), dtype=dtype,
+                                                attn_implementation=ATTENTION.get(family, attn))
+
+
+build_llama = build_model  # the name bench code written for Llama only imports
 
 
 def _train_cfg(side: str, method: str, gc: bool, dropout: float = 0.0):
@@ -73,17 +81,19 @@ def prepare(model, side: str, method: str, gc: bool, seed: int, dropout: float =
 
 def flops_per_token(shape: dict, seq: int, full: bool, r: int = 16) -> float:
     """Model FLOPs per trained token, no recompute: matmuls 2·params forward, 2·params input gradients, and
-    2·params weight gradients only when the weights train; causal attention 2·seq·hidden per layer forward."""
+    2·params weight gradients only when the weights train; causal attention 2·seq·(query width) per layer
+    forward (the query width is heads × head_dim: Gemma 2's is not the hidden size)."""
     h, i, n, v = (
         shape["hidden_size"],
         shape["intermediate_size"],
         shape["num_hidden_layers"],
         shape["vocab_size"],
     )
-    kv = h * shape["num_key_value_heads"] // shape["num_attention_heads"]
-    per_layer = [(h, h), (h, kv), (h, kv), (h, h), (h, i), (h, i), (i, h)]
+    head_dim = shape.get("head_dim") or h // shape["num_attention_heads"]
+    q, kv = shape["num_attention_heads"] * head_dim, shape["num_key_value_heads"] * head_dim
+    per_layer = [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
     linear = n * sum(a * b for a, b in per_layer) + v * h
-    attention = 2 * seq * h * n
+    attention = 2 * seq * q * n
     if full:
         return 6 * linear + 3 * attention
     lora = n * sum(6 * r * (a + b) for a, b in per_layer)

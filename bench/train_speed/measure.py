@@ -7,9 +7,9 @@ import time
 
 import torch
 
-from bench.train_speed.lib import build_llama, device_is_cuda, flops_per_token, prepare, random_batches, train_loop
+from bench.train_speed.lib import build_model, device_is_cuda, flops_per_token, prepare, random_batches, train_loop
 from bench.train_speed.models import measure_banking77, quantized_8b
-from bench.train_speed.rows import LLAMA3_8B, ROWS, TINY, TINY_SCALE
+from bench.train_speed.rows import LLAMA3_8B, ROWS, TINY, TINY_SCALE, shape_of
 from bench.train_speed.trace import gpu_gaps, profile_steps
 
 
@@ -24,14 +24,14 @@ def measure(spec: dict) -> dict:
     row, side = ROWS[spec["row"]], spec["side"]
     if row.kind == "banking77":
         return _oom_safe(measure_banking77, spec, row, side)
-    shape = TINY if spec["tiny"] else LLAMA3_8B
+    shape = shape_of(row, spec["tiny"])
     seq = max(16, row.seq // TINY_SCALE) if spec["tiny"] else row.seq
     if row.kind == "qlora":
         model = quantized_8b(spec["tiny"], seed=0)
         if isinstance(model, dict):
             return model
     else:
-        model = build_llama(shape, seed=0)
+        model = build_model(shape, seed=0)
     model, described, micro, freeze = prepare(
         model, side, row.kind, row.gc, seed=0, dropout=spec.get("lora_dropout", 0.0), batch=row.batch
     )
@@ -55,7 +55,7 @@ def probe_max_context(spec: dict) -> dict:
     tiny, unit = spec["tiny"], 64 if spec["tiny"] else 1024
     shape = TINY if tiny else LLAMA3_8B
     lo, hi = (128, 1024) if tiny else (spec["lo"], spec["hi"])
-    model, _, _, _ = prepare(build_llama(shape, seed=0), "tunewise", "lora", True, seed=0)
+    model, _, _, _ = prepare(build_model(shape, seed=0), "tunewise", "lora", True, seed=0)
     start, tried = time.perf_counter(), {}
 
     def fits(seq: int) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from bench.train_speed.lib import build_llama, flops_per_token, prepare, train_loop
+from bench.train_speed.lib import build_model, flops_per_token, prepare, train_loop
 from bench.train_speed.rows import LLAMA3_8B, SIDES, TINY
 from tunewise.testing import save_tiny_model
 
@@ -25,7 +25,7 @@ def quantized_8b(tiny: bool, seed: int):
         return {"error": "skipped: QLoRA needs CUDA (bitsandbytes)"}
     folder = SAVED[tiny]
     if not (folder / "config.json").exists():
-        model = build_llama(TINY if tiny else LLAMA3_8B, seed)
+        model = build_model(TINY if tiny else LLAMA3_8B, seed)
         model.save_pretrained(folder, safe_serialization=True)
         del model
         torch.cuda.empty_cache()

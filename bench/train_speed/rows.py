@@ -1,11 +1,13 @@
-"""What `python -m bench.train_speed` can run: the model shapes, the rows (configurations) and the tunewise
-variants ("sides"), each side a set of `train.fast` overrides."""
+"""What `python -m bench.train_speed` can run: the model shapes (config fields as the models' config.json
+files give them, built with random weights), the rows (configurations) and the tunewise variants ("sides"),
+each side a set of `train.fast` overrides."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 LLAMA3_8B = dict(
+    model_type="llama",
     hidden_size=4096,
     intermediate_size=14336,
     num_hidden_layers=32,
@@ -17,6 +19,56 @@ LLAMA3_8B = dict(
     rms_norm_eps=1e-5,
     tie_word_embeddings=False,
 )
+QWEN25_7B = dict(  # Qwen/Qwen2.5-7B: q/k/v with biases, 4 key/value heads
+    model_type="qwen2",
+    hidden_size=3584,
+    intermediate_size=18944,
+    num_hidden_layers=28,
+    num_attention_heads=28,
+    num_key_value_heads=4,
+    vocab_size=152064,
+    rope_theta=1000000.0,
+    max_position_embeddings=131072,
+    rms_norm_eps=1e-6,
+    use_sliding_window=False,
+    tie_word_embeddings=False,
+)
+MISTRAL_7B = dict(  # mistralai/Mistral-7B-v0.3
+    model_type="mistral",
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=32768,
+    rope_theta=1000000.0,
+    max_position_embeddings=32768,
+    rms_norm_eps=1e-5,
+    sliding_window=None,
+    tie_word_embeddings=False,
+)
+GEMMA2_9B = dict(  # google/gemma-2-9b: head_dim 256 (16 × 256 ≠ hidden), soft-capping, GeGLU, tied head
+    model_type="gemma2",
+    hidden_size=3584,
+    intermediate_size=14336,
+    num_hidden_layers=42,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=256,
+    vocab_size=256000,
+    rope_theta=10000.0,
+    max_position_embeddings=8192,
+    rms_norm_eps=1e-6,
+    hidden_activation="gelu_pytorch_tanh",
+    query_pre_attn_scalar=256,
+    sliding_window=4096,
+    final_logit_softcapping=30.0,
+    attn_logit_softcapping=50.0,
+    tie_word_embeddings=True,
+)
+MODELS = {"llama3-8b": LLAMA3_8B, "qwen25-7b": QWEN25_7B, "mistral-7b": MISTRAL_7B, "gemma2-9b": GEMMA2_9B}
+# model_type → attention for both sides where SDPA cannot run it (it has no attention-logit soft-capping)
+ATTENTION = {"gemma2": "eager"}
 TINY = dict(
     hidden_size=64,
     intermediate_size=128,
@@ -29,6 +81,7 @@ TINY = dict(
     tie_word_embeddings=False,
 )
 TINY_SCALE = 32  # --tiny divides sequence lengths by this
+TINY_FAMILY = {"gemma2": dict(head_dim=16, query_pre_attn_scalar=16, sliding_window=16)}  # --tiny, per family
 
 
 @dataclass(frozen=True)
@@ -39,6 +92,17 @@ class Row:
     batch: int = 1
     gc: bool = False
     sides: tuple[str, ...] = ("tunewise",)
+    model: str = "llama3-8b"  # a MODELS key
+
+
+def shape_of(row: Row, tiny: bool) -> dict:
+    """The row's model config fields; with --tiny, TINY in the row's model family."""
+    shape = MODELS[row.model]
+    if not tiny:
+        return shape
+    family = shape["model_type"]
+    return {**TINY, "model_type": family, **{k: v for k, v in shape.items() if "softcapping" in k},
+            **TINY_FAMILY.get(family, {})}
 
 
 ABLATION = ("t-none", "t-loss", "t-liger-loss", "t-kernels", "t-lora", "tunewise", "t-compile")
@@ -52,6 +116,9 @@ ROWS = {
     ),
     "ablate-2048x4-gc": Row("LoRA 8B 2048×4 GC on", "lora", 2048, 4, True, ABLATION),
     "ablate-2048x2": Row("LoRA 8B 2048×2 GC off", "lora", 2048, 2, False, ABLATION),
+    "qwen25-7b-2048x4-gc": Row("LoRA Qwen2.5-7B 2048×4 GC on", "lora", 2048, 4, True, model="qwen25-7b"),
+    "mistral-7b-2048x4-gc": Row("LoRA Mistral-7B 2048×4 GC on", "lora", 2048, 4, True, model="mistral-7b"),
+    "gemma2-9b-2048x4-gc": Row("LoRA Gemma-2-9B 2048×4 GC on", "lora", 2048, 4, True, model="gemma2-9b"),
     "qlora-2048x1": Row("QLoRA 8B 2048×1 GC on", "qlora", 2048, 1, True),
     "maxctx": Row("LoRA 8B batch 1 GC on, longest context", "maxctx", 0, 1, True),
     "banking77": Row(

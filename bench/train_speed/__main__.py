@@ -11,8 +11,10 @@ GPU (the issue's setting: Llama-3-8B shape, random weights, LoRA r=16 all-linear
   python -m bench.train_speed --rows lora-2048x4-gc --sides tunewise,hf-liger,unsloth   # against Liger, Unsloth
 CPU check at toy size: python -m bench.train_speed --tiny --rows all
 
-The sides hf-liger and unsloth (sides_external.py) run in processes of their own and answer "<side>: <why>"
-when they cannot run; the targets table after the main one compares tunewise's sides with them."""
+MFU is against a bf16 GEMM's rate measured at the start of each call (peak.py; --peak-tflops overrides it);
+the JSONL's first record ("meta") holds that rate, the GPU's name and the libraries' versions. The sides
+hf-liger and unsloth (sides_external.py) run in processes of their own and answer "<side>: <why>" when they
+cannot run; the targets table after the main one compares tunewise's sides with them."""
 
 from __future__ import annotations
 
@@ -151,6 +153,31 @@ def _write(out: Path, lines: list[str], records: list[dict], meta: str, targets:
     out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
 
+def _peak(args) -> tuple[float, dict]:
+    """The call's MFU denominator: a bf16 GEMM measured now in a process of its own, unless --peak-tflops."""
+    probe = _worker({"probe": "peak"}, 300)
+    measured = probe.get("tflops")
+    peak = args.peak_tflops or measured or 776.0  # 776: the H100's measured rate, when nothing else is known
+    if args.peak_tflops:
+        source = "--peak-tflops"
+    elif measured:
+        source = f"{probe.get('gemm')} measured at the start of this call"
+    else:
+        source = f"H100's 776, the GEMM probe failed: {probe.get('error')}"
+    meta = {
+        "meta": True,
+        "peak_tflops": peak,
+        "peak_source": source,
+        "gemm_tflops_measured": measured,
+        "gpu": probe.get("gpu"),
+        "cuda": probe.get("cuda"),
+        "versions": probe.get("versions"),
+        "argv": sys.argv[1:],
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    return peak, meta
+
+
 def run_rows(args) -> None:
     names = list(ROWS) if args.rows == "all" else args.rows.split(",")
     unknown = [n for n in names if n not in ROWS]
@@ -166,12 +193,20 @@ def run_rows(args) -> None:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     toy = "TOY MODEL (--tiny), not 8B; " if args.tiny else ""
+    peak, meta_record = _peak(args)
+    versions = meta_record.get("versions") or {}
+    shown = ", ".join(
+        f"{k} {versions.get(k) or '-'}"
+        for k in ("torch", "transformers", "peft", "liger-kernel", "unsloth", "bitsandbytes")
+    )
     meta = (
         f"python -m bench.train_speed {' '.join(sys.argv[1:])}  ({toy}{time.strftime('%Y-%m-%d %H:%M')}; "
-        f"MFU = model FLOPs without recompute / {args.peak_tflops} TFLOP/s; "
-        f"tok/s over {args.steps} timed steps)"
+        f"{meta_record.get('gpu') or 'no GPU'}; {shown}; "
+        f"MFU = model FLOPs without recompute / {peak:.4g} TFLOP/s ({meta_record['peak_source']}); "
+        f"tok/s over {args.steps} timed steps; GiB = peak allocated)"
     )
-    lines, records, targets = [], [], []
+    print(meta, flush=True)
+    lines, records, targets = [], [meta_record], []
     print(HEADER, flush=True)
     for name in names:
         row = ROWS[name]
@@ -180,7 +215,7 @@ def run_rows(args) -> None:
             "tiny": args.tiny,
             "steps": args.steps,
             "warmup": args.warmup,
-            "peak_tflops": args.peak_tflops,
+            "peak_tflops": peak,
             "banking77": args.banking77,
             "model": args.model,
             "lora_dropout": args.lora_dropout,
@@ -250,7 +285,12 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="write each side's top kernels (torch.profiler)")
     ap.add_argument("--gaps", action="store_true", help="trace 2 more steps: GPU idle time and the host ops behind it")
     ap.add_argument("--tiny", action="store_true", help="toy model and lengths (CPU check of the script)")
-    ap.add_argument("--peak-tflops", type=float, default=776.0, help="bf16 matmul rate measured on the H100")
+    ap.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="MFU's denominator in TFLOP/s (default: a bf16 GEMM measured at the start of the call)",
+    )
     ap.add_argument("--banking77", default=None, help="Banking77 train.csv for the banking77 row")
     ap.add_argument(
         "--model", default="embedded:smollm2-135m-instruct", help="base model of the banking77 row"
@@ -266,6 +306,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         spec = json.loads(args.worker)
+        if spec.get("probe") == "peak":
+            from bench.train_speed.peak import probe
+
+            print(json.dumps(probe()), flush=True)
+            return
         res = probe_max_context(spec) if ROWS[spec["row"]].kind == "maxctx" else measure(spec)
         print(json.dumps(res), flush=True)
         return

@@ -33,7 +33,6 @@ def build_model(shape: dict, seed: int, attn: str = "sdpa"):
                                                 attn_implementation=ATTENTION.get(family, attn))
 
 
-build_llama = build_model  # the name bench code written for Llama only imports
 
 
 def _train_cfg(side: str, method: str, gc: bool, dropout: float = 0.0):

@@ -10,6 +10,7 @@ import torch
 from bench.train_speed.lib import build_model, device_is_cuda, flops_per_token, prepare, random_batches, train_loop
 from bench.train_speed.models import measure_banking77, quantized_8b
 from bench.train_speed.rows import LLAMA3_8B, ROWS, TINY, TINY_SCALE, shape_of
+from bench.train_speed.sides_external import EXTERNAL_SIDES, measure_external
 from bench.train_speed.trace import gpu_gaps, profile_steps
 
 
@@ -26,6 +27,8 @@ def measure(spec: dict) -> dict:
         return _oom_safe(measure_banking77, spec, row, side)
     shape = shape_of(row, spec["tiny"])
     seq = max(16, row.seq // TINY_SCALE) if spec["tiny"] else row.seq
+    if side in EXTERNAL_SIDES:  # hf-liger, unsloth: the same batches and loop, their own model preparation
+        return measure_external(spec, row, shape, seq)
     if row.kind == "qlora":
         model = quantized_8b(spec["tiny"], seed=0)
         if isinstance(model, dict):

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Issue 15's training-speed comparison in one job on the H200 machine: plain HF + PEFT, tunewise (defaults),
+# HF + Liger and Unsloth on the Llama-3-8B row, the other families' rows, then QLoRA (plain, tunewise,
+# Unsloth 4-bit). Each `python -m bench.train_speed` call measures its own bf16 GEMM rate first (MFU's
+# denominator) and writes its table (.md) and JSONL (first record: GPU name, versions) under $RESULTS.
+#
+# Before it, carry the wheels (bench/train_speed/fetch_wheels.sh: .whl-bench/a, .whl-bench/b, ...) one
+# group a call into /tmp/whl: carry [".whl-bench/a"], command "mkdir -p /tmp/whl && cp .whl-bench/a/*.whl /tmp/whl/".
+# Launch from the repository root; it outlives the call and writes $RESULTS/job.log, then $RESULTS/DONE:
+#   setsid nohup bash bench/train_speed/h200_job.sh >/dev/null 2>&1 </dev/null &
+# Fetch later: cp -r /tmp/train_speed_job "$OUT/"
+#
+# Settings (environment): RESULTS, WHL (wheel folder), STEPS / WARMUP (timed / untimed steps per side),
+# MAIN_SIDES, FAM_ROWS / FAM_SIDES (rows.py family rows; the issue compares them with plain HF), QLORA_SIDES, TIMEOUT (s per
+# side), PY (python), TINY=1 (toy model: a CPU check of the script), BUDGET_S: a call that would start after
+# this many seconds is skipped and logged, so the job's GPU time stays near it (~12 minutes); a family row
+# only starts while QLORA_RESERVE_S remain, so that the QLoRA row still runs.
+# Estimated cost (not yet measured): ~10 s per call for the GEMM probe; per side 25-40 s for plain / tunewise
+# / hf-liger (start, random 8B on the GPU, 11 steps), 90-120 s for Unsloth (import, saving the weights once
+# per model, loading them, compiling its loss), ~60 s more per QLoRA side (4-bit quantization on load):
+# ~3.5 min for the Llama row, ~2.5 min per family row with FAM_SIDES=tunewise,unsloth, ~4 min for QLoRA.
+set -u
+cd "$(dirname "$0")/../.."
+RESULTS=${RESULTS:-/tmp/train_speed_job}
+WHL=${WHL:-/tmp/whl}
+STEPS=${STEPS:-8}
+WARMUP=${WARMUP:-3}
+MAIN_ROW=${MAIN_ROW:-lora-2048x4-gc}
+MAIN_SIDES=${MAIN_SIDES:-tunewise,hf-liger,unsloth}
+FAM_ROWS=${FAM_ROWS:-qwen25-7b-2048x4-gc,mistral-7b-2048x4-gc,gemma2-9b-2048x4-gc}
+FAM_SIDES=${FAM_SIDES:-tunewise}
+QLORA_ROW=${QLORA_ROW:-qlora-2048x1}
+QLORA_SIDES=${QLORA_SIDES:-tunewise,unsloth}
+TIMEOUT=${TIMEOUT:-420}
+BUDGET_S=${BUDGET_S:-720}
+QLORA_RESERVE_S=${QLORA_RESERVE_S:-240}
+PY=${PY:-python3}
+
+mkdir -p "$RESULTS"
+exec >>"$RESULTS/job.log" 2>&1
+START=$(date +%s)
+echo "== $(date -u +%FT%TZ) start in $PWD; steps $STEPS, warmup $WARMUP, budget ${BUDGET_S}s"
+nvidia-smi --query-gpu=name,memory.used,memory.total,driver_version --format=csv 2>/dev/null || echo "(no nvidia-smi)"
+
+if compgen -G "$WHL/*.whl" >/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHL"/*.whl \
+    || echo "!! wheel install failed: the sides that need them will say so"
+else
+  echo "!! no wheels in $WHL: hf-liger, unsloth and QLoRA will report what is missing"
+fi
+export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
+"$PY" - <<'EOF'
+import importlib.metadata as m
+for n in ("torch", "transformers", "peft", "accelerate", "triton", "liger-kernel", "unsloth", "unsloth_zoo",
+          "bitsandbytes", "trl", "datasets"):
+    try:
+        print(f"   {n} {m.version(n)}")
+    except m.PackageNotFoundError:
+        print(f"   {n} -")
+EOF
+
+n=0
+bench() {  # bench NAME ROWS SIDES DEADLINE_S: skipped once DEADLINE_S seconds have gone
+  local name=$1 rows=$2 sides=$3 deadline=$4 elapsed=$(($(date +%s) - START))
+  n=$((n + 1))
+  if [ "$elapsed" -ge "$deadline" ]; then
+    echo "== skipped $n-$name (rows $rows, sides $sides): ${elapsed}s spent, its deadline ${deadline}s"
+    return
+  fi
+  echo "== $(date -u +%T) ${elapsed}s: $n-$name: --rows $rows --sides $sides"
+  "$PY" -m bench.train_speed ${TINY:+--tiny} --rows "$rows" --sides "$sides" --steps "$STEPS" --warmup "$WARMUP" \
+    --timeout "$TIMEOUT" --out "$RESULTS/$n-$name.md" || echo "!! $n-$name exited $?"
+}
+
+bench "$MAIN_ROW" "$MAIN_ROW" "$MAIN_SIDES" "$BUDGET_S"
+for row in ${FAM_ROWS//,/ }; do
+  bench "$row" "$row" "$FAM_SIDES" $((BUDGET_S - QLORA_RESERVE_S))
+  rm -rf /tmp/tunewise-bench-saved-*  # another family's weights saved for Unsloth (~15-19 GB; disk is 64 GiB)
+done
+bench "$QLORA_ROW" "$QLORA_ROW" "$QLORA_SIDES" "$BUDGET_S"
+
+echo "== $(date -u +%T) done in $(($(date +%s) - START))s"
+cat "$RESULTS"/*.md
+echo "$(($(date +%s) - START))" >"$RESULTS/DONE"

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tunewise.data.encode import encode_prompt
-from tunewise.evaluate.label_tree import common_prefix_len, label_trie
+from tunewise.evaluate.label_tree import common_prefix_len, encode_prefix, label_trie
 from tunewise.evaluate.score import (
     _groups,
     answer_ids,
@@ -47,6 +47,29 @@ def test_shared_prompt_scoring_equals_full_sequence_scoring(model, tiny_tokenize
         expected = [naive_logprob(model, prompts[i], c) for c in conts[i]]
         assert scored.logprobs[i] == pytest.approx(expected, abs=1e-4)
         assert scored.lengths[i] == [len(c) for c in conts[i]]
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_a_shared_opening_runs_once_and_gives_the_same_scores(model, tiny_tokenizer, monkeypatch, share_prefix):
+    # Multiple-choice prompts as the forgetting check writes them: the chat template's opening (a default
+    # system turn, as SmolLM2's template adds) is common.
+    import tunewise.evaluate.score as score
+
+    system = {"role": "system", "content": "you are a helpful assistant for the team"}
+    questions = [("what is two plus two", ["four", "five"]), ("which is a colour", ["red", "card", "team"]),
+                 ("is the sky blue today in the match", ["yes", "no"])]
+    msgs = [[system, {"role": "user", "content": q}] for q, _ in questions]
+    prompts = [encode_prompt(tiny_tokenizer, m) for m in msgs]
+    conts = [[answer_ids(tiny_tokenizer, m, c) for c in cs] for m, (_, cs) in zip(msgs, questions)]
+    assert common_prefix_len(prompts) >= 8
+    calls = []
+    monkeypatch.setattr(score, "encode_prefix", lambda m, ids: calls.append(len(ids)) or encode_prefix(m, ids))
+    scored = score_continuations(model, prompts, conts, tiny_tokenizer.pad_token_id, 10_000, 2,
+                                 share_prefix=share_prefix)
+    assert calls == ([common_prefix_len(prompts)] if share_prefix else [])
+    for i in range(len(prompts)):
+        assert scored.logprobs[i] == pytest.approx([naive_logprob(model, prompts[i], c) for c in conts[i]],
+                                                   abs=1e-4)
 
 
 def test_groups_respect_the_token_budget():

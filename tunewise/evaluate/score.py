@@ -9,6 +9,7 @@ loops; both are checked against plain full-sequence scoring in the tests."""
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
@@ -72,14 +73,23 @@ def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 
 @torch.no_grad()
-def _score_group(model, idx: list[int], prompts, conts, pad: int) -> list[list[float]]:
+def _score_group(model, idx: list[int], prompts, conts, pad: int,
+                 prefix: SharedPrefix | None = None) -> list[list[float]]:
     device = next(model.parameters()).device
-    width = max(len(prompts[i]) for i in idx)
-    ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in idx], device=device)
-    mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx], device=device)
+    n = prefix.length if prefix is not None else 0
+    suffixes = [prompts[i][n:] for i in idx]
+    width = max(len(s) for s in suffixes)
+    ids = torch.tensor([[pad] * (width - len(s)) + s for s in suffixes], device=device)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=device)
     # Left padding: positions must count real tokens only, as generate() does.
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    pos = n + (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = None
+    if prefix is not None:  # every row reads the shared opening's cache; padding sits between it and the suffix
+        cache = copy.deepcopy(prefix.cache)
+        cache.batch_repeat_interleave(len(idx))
+        mask = torch.cat([mask.new_ones(len(idx), n), mask], dim=1)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+                logits_to_keep=1)
     rows = [(b, c) for b, i in enumerate(idx) for c in conts[i]]
     rep = torch.tensor([b for b, _ in rows], device=device)
     t = max(len(c) for _, c in rows)
@@ -103,19 +113,35 @@ def _score_group(model, idx: list[int], prompts, conts, pad: int) -> list[list[f
 
 
 def score_continuations(model, prompts: list[list[int]], conts: list[list[list[int]]], pad_id: int,
-                        max_tokens: int = 2048, max_examples: int = 16, desc: str = "scoring") -> Scored:
-    """Sum log-probability of every continuation `conts[i][j]` (token ids) after prompt `prompts[i]`."""
+                        max_tokens: int = 2048, max_examples: int = 16, desc: str = "scoring",
+                        share_prefix: bool = True) -> Scored:
+    """Sum log-probability of every continuation `conts[i][j]` (token ids) after prompt `prompts[i]`.
+    share_prefix: the prompts' common opening (a chat template's system turn) runs once for all batches."""
     model.eval()
     # Longest prompts first: similar lengths share a batch, and an out-of-memory shows up at once.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     scores: list[list[float]] = [[] for _ in prompts]
     start = time.perf_counter()
-    for group in tqdm(_groups(order, prompts, conts, max_tokens, max_examples), desc=desc, unit="batch",
-                      leave=False):
-        for i, s in zip(group, _score_group(model, group, prompts, conts, pad_id)):
-            scores[i] = s
+    with maskable_attention(model):
+        prefix = _shared_prefix(model, prompts, conts) if share_prefix else None
+        for group in tqdm(_groups(order, prompts, conts, max_tokens, max_examples), desc=desc, unit="batch",
+                          leave=False):
+            for i, s in zip(group, _score_group(model, group, prompts, conts, pad_id, prefix)):
+                scores[i] = s
     return Scored(scores, [[len(c) for c in cs] for cs in conts], [len(p) for p in prompts],
                   time.perf_counter() - start)
+
+
+def _shared_prefix(model, prompts: list[list[int]], conts: list[list[list[int]]],
+                   min_tokens: int = 8) -> SharedPrefix | None:
+    """The cache of the prompts' common opening, or None where it saves little or the model cannot take a
+    padded hole between the cached opening and a row (the label tree's conditions)."""
+    n = common_prefix_len(prompts) if len(prompts) > 1 else 0
+    if n < min_tokens:
+        return None
+    prefix = encode_prefix(model, prompts[0][:n])
+    longest = max(len(p) - n + max((len(c) for c in cs), default=0) for p, cs in zip(prompts, conts))
+    return None if tree_unsupported(model, prefix, longest) else prefix
 
 
 def score_labels(model, tokenizer, prompts: list[list[dict[str, str]]], labels: list[str],
@@ -190,7 +216,7 @@ def _tree_disagrees(model, prefix: SharedPrefix, prompt: list[int], trie: LabelT
     longest = sorted(range(len(label_ids)), key=lambda j: -len(label_ids[j]))[:checked]
     tree = score_tree_rows(model, prefix, [prompt[prefix.length:]], trie, pad_id)[0, longest].tolist()
     plain = score_continuations(model, [prompt], [[label_ids[j] for j in longest]], pad_id,
-                                desc="checking the label tree").logprobs[0]
+                                desc="checking the label tree", share_prefix=False).logprobs[0]
     # Per token: fp32 paths agree to ~1e-5; bf16/fp16 logits carry ~1e-2 rounding each.
     per_token = 1e-3 if model.get_input_embeddings().weight.dtype == torch.float32 else 0.1
     worst = max(abs(a - b) / len(label_ids[j]) for a, b, j in zip(tree, plain, longest))

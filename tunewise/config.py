@@ -191,7 +191,8 @@ class FastConfig(_Strict):
     fused_lora: bool = Field(True, description="LoRA layers as one autograd function (no input copy, fused add)")
     grouped_lora: bool = Field(
         True, description="with fused_lora: the q/k/v and the gate/up LoRA projections, which read the same input, "
-        "as one group each (stacked A matrices, one input gradient); needs LoRA dropout 0, else per projection")
+        "as one group each (stacked A matrices, one input gradient); with LoRA dropout each member draws its "
+        "own mask, as PEFT does")
     checkpoint_layers: float = Field(
         1.0, ge=0, le=1, description="share of decoder layers checkpointed when train.gradient_checkpointing "
         "is on (spread evenly); the others keep activations and skip the recompute")

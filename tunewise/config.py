@@ -191,10 +191,12 @@ class FastConfig(_Strict):
     fused_lora: bool = Field(True, description="LoRA layers as one autograd function (no input copy, fused add)")
     grouped_lora: bool = Field(
         True, description="with fused_lora: the q/k/v and the gate/up LoRA projections, which read the same input, "
-        "as one group each (stacked A matrices, one input gradient); needs LoRA dropout 0, else per projection")
-    checkpoint_layers: float = Field(
-        1.0, ge=0, le=1, description="share of decoder layers checkpointed when train.gradient_checkpointing "
-        "is on (spread evenly); the others keep activations and skip the recompute")
+        "as one group each (stacked A matrices, one input gradient); with LoRA dropout each member draws its "
+        "own mask, as PEFT does")
+    checkpoint_layers: Literal["auto"] | Annotated[float, Field(ge=0, le=1)] = Field(
+        "auto", description="share of decoder layers checkpointed when train.gradient_checkpointing is on (spread "
+        "evenly); the others keep activations and skip the recompute. auto: the automatic plan's choice (LoRA on "
+        "CUDA), else 1")
     compile: bool = Field(False, description="torch.compile each decoder layer (falls back to eager on failure)")
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
         "default", description="torch.compile's mode; reduce-overhead adds CUDA graphs (fewer kernel launches)")
@@ -204,15 +206,19 @@ class FastConfig(_Strict):
     freeze_gc: bool = Field(
         True, description="gc.freeze() when training starts: Python's full garbage collections then skip the "
         "model and optimizer (they stall the CPU that feeds the GPU); cycles made later are still collected")
-    recompute_elementwise: bool = Field(
-        False, description="layers that are not checkpointed keep recipes instead of the RMSNorm outputs and the "
+    recompute_elementwise: Literal["auto"] | bool = Field(
+        "auto", description="layers that are not checkpointed keep recipes instead of the RMSNorm outputs and the "
         "SwiGLU product that LoRA layers save, and recompute them in backward (same kernels, same values): less "
-        "memory for a few elementwise passes")
-    micro_batch_size: int | None = Field(
-        None, gt=0, description="split each device batch of train.batch_size into micro-batches of this many "
+        "memory for a few elementwise passes. auto: the automatic plan's choice (LoRA on CUDA), else false")
+    micro_batch_size: Literal["auto"] | Annotated[int, Field(gt=0)] | None = Field(
+        "auto", description="split each device batch of train.batch_size into micro-batches of this many "
         "examples (gradient accumulation: the same examples per optimizer step, the same loss). The fast path's "
         "smaller activations let a smaller micro-batch train with checkpoint_layers 0 (no recompute) in the "
-        "memory the plain path needs with checkpointing on every layer; it must divide train.batch_size")
+        "memory the plain path needs with checkpointing on every layer; it must divide train.batch_size. null: "
+        "no split; auto: the automatic plan's choice (LoRA on CUDA), else no split")
+    memory_budget_gib: float | None = Field(
+        None, gt=0, description="the most the automatic plan's predicted peak may be, weights included (GiB per "
+        "device); default: 90 % of what the GPU has free when training starts plus what this process holds")
 
 
 class TrainConfig(_Strict):

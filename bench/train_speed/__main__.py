@@ -31,6 +31,7 @@ from bench import RESULTS
 from bench.train_speed.measure import measure, probe_max_context
 from bench.train_speed.rows import ROWS, SIDES, Row
 from bench.train_speed.sides_external import EXTERNAL_SIDES
+from tunewise.config import LoraConfig
 
 HEADER = (
     "| configuration | side | baseline tok/s | side tok/s | ratio | ratio of median steps | baseline GiB | "
@@ -280,7 +281,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="timed steps (the loss is compared over these)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument(
-        "--lora-dropout", type=float, default=0.0, help="LoRA dropout on both sides (tunewise's default is 0.05)"
+        "--lora-dropout", type=float, default=LoraConfig().dropout,
+        help="LoRA dropout on every side (default: tunewise's shipped default, %(default)s)"
     )
     ap.add_argument("--profile", action="store_true", help="write each side's top kernels (torch.profiler)")
     ap.add_argument("--gaps", action="store_true", help="trace 2 more steps: GPU idle time and the host ops behind it")

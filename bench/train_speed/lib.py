@@ -44,10 +44,12 @@ def _train_cfg(side: str, method: str, gc: bool, dropout: float = 0.0):
     )
 
 
-def prepare(model, side: str, method: str, gc: bool, seed: int, dropout: float = 0.0, batch: int = 1):
+def prepare(model, side: str, method: str, gc: bool, seed: int, dropout: float = 0.0, batch: int = 1,
+            seq: int | None = None):
     """base: plain transformers + PEFT as its docs show it; else tunewise's method + fast path. Both sides get
     the same LoRA dropout (--lora-dropout). Returns (model, description, micro-batch size or None, whether
-    training runs with the GC frozen, as `tunewise train` does when the fast path says so)."""
+    training runs with the GC frozen, as `tunewise train` does when the fast path says so). seq: the sequence
+    length, which the automatic plan needs (as `tunewise train` passes its longest example)."""
     device, _ = device_and_dtype()
     torch.manual_seed(seed + 1)  # identical adapter initialisation on both sides
     if side != "base":
@@ -56,7 +58,7 @@ def prepare(model, side: str, method: str, gc: bool, seed: int, dropout: float =
 
         cfg = _train_cfg(side, method, gc, dropout).model_copy(update={"batch_size": batch})
         model = apply_method(model, cfg)
-        fast = apply_fast_path(model, cfg, device, log=False)
+        fast = apply_fast_path(model, cfg, device, log=False, seq_len=seq)
         return model, fast.describe(), fast.micro_batch_size, fast.freeze_gc
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 

@@ -36,7 +36,7 @@ def measure(spec: dict) -> dict:
     else:
         model = build_model(shape, seed=0)
     model, described, micro, freeze = prepare(
-        model, side, row.kind, row.gc, seed=0, dropout=spec.get("lora_dropout", 0.0), batch=row.batch
+        model, side, row.kind, row.gc, seed=0, dropout=spec.get("lora_dropout", 0.0), batch=row.batch, seq=seq
     )
     batches = random_batches(shape["vocab_size"], seq, row.batch, spec["warmup"] + spec["steps"], seed=1)
     res = _oom_safe(train_loop, model, batches, spec["warmup"], [seq * row.batch] * len(batches), micro, freeze)

@@ -130,3 +130,70 @@ def test_h200_is_estimated_by_its_full_name_with_its_memory_and_price():
     assert est.cost_usd == pytest.approx(est.hours * DEFAULT_PRICES_PER_HOUR["H200"])
     assert estimate(shape, "lora", **kw, device="H200", prices={"NVIDIA H200": 1.0}).cost_usd == \
         pytest.approx(est.hours)
+
+
+# Peaks (torch.cuda.max_memory_allocated, GiB) of LoRA r=16 on all linear layers of the Llama-3-8B shape on an
+# H100: bench/results/train_speed/*.jsonl (dropout 0 unless said; tokens per micro-step) and
+# estimate_accuracy.json (dropout 0.05, no checkpointing). (path, tokens, checkpointed layers, recipes, dropout)
+MEASURED_PEAKS = [
+    ("plain", 8192, 32, False, 0.0, 29.36, "lora-2048x4-gc base, 2026-11-23s5_6-repeat"),
+    ("plain", 4096, 0, False, 0.0, 47.98, "lora-2048x2 base, 2026-11-23s5_7-a-other-rows"),
+    ("plain", 4096, 32, False, 0.0, 22.42, "lora-4096x1-gc base, 2026-11-23s5_7-b-other-rows"),
+    ("plain", 4096, 0, False, 0.05, 52.7, "lora-2048x2 base --lora-dropout 0.05, train_speed.md"),
+    ("plain", 512, 0, False, 0.05, 20.24, "Llama-3-8B lora 1x512, estimate_accuracy.json"),
+    ("plain", 2048, 0, False, 0.05, 34.13, "Llama-3-8B lora 1x2048, estimate_accuracy.json"),
+    ("plain", 4096, 0, False, 0.05, 52.69, "Llama-3-8B lora 1x4096, estimate_accuracy.json"),
+    ("fast", 8192, 32, False, 0.0, 18.85, "lora-2048x4-gc tunewise, 2026-11-23s5_6-repeat"),
+    ("fast", 4096, 0, False, 0.0, 32.99, "lora-2048x4-gc t-mb2 (micro-batch 2), 2026-11-23_4-lora-rows"),
+    ("fast", 4096, 0, True, 0.0, 27.52, "lora-2048x4-gc t-mb2-rc (micro-batch 2), 2026-11-23s5_6-repeat"),
+    ("fast", 4096, 0, False, 0.0, 32.74, "lora-2048x2 tunewise, 2026-11-23s5_7-a-other-rows"),
+    ("fast", 4096, 32, False, 0.0, 17.21, "lora-4096x1-gc tunewise, 2026-11-23s5_7-b-other-rows"),
+    ("fast", 4096, 24, False, 0.0, 21.22, "lora-4096x1-gc t-ckpt75, 2026-11-23_4-lora-rows"),
+    ("fast", 4096, 18, True, 0.0, 21.83, "lora-4096x1-gc t-ckpt56-rc, 2026-11-23s5_7-b-other-rows"),
+    ("fast", 128000, 32, False, 0.0, 66.64, "maxctx 128,000 tokens, 2026-11-23s5_8-qlora-maxctx"),
+]
+
+
+@pytest.mark.parametrize("path,tokens,ckpt,recipes,dropout,measured,source", MEASURED_PEAKS)
+def test_lora_memory_model_predicts_the_measured_cuda_peaks(path, tokens, ckpt, recipes, dropout, measured, source):
+    from tunewise.models.estimate import GIB, fixed_bytes, lora_activation_bytes
+
+    shape = ModelShape.from_config(LLAMA3_8B)
+    predicted = (fixed_bytes(shape, "lora", 16) + lora_activation_bytes(
+        shape, tokens, fast=path == "fast", checkpointed=ckpt, recipes=recipes, dropout=dropout)) / GIB
+    assert predicted == pytest.approx(measured, rel=0.03), source  # all within 1.2 % today
+
+
+def test_the_estimate_of_plain_lora_is_the_counted_model_on_gpus():
+    from tunewise.models.estimate import lora_activation_bytes
+
+    shape = ModelShape.from_config(LLAMA3_8B)
+    est = estimate(shape, "lora", batch_size=4, seq_len=2048, tokens_per_epoch=10**6, epochs=1, dropout=0.0,
+                   gradient_checkpointing=True)
+    acts = lora_activation_bytes(shape, 8192, fast=False, checkpointed=32) / 1024**3
+    assert est.activations_gib == pytest.approx(acts) and est.peak_memory_gib == pytest.approx(29.36, rel=0.01)
+
+
+# tokens/s of the same rows (H100): plain, and the fast path's (micro-batch, checkpointed, recipes, measured).
+MEASURED_SPEEDS = [  # (seq, batch, gradient checkpointing, plain tok/s, [fast sides])
+    (2048, 4, True, (7054, 7219), [(4, 32, False, (11089, 11155)), (2, 0, True, (14622, 14893)),
+                                   (2, 0, False, (14755, 15076))]),
+    (2048, 2, False, (9635, 9783), [(2, 0, False, (14650, 15053))]),
+    (4096, 1, True, (6562, 6679), [(1, 32, False, (9875, 9959)), (1, 24, False, (10706, 10706)),
+                                   (1, 18, True, (11446, 11528))]),
+]
+
+
+@pytest.mark.parametrize("seq,batch,gc,plain,sides", MEASURED_SPEEDS)
+def test_speed_models_predict_the_measured_tokens_per_second(seq, batch, gc, plain, sides):
+    from tunewise.models.estimate import DEVICES, fast_lora_step_seconds, train_seconds
+
+    shape, h100 = ModelShape.from_config(LLAMA3_8B), DEVICES["H100"]
+    tokens = seq * batch
+    got = tokens / train_seconds(shape, "lora", tokens, tokens, seq, gc, h100["peak_tflops"] * h100["mfu"],
+                                 dropout=0.0)
+    assert plain[0] * 0.9 < got < plain[1] * 1.1
+    for micro, ckpt, recipes, (low, high) in sides:
+        got = tokens / fast_lora_step_seconds(shape, seq_len=seq, micro_tokens=micro * seq,
+                                              micro_steps=batch // micro, checkpointed=ckpt, recipes=recipes)
+        assert low * 0.95 < got < high * 1.05, (micro, ckpt, recipes)

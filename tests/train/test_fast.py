@@ -109,11 +109,12 @@ def test_selective_checkpointing_keeps_the_gradients():
 def test_elementwise_recompute_gives_the_same_gradients_from_recipes(dropout, monkeypatch):
     """fast.recompute_elementwise: the SwiGLU product and the norm outputs saved by the LoRA layers are
     recomputed in backward (counted here), and loss and every LoRA gradient stay those of the plain path.
-    One layer is checkpointed: it keeps its own hooks and recomputes nothing extra."""
+    One layer is checkpointed: it keeps its own hooks and recomputes nothing extra. With LoRA dropout the
+    adapters keep their inputs (and masks) too, so the same recipes stand for them."""
     import tunewise.train.fast.recompute as rc
 
-    calls = {"silu_mul": 0, "norm_recipes": 0}
-    silu_mul, recipe_for = rc._silu_mul, rc._recipe_for
+    calls = {"silu_mul": 0, "norm_recipes": 0, "norms_recomputed": 0}
+    silu_mul, recipe_for, norm_value = rc._silu_mul, rc._recipe_for, rc._norm_value
 
     def counting_silu_mul(*args):
         calls["silu_mul"] += 1
@@ -124,22 +125,26 @@ def test_elementwise_recompute_gives_the_same_gradients_from_recipes(dropout, mo
         calls["norm_recipes"] += isinstance(ctx, rc.RecomputeSaved)
         return ctx
 
+    def counting_norm_value(*args):
+        calls["norms_recomputed"] += 1
+        return norm_value(*args)
+
     monkeypatch.setattr(rc, "_silu_mul", counting_silu_mul)
     monkeypatch.setattr(rc, "_recipe_for", counting_recipe_for)
+    monkeypatch.setattr(rc, "_norm_value", counting_norm_value)
     plain = _lora_model(dropout)
     fast = copy.deepcopy(plain)
     report = _fast(fast, gc=True, checkpoint_layers=0.5, recompute_elementwise=True)
     assert report.recompute_layers == 2 and "elementwise recompute in 2 layers" in report.describe()
     batch = PadCollator(pad_id=3)(_batch(seed=4))
     _assert_same(_loss_and_grads(plain, batch), _loss_and_grads(fast, batch))
-    # layer 0 (not checkpointed): forward + recompute; layer 1 (checkpointed): forward + checkpoint's rerun.
-    # With LoRA dropout the adapters save their dropped copies instead, so there is nothing to recompute.
-    recomputed = 1 if dropout == 0 else 0
-    assert calls == {"silu_mul": 3 + recomputed, "norm_recipes": 2}
+    # layer 0 (not checkpointed): forward + recompute of its SwiGLU product and both norm outputs;
+    # layer 1 (checkpointed): forward + checkpoint's rerun.
+    assert calls == {"silu_mul": 4, "norm_recipes": 2, "norms_recomputed": 2}
     fast.eval()
     with torch.no_grad():
         fast(**batch)  # evaluation: no recipes, no recompute
-    assert calls == {"silu_mul": 5 + recomputed, "norm_recipes": 2}
+    assert calls == {"silu_mul": 6, "norm_recipes": 2, "norms_recomputed": 2}
 
 
 def test_recipe_hooks_recompute_views_of_the_target_only():

@@ -43,6 +43,20 @@ def test_three_micro_steps_accumulate_the_plain_gradients(grouped):
         assert grads[0]._base is not None and all(g._base is grads[0]._base for g in grads)
 
 
+@pytest.mark.parametrize("grouped", [True, False])
+def test_micro_steps_with_lora_dropout_accumulate_peft_gradients(grouped):
+    """Each micro-step draws fresh masks; under one seed they are PEFT's, and so is the sum."""
+    plain = _lora_model(dropout=0.1)
+    quick = copy.deepcopy(plain)
+    _fast(quick, grouped_lora=grouped)
+    torch.manual_seed(5)
+    want = _accumulated(plain, _batches())
+    torch.manual_seed(5)
+    got = _accumulated(quick, _batches())
+    assert want.keys() == got.keys() and len(want) == 2 * 2 * 7
+    assert all(_rel(got[n], want[n]) < TOL for n in want)
+
+
 def test_autograd_grad_and_backward_inputs_leave_grad_alone():
     plain, quick = _pair()
     batch = _batches()[0]

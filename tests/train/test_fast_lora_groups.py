@@ -36,10 +36,85 @@ def test_groups_give_the_plain_gradients(extra, group_calls):
     assert sorted(group_calls) == sorted([3, 2] * 2 + [3, 2][:reruns])
 
 
-def test_groups_are_off_with_lora_dropout_or_when_switched_off(group_calls):
-    assert _fast(_lora_model(dropout=0.1)).lora_groups == 0  # each projection draws its own dropout mask
+def test_groups_are_off_when_switched_off():
     off = _fast(_lora_model(), grouped_lora=False)
     assert off.lora_groups == 0 and off.fused_lora_layers == 14
+
+
+DROPOUT_CASES = [{}, {"recompute_elementwise": True}, {"gc": True, "checkpoint_layers": 0.5},
+                 {"grouped_lora": False}, {"grouped_lora": False, "recompute_elementwise": True}]
+
+
+@pytest.mark.parametrize("extra", DROPOUT_CASES)
+def test_lora_dropout_gives_peft_loss_and_gradients_with_the_same_masks(extra, group_calls):
+    """LoRA dropout 0.1: each projection draws its mask with the RNG call PEFT's nn.Dropout makes, in PEFT's
+    order (q, k, v, o, gate, up, down), so under one seed the loss and every adapter gradient are PEFT's."""
+    plain = _lora_model(dropout=0.1)
+    fast = copy.deepcopy(plain)
+    report = _fast(fast, **extra)
+    assert report.lora_groups == (0 if extra.get("grouped_lora") is False else 4)
+    batch = PadCollator(pad_id=3)(_batch(seed=13))
+    want = _loss_and_grads(plain, batch)
+    _assert_same(want, _loss_and_grads(fast, batch))
+    assert len(group_calls) == (0 if extra.get("grouped_lora") is False else 4 + 2 * bool(extra.get("gc")))
+    with pytest.raises(AssertionError):  # the comparison sees the masks: another seed fails it
+        _assert_same(want, _loss_and_grads(fast, batch, seed=1))
+
+
+def test_masks_drawn_in_another_member_order_fail_the_comparison(monkeypatch):
+    """The control for the test above: the same RNG draws given to the members in reverse order."""
+    plain = _lora_model(dropout=0.1)
+    fast = copy.deepcopy(plain)
+    _fast(fast)
+
+    def reversed_draws(x2, sa, ranks, dropouts):
+        drawn = [lora_groups.dropout_mask(x2, p) for p in dropouts][::-1]  # PEFT's draws, members swapped
+        xa, start = x2.new_empty(x2.shape[0], sum(ranks)), 0
+        for r, (xd, _) in zip(ranks, drawn):
+            xa[:, start : start + r] = xd @ sa[start : start + r].t()
+            start += r
+        return xa, [mask for _, mask in drawn]
+
+    monkeypatch.setattr(lora_groups, "_dropped_down", reversed_draws)
+    batch = PadCollator(pad_id=3)(_batch(seed=13))
+    with pytest.raises(AssertionError):
+        _assert_same(_loss_and_grads(plain, batch), _loss_and_grads(fast, batch))
+
+
+def _saved_bytes(model, batch) -> int:
+    """Bytes of the distinct tensors autograd saves in one training forward (parameters left out)."""
+    params = {p.data_ptr() for p in model.parameters()}
+    seen = {}
+
+    def pack(t):
+        if t.data_ptr() not in params:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    model.train()
+    torch.manual_seed(0)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(**batch)
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_lora_dropout_keeps_one_byte_masks_only(grouped):
+    """With dropout the adapters keep a bool mask per adapted input, not a dropped copy: what dropout adds to
+    the saved bytes is exactly 1 B per element of each of the 7 inputs (q, k, v, gate, up: hidden; o: heads ×
+    head_dim; down: intermediate), as on CUDA for PEFT, whose CPU dropout keeps a 4-byte float instead."""
+    batch = PadCollator(pad_id=3)(_batch(seed=14))
+    tokens = batch["input_ids"].numel()
+    saved = {}
+    for name, dropout, fast in (("fast0", 0.0, True), ("fast", 0.1, True), ("plain0", 0.0, False),
+                                ("plain", 0.1, False)):
+        model = _lora_model(dropout=dropout)
+        if fast:
+            _fast(model, grouped_lora=grouped)
+        saved[name] = _saved_bytes(model, batch)
+    hidden, inter, layers = 32, 64, 2  # tunewise.testing.build_model's Llama
+    assert saved["fast"] - saved["fast0"] == layers * tokens * (6 * hidden + inter)
+    assert saved["fast"] - saved["fast0"] < saved["plain"] - saved["plain0"]
 
 
 def test_evaluation_and_a_deep_copy_run_each_projection_on_its_own(group_calls):

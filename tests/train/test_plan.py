@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from tunewise.cli import app
@@ -51,3 +52,24 @@ def test_train_cli_qlora_on_cpu_is_one_line_exit_2(tmp_path):
     out = CliRunner().invoke(app, ["train", str(path)])
     assert out.exit_code == 2
     assert "qlora needs a CUDA GPU" in out.output and "Traceback" not in out.output
+
+
+def test_estimate_shows_the_fast_paths_automatic_plan_beside_plain(tmp_path):
+    """On a GPU (the config's L4), for LoRA on a supported model: the plan, its predicted peak and speed against
+    plain's; none with train.fast off."""
+    from tunewise.config import load_config
+    from tunewise.train.plan import estimate_config
+
+    path, _ = _config(tmp_path, gradient_checkpointing=True)
+    out = CliRunner().invoke(app, ["estimate", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "fast path plan" in out.output and "fast path peak memory" in out.output and "x plain" in out.output
+    est = estimate_config(load_config(path))
+    plan = est.fast_plan
+    assert plan["batch_size"] == 4 and plan["layers"] == 2 and plan["why"].startswith("auto plan:")
+    assert plan["peak_gib"] <= plan["plain_peak_gib"] or not plan["fits"]
+    assert plan["hours"] == pytest.approx(est.hours / plan["speedup"], rel=1e-3)
+    cfg = json.loads(path.read_text())
+    cfg["train"]["fast"] = False
+    path.write_text(json.dumps(cfg))
+    assert estimate_config(load_config(path)).fast_plan is None

@@ -134,6 +134,13 @@ def estimate_cmd(config: Path = CONFIG,
             ("device memory", f"{est.device_memory_gib:.1f} GiB" if est.device_memory_gib else "system RAM"),
             ("tokens / epoch", f"{est.tokens_per_epoch:,}"), ("time / epoch", f"{est.seconds_per_epoch / 60:.1f} min"),
             ("total time", f"{est.hours:.2f} h"), ("cost", f"${est.cost_usd:.2f}")]
+    plan = est.fast_plan
+    if plan:  # the fast path's automatic plan (tunewise.train.fast.auto_plan)
+        rows += [("fast path plan", f"micro-batch {plan['micro_batch_size']} of {plan['batch_size']}, "
+                                    f"{plan['checkpointed_layers']}/{plan['layers']} layers checkpointed, recipes "
+                                    f"{'on' if plan['recompute_elementwise'] else 'off'}"),
+                 ("fast path peak memory", f"{plan['peak_gib']:.2f} GiB"),
+                 ("fast path speed", f"~{plan['speedup']:.2f}x plain, {plan['hours']:.2f} h in total")]
     for row in rows:
         table.add_row(*row)
     console.print(table)

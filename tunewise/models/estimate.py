@@ -46,7 +46,8 @@ LAUNCH_FLOOR_S = {"lora": 1.05e-3, "dora": 1.05e-3, "qlora": 1.36e-3, "full": 3.
 # What the CUDA caching allocator's peak shows against the saved-for-backward bytes the coefficients above
 # count (those were measured on CPU): LoRA 0.69 (8B) to 0.79 (135M) of them, full fine-tuning 1.00; QLoRA
 # 0.86 of them plus 1.1 GiB (prepare_model_for_kbit_training's fp32 upcasts, dequantisation buffers).
-# Fitted on the rows of bench/results/estimate_accuracy.md; applied on GPUs only.
+# Fitted on the rows of bench/results/estimate_accuracy.md; applied on GPUs only, to LoRA only where the model
+# has no gated MLP (a gated one is counted tensor by tensor: lora_activation_bytes).
 GPU_ACTIVATION_SCALE = {"lora": 0.72, "dora": 0.72, "qlora": 0.86, "full": 1.0}
 QLORA_EXTRA_GIB = 1.1
 # Evaluation during training computes the loss over the whole eval batch: bf16 logits, their fp32 upcast and
@@ -70,6 +71,41 @@ DROPOUT_COEF = {True: (24.0, 4.0, -12.2), False: (40.0, 4.0, -12.0)}
 # At the peak (start of backward) the loss also holds the logits' gradient in fp32 and bf16: 8 B per vocab entry.
 LOSS_TRANSIENT_BYTES = 8
 
+# LoRA on CUDA (bf16 weights under bf16 autocast, SDPA's flash / cuDNN / memory-efficient kernels), counted
+# tensor by tensor rather than fitted: plain_lora_layer_bytes and fast_lora_layer_bytes say what each layer keeps.
+# Against the allocator's peak of every LoRA row of bench/results/train_speed.md and estimate_accuracy.md they
+# are within 3 % (tests/models/test_estimate.py). Beyond the layers, per token:
+# plain: the loss's backward holds the fp32 log-softmax, its gradient and the gradient it returns (12 B per
+# vocabulary entry); it is the peak unless a recomputed layer is larger.
+PLAIN_LOSS_BYTES = 12
+# fast path: the labelled hidden states the loss gathers, their gradient (computed in its forward), the final
+# norm's input: 6 B per hidden unit, the one fitted constant (Llama-3-8B rows; 5.9–6.4 from each row alone).
+FAST_OTHER_BYTES = 6
+# fast path's pure-torch chunked loss (no Liger): a [chunk, vocab] block of bf16 logits, their fp32 softmax and
+# its bf16 gradient live at once.
+CHUNK_LOSS_BYTES = 8
+# Training a checkpointed layer keeps its bf16 input only; in backward it is run again, one layer at a time.
+CHECKPOINT_BYTES = 2
+
+# Fast-path step time: per decoder layer and micro-step the forward and the backward each take the longer of
+# the host's time to launch them and the GPU's arithmetic; a checkpointed layer runs its forward again. Fitted
+# on the seven fast-path rows of bench/results/train_speed.md (H100; within 1 %): host time per layer with all
+# seven projections adapted (bench/train_speed/host_overhead.py measured 2.7-3.3 ms and 4.4-5.5 ms; the forward
+# is GPU-bound at 4,096 tokens), the share of peak_tflops the layer's GEMMs and attention reach forward and
+# backward (H100: 600 and 560 TFLOP/s, host_overhead's 3.1 / 3.8 ms per layer), a checkpointed layer's cost
+# beyond its forward (per token), and the recipes' recompute per layer and micro-step.
+FAST_HOST_S = (2.2e-3, 4.9e-3)
+FAST_RATE = (0.607, 0.566)
+FAST_RERUN_S_PER_TOKEN = 0.3e-6
+FAST_RECIPE_S = 0.1e-3
+# LoRA dropout > 0 costs the plain path 7-8 % of its tokens/s (H100, 2048×4 and 2048×2: 6,554 against 7,054-7,166
+# and 8,969 against 9,635-9,783); DEVICES' mfu was fitted with dropout 0.05. Assumed the same on the fast path.
+DROPOUT_SLOWDOWN = 1.08
+# Activation checkpointing's rerun of the forward, in forward-times: 1 for full fine-tuning (not measured); 0.73
+# for adapters, measured on the plain path, whose forward is partly host-bound (9,635-9,783 tok/s at 2048×2
+# without, 7,054-7,166 at 2048×4 with checkpointing).
+RERUN_SHARE = {"lora": 0.73, "dora": 0.73, "qlora": 0.73, "full": 1.0}
+
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -82,6 +118,7 @@ class ModelShape:
     vocab: int
     tied: bool
     gated: bool
+    model_type: str = ""
 
     @classmethod
     def from_config(cls, c: dict) -> ModelShape:
@@ -96,7 +133,8 @@ class ModelShape:
         non_gated = c.get("model_type") in {"gpt2", "gpt_neox", "gptj", "opt", "phi", "falcon", "bloom"}
         return cls(hidden, get("intermediate_size", "n_inner", "ffn_dim", default=4 * hidden), layers, heads,
                    get("num_key_value_heads", default=heads), get("head_dim", default=hidden // heads),
-                   c["vocab_size"], bool(c.get("tie_word_embeddings", False)), not non_gated)
+                   c["vocab_size"], bool(c.get("tie_word_embeddings", False)), not non_gated,
+                   c.get("model_type") or "")
 
     def linears(self) -> dict[str, tuple[int, int]]:
         """The linear layers of one decoder layer: name → (in, out)."""
@@ -136,6 +174,85 @@ def _targets(shape: ModelShape, target_modules) -> dict[str, tuple[int, int]]:
     return {k: v for k, v in lin.items() if k in set(target_modules)}
 
 
+def _adapted_inputs(shape: ModelShape, target_modules) -> dict[str, int]:
+    """Adapted projection → its input width."""
+    return {name: size_in for name, (size_in, _) in _targets(shape, target_modules).items()}
+
+
+def plain_lora_layer_bytes(shape: ModelShape, target_modules="all-linear", dropout: float = 0.0) -> int:
+    """Bytes per token one decoder layer of transformers + PEFT keeps for backward on CUDA (gated MLP): each
+    RMSNorm's fp32 copy of its input (4 B per hidden unit, two norms); SDPA's q, k, v and output; the MLP's
+    gate, SiLU output and up (6 B per intermediate unit); per adapted projection the bf16 copy autocast makes
+    of PEFT's fp32 adapter input (2 B per input element) and, with dropout, its bool mask (1 B). Frozen base
+    weights keep nothing. Llama-3-8B, all linear: 212 KiB, +38 KiB with dropout."""
+    q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    inputs = sum(_adapted_inputs(shape, target_modules).values())
+    return 8 * shape.hidden + 4 * q + 4 * kv + 6 * shape.intermediate + (3 if dropout > 0 else 2) * inputs
+
+
+def fast_lora_layer_bytes(shape: ModelShape, target_modules="all-linear", dropout: float = 0.0, *,
+                          recipes: bool = False, kernels: bool = True) -> int:
+    """Bytes per token one decoder layer keeps for backward on tunewise's fast path (tunewise.train.fast, fused
+    LoRA): each norm's input (bf16 with torch's fused kernel, transformers' fp32 copy without kernels); SDPA's q,
+    k, v and output (which the o projection's adapter keeps as its input: the same storage); the SwiGLU's gate
+    and up (Liger's kernel; torch's also keeps the SiLU output); the inputs the adapters keep, each once per
+    block: the two norm outputs and the SwiGLU product, none of them with recipes (recompute.py); with dropout a
+    1-byte mask per adapted input element. Llama-3-8B, all linear: 136 KiB, 92 KiB with recipes."""
+    q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    adapted = _adapted_inputs(shape, target_modules)
+    kept = 2 * (2 if kernels else 4) * shape.hidden + 4 * q + 4 * kv + (4 if kernels else 6) * shape.intermediate
+    if not recipes:
+        kept += 2 * shape.hidden * (any(n in adapted for n in ("q_proj", "k_proj", "v_proj")) +
+                                    any(n in adapted for n in ("gate_proj", "up_proj")))
+        kept += 2 * shape.intermediate * ("down_proj" in adapted)
+    return kept + (sum(adapted.values()) if dropout > 0 else 0)
+
+
+def lora_activation_bytes(shape: ModelShape, tokens: int, *, fast: bool, checkpointed: int = 0,
+                          recipes: bool = False, dropout: float = 0.0, target_modules="all-linear",
+                          kernels: bool = True, loss_chunk_tokens: int | None = None) -> float:
+    """Peak bytes above weights, gradients and optimizer state of one LoRA micro-step of `tokens` tokens on CUDA,
+    plain (transformers + PEFT) or on the fast path. `checkpointed` layers keep their input only and one at a
+    time is recomputed whole in backward (checkpointed layers keep no recipes). loss_chunk_tokens: the fast
+    path's pure-torch loss (None: Liger's, whose chunks scale with the tokens and are in FAST_OTHER_BYTES)."""
+    keep = shape.layers - checkpointed
+    ckpt = checkpointed * CHECKPOINT_BYTES * shape.hidden
+    if not fast:
+        layer = plain_lora_layer_bytes(shape, target_modules, dropout)
+        return tokens * (ckpt + keep * layer + max(PLAIN_LOSS_BYTES * shape.vocab, layer if checkpointed else 0))
+    layer = fast_lora_layer_bytes(shape, target_modules, dropout, recipes=recipes, kernels=kernels)
+    rerun = fast_lora_layer_bytes(shape, target_modules, dropout, kernels=kernels) if checkpointed else 0
+    chunk = CHUNK_LOSS_BYTES * shape.vocab * min(loss_chunk_tokens, tokens) if loss_chunk_tokens else 0
+    return tokens * (ckpt + keep * layer + rerun + FAST_OTHER_BYTES * shape.hidden) + chunk
+
+
+def fixed_bytes(shape: ModelShape, method: str, r: int, target_modules="all-linear", *, bf16: bool = True,
+                shards: int = 1) -> float:
+    """Weights, gradients and optimizer state (AdamW), per device when FSDP splits them over `shards`."""
+    return sum(_memory(shape, method, trainable_params(shape, method, r, target_modules), bf16)) / shards
+
+
+def fast_lora_step_seconds(shape: ModelShape, *, seq_len: int, micro_tokens: int, micro_steps: int,
+                           checkpointed: int, recipes: bool, dropout: float = 0.0, r: int = 16,
+                           target_modules="all-linear", peak_tflops: float = 989.0) -> float:
+    """One optimizer step's seconds on the fast path: `micro_steps` micro-steps of `micro_tokens` tokens in
+    sequences of `seq_len` (the constants above)."""
+    adapted = _targets(shape, target_modules)
+    host_f, host_b = (t * (1 + len(adapted)) / 8 for t in FAST_HOST_S)  # host time grows with the adapters
+    lora = r * sum(i + o for i, o in adapted.values())
+    dense = sum(i * o for i, o in shape.linears().values())
+    attention = seq_len * shape.heads * shape.head_dim  # causal: half of the 4·seq·q of full attention
+    gpu_f = micro_tokens * (2 * dense + 2 * attention + 2 * lora) / (FAST_RATE[0] * peak_tflops * 1e12)
+    gpu_b = micro_tokens * (2 * dense + 5 * attention + 4 * lora) / (FAST_RATE[1] * peak_tflops * 1e12)
+    forward = max(host_f, gpu_f)
+    layer = forward + max(host_b, gpu_b)
+    rerun = forward + FAST_RERUN_S_PER_TOKEN * micro_tokens * 989.0 / peak_tflops
+    loss = micro_tokens * 4 * shape.vocab * shape.hidden / (FAST_RATE[0] * peak_tflops * 1e12)
+    keep = shape.layers - checkpointed
+    micro = shape.layers * layer + checkpointed * rerun + keep * FAST_RECIPE_S * recipes + loss
+    return micro_steps * micro * (DROPOUT_SLOWDOWN if dropout > 0 else 1.0)
+
+
 def trainable_params(shape: ModelShape, method: str, r: int, target_modules="all-linear") -> int:
     if method == "full":
         return shape.total_params
@@ -163,6 +280,7 @@ class Estimate:
     hours: float
     cost_usd: float
     tflops_assumed: float
+    fast_plan: dict | None = None  # the fast path's automatic plan for this run (tunewise.train.fast.auto_plan)
 
     def to_json(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -218,17 +336,20 @@ def train_flops_per_token(shape: ModelShape, method: str, seq_len: int, gradient
     fwd = 2 * (shape.linear_params + head) + 2 * shape.layers * seq_len * shape.heads * shape.head_dim
     factor = 3.0 if method == "full" else 2.0
     if gradient_checkpointing:
-        factor += 1.0
+        factor += RERUN_SHARE[method]
     return fwd * factor * (QLORA_SLOWDOWN if method == "qlora" else 1.0)
 
 
 def train_seconds(shape: ModelShape, method: str, tokens: int, micro_batch_tokens: int, seq_len: int,
                   gradient_checkpointing: bool, tflops_per_device: float, gpus: int = 1,
-                  target_modules="all-linear", launch_floor: bool = True) -> float:
+                  target_modules="all-linear", launch_floor: bool = True, dropout: float | None = None) -> float:
     """Seconds to train on `tokens`: micro-batches of `micro_batch_tokens`, shared by `gpus` devices, each the
-    longer of its arithmetic time and the host's kernel-launch floor (LAUNCH_FLOOR_S)."""
+    longer of its arithmetic time and the host's kernel-launch floor (LAUNCH_FLOOR_S). dropout: the adapters'
+    (None: as the device's mfu was fitted, 0.05)."""
     compute = micro_batch_tokens * train_flops_per_token(shape, method, seq_len, gradient_checkpointing) \
         / (tflops_per_device * 1e12)
+    if method != "full" and dropout == 0:
+        compute /= DROPOUT_SLOWDOWN
     units = shape.layers if method == "full" else shape.layers * len(_targets(shape, target_modules))
     floor = LAUNCH_FLOOR_S[method] * units if launch_floor else 0.0
     return tokens / micro_batch_tokens * max(compute, floor) / gpus
@@ -249,10 +370,14 @@ def estimate(shape: ModelShape, method: str, *, batch_size: int, seq_len: int, t
     trainable = trainable_params(shape, method, r, target_modules)
     weights, grads, optim = (b / shards for b in _memory(shape, method, trainable, bf16, fp32_master))
     tokens = batch_size * seq_len
-    acts = activation_bytes(shape, method, tokens, seq_len, bf16=bf16, dropout=dropout,
-                            gradient_checkpointing=gradient_checkpointing, attention_scores=not bf16)
-    acts += tokens * shape.vocab * LOSS_TRANSIENT_BYTES
-    if bf16:
+    if bf16 and method == "lora" and shape.gated:
+        acts = lora_activation_bytes(shape, tokens, fast=False, dropout=dropout, target_modules=target_modules,
+                                     checkpointed=shape.layers if gradient_checkpointing else 0)
+    else:
+        acts = activation_bytes(shape, method, tokens, seq_len, bf16=bf16, dropout=dropout,
+                                gradient_checkpointing=gradient_checkpointing, attention_scores=not bf16)
+        acts += tokens * shape.vocab * LOSS_TRANSIENT_BYTES
+    if bf16 and not (method == "lora" and shape.gated):
         acts = acts * GPU_ACTIVATION_SCALE[method] + (QLORA_EXTRA_GIB * GIB if method == "qlora" else 0)
         if method == "full" and fp32_master:  # autocast's bf16 copies of the fp32 weights, kept for backward
             acts += shape.total_params * 2
@@ -260,7 +385,8 @@ def estimate(shape: ModelShape, method: str, *, batch_size: int, seq_len: int, t
     tflops = tflops_per_device * gpus
     mean_len = mean_seq_len or seq_len
     seconds = train_seconds(shape, method, tokens_per_epoch, batch_size * mean_len, mean_len,
-                            gradient_checkpointing, tflops_per_device, gpus, target_modules, launch_floor=bf16)
+                            gradient_checkpointing, tflops_per_device, gpus, target_modules, launch_floor=bf16,
+                            dropout=dropout)
     hours = seconds * epochs / 3600
     if eval_batch_size:  # gradients are freed (set to None) before evaluation: the eval peak does not hold them
         acts = max(acts, eval_batch_size * seq_len * shape.vocab * EVAL_LOGIT_BYTES - grads)

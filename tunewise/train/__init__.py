@@ -127,7 +127,8 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
     attn = attention_implementation(cfg, device)
     packing = use_packing(cfg, device, attn)
     model = _prepare_model(cfg, base, device, attn, model)
-    fast = apply_fast_path(model, cfg.train, device, log=is_main_process())
+    fast = apply_fast_path(model, cfg.train, device, log=is_main_process(), seq_len=max(enc.lengths),
+                           shards=world_size() if fsdp else 1)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
 

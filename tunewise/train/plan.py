@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tunewise.config import RunConfig
@@ -11,7 +11,10 @@ from tunewise.data.encode import Encoded, encode_example
 from tunewise.data.prompt import fine_tuned_labels, prompt_messages
 from tunewise.errors import DataError
 from tunewise.models import load_tokenizer, resolve_model
-from tunewise.models.estimate import Estimate, estimate, read_shape
+from tunewise.models.estimate import DEVICES, Estimate, estimate, read_shape
+from tunewise.models.prices import device_key
+from tunewise.train.fast import SUPPORTED
+from tunewise.train.fast.auto_plan import BUDGET_SHARE, plan_for, planned
 from tunewise.train.gen_metric import ValAnswers, val_answers
 from tunewise.train.replay import replay_records
 
@@ -62,13 +65,22 @@ def encode_data(cfg: RunConfig, data: PreparedData, tokenizer) -> EncodedData:
 
 def plan(cfg: RunConfig, model_dir: Path, lengths: list[int], device: str, gpus: int = 1,
          device_memory_gib: float | None = None, shards: int = 1) -> Estimate:
+    """The run priced as plain transformers + PEFT, with the fast path's automatic plan beside it where the fast
+    path would run it (LoRA on a GPU, a supported model, train.fast not off)."""
     t = cfg.train
-    return estimate(
-        read_shape(model_dir), t.method, batch_size=t.batch_size, seq_len=max(lengths),
+    shape = read_shape(model_dir)
+    est = estimate(
+        shape, t.method, batch_size=t.batch_size, seq_len=max(lengths),
         mean_seq_len=round(sum(lengths) / len(lengths)), tokens_per_epoch=sum(lengths), epochs=t.epochs,
         device=device, gpus=gpus, r=t.lora.r, target_modules=t.lora.target_modules, dropout=t.lora.dropout,
         gradient_checkpointing=t.gradient_checkpointing, prices=cfg.estimate.prices, mfu=cfg.estimate.mfu,
         device_memory_gib=device_memory_gib, eval_batch_size=t.eval_batch_size, shards=shards)
+    if (t.fast.enabled is False or device_key(device, DEVICES) in (None, "CPU") or not planned(t)
+            or shape.model_type not in SUPPORTED):
+        return est
+    memory = t.fast.memory_budget_gib or (BUDGET_SHARE * est.device_memory_gib if est.device_memory_gib else None)
+    fast = plan_for(shape, t, max(lengths), budget_gib=memory, device=device, shards=shards)
+    return replace(est, fast_plan={**fast.to_json(), "why": fast.describe(), "hours": est.hours / fast.speedup})
 
 
 def estimate_config(cfg: RunConfig) -> Estimate:

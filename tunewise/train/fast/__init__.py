@@ -8,7 +8,11 @@ Components, each switchable in `train.fast` and measured one at a time in bench/
 - fused_lora:  LoRA layers as one autograd function with the scale and add in the GEMM epilogue (lora.py)
 - grouped_lora: q/k/v and gate/up LoRA projections as one group each (lora_groups.py)
 - checkpoint_layers: activation checkpointing on a share of the decoder layers (train.gradient_checkpointing)
+- recompute_elementwise: recipes instead of the norm outputs and SwiGLU product (recompute.py)
+- micro_batch_size: the device batch in several micro-steps
 - compile:     torch.compile of each decoder layer
+The last three are chosen by an automatic plan for LoRA on CUDA unless set (auto_plan.py): the fastest
+predicted plan whose predicted peak memory is no more than plain transformers + PEFT's and the budget.
 Padding-free packing is the collator's job (train.packing); the loss here handles packed rows unchanged."""
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from types import MethodType
 
 from tunewise.config import FastConfig, TrainConfig
 from tunewise.errors import ConfigError
+from tunewise.models.estimate import GIB, ModelShape
+from tunewise.train.fast.auto_plan import BUDGET_SHARE, Plan, plan_for, planned
 from tunewise.train.fast.layers import (
     LIGER_PATCH,
     apply_liger_kernels,
@@ -57,6 +63,7 @@ class FastPath:
     freeze_gc: bool = False  # gc.freeze() while training (quiet_gc.py; tunewise.train.train applies it)
     bf16_frozen_head: bool = False  # QLoRA: embeddings / LM head kept in bf16 instead of PEFT's fp32 upcast
     family_off: dict[str, str] | None = None  # component asked for → why this model family keeps it off
+    plan: dict | None = None  # the automatic plan (auto_plan.Plan.to_json() and its one-line "why")
 
     def describe(self) -> str:
         if not self.enabled:
@@ -70,11 +77,12 @@ class FastPath:
         extra += f", elementwise recompute in {self.recompute_layers} layers" if self.recompute_layers else ""
         if self.family_off:
             extra += "; off for this model: " + "; ".join(f"{k} ({v})" for k, v in self.family_off.items())
-        return (
+        line = (
             f"fast path ({self.reason}): loss {self.loss}, Liger kernels {'on' if self.kernels else 'off'}, "
             f"fused LoRA layers {self.fused_lora_layers}, checkpointing {ckpt}, "
             f"compiled layers {self.compiled_layers}{extra}"
         )
+        return f"{line}\n  {self.plan['why']}" if self.plan else line
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -162,9 +170,10 @@ def _loss_impl(fast: FastConfig, device: str) -> str:
 
 
 def micro_batch(fast: FastConfig, batch_size: int) -> int | None:
-    """train.fast.micro_batch_size when it splits the device batch (it must divide train.batch_size)."""
+    """train.fast.micro_batch_size when set and it splits the device batch (it must divide train.batch_size);
+    None for no split or auto."""
     micro = fast.micro_batch_size
-    if micro is None or micro >= batch_size:
+    if micro is None or micro == "auto" or micro >= batch_size:
         return None
     if batch_size % micro:
         raise ConfigError(f"config: train.fast.micro_batch_size={micro} does not divide train.batch_size="
@@ -172,10 +181,48 @@ def micro_batch(fast: FastConfig, batch_size: int) -> int | None:
     return micro
 
 
-def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True) -> FastPath:
+def memory_budget_gib(fast: FastConfig, device: str) -> float | None:
+    """train.fast.memory_budget_gib, else on CUDA a share of what the GPU has free plus what this process holds
+    (the model is loaded by now, and the plan's peak counts its weights)."""
+    if fast.memory_budget_gib is not None or device != "cuda":
+        return fast.memory_budget_gib
+    import torch  # heavy
+
+    free, _ = torch.cuda.mem_get_info()
+    return BUDGET_SHARE * (free + torch.cuda.memory_reserved()) / GIB
+
+
+def _device_name(device: str) -> str:
+    import torch  # heavy
+
+    return torch.cuda.get_device_name() if device == "cuda" and torch.cuda.is_available() else "H100"
+
+
+def auto_plan(hf, train: TrainConfig, device: str, result: FastPath, seq_len: int | None,
+              shards: int = 1) -> Plan | None:
+    """The automatic plan, where one is made: LoRA on CUDA, adapters fused, the fast loss, a known sequence length
+    and at least one of micro_batch_size, checkpoint_layers, recompute_elementwise on auto."""
+    if device != "cuda" or not planned(train) or not result.fused_lora_layers or result.loss == "plain" \
+            or not seq_len:
+        return None
+    if getattr(hf.config, "_attn_implementation", None) == "eager":  # Gemma 2's soft-capped attention
+        # eager attention keeps seq² probabilities per layer, which the memory model does not count
+        result.plan = {"why": "no automatic plan: eager attention's seq² probabilities are not in the memory "
+                       "model; every layer checkpointed as configured"}
+        return None
+    return plan_for(ModelShape.from_config(hf.config.to_dict()), train, seq_len,
+                    budget_gib=memory_budget_gib(train.fast, device), device=_device_name(device),
+                    kernels=result.kernels, shards=shards,
+                    loss_chunk_tokens=train.fast.loss_chunk_tokens if result.loss == "chunked" else None)
+
+
+def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, seq_len: int | None = None,
+                    shards: int = 1) -> FastPath:
     """Apply the enabled components to `model` (a transformers CausalLM, PEFT-wrapped or not) in place.
     Gradient checkpointing, when train.gradient_checkpointing is on, is enabled here (the Trainer's own
-    switch must then stay off): the fast path decides which layers are checkpointed."""
+    switch must then stay off): the fast path decides which layers are checkpointed. seq_len: the longest
+    training sequence, for the automatic plan (none is made without it); shards: devices FSDP splits the
+    weights over."""
     fast = train.fast
     hf = hf_model_of(model)
     on, reason = decide(fast, device, getattr(hf.config, "model_type", "?"))
@@ -202,21 +249,30 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True) ->
             if fast.grouped_lora:
                 blocks = [b for layer in decoder_layers(hf) for b in (layer.self_attn, layer.mlp)]
                 result.lora_groups = group_lora_projections(blocks)
+        micro = micro_batch(fast, train.batch_size)  # an explicit value is checked whether planned or not
+        plan = auto_plan(hf, train, device, result, seq_len, shards)
+        if plan is not None:
+            result.plan = {**plan.to_json(), "why": plan.describe()}
+            micro = plan.micro_batch_size if plan.micro_batch_size < train.batch_size else None
+            share, recompute = plan.checkpoint_fraction, plan.recompute_elementwise
+        else:
+            share = 1.0 if fast.checkpoint_layers == "auto" else fast.checkpoint_layers
+            recompute = fast.recompute_elementwise is True
         if train.gradient_checkpointing:
-            result.checkpointed_layers = enable_checkpointing(hf, fast.checkpoint_layers)
+            result.checkpointed_layers = enable_checkpointing(hf, share)
         if fast.sdpa_backend != "default" and device == "cuda" and "SDPA backend" not in limits:
             prefer_sdpa_backend(hf, fast.sdpa_backend)
             result.sdpa_backend = fast.sdpa_backend
-        if fast.recompute_elementwise and not fast.compile:  # dynamo does not trace saved-tensor hooks
+        if recompute and not fast.compile:  # dynamo does not trace saved-tensor hooks
             result.recompute_layers = enable_recompute(decoder_layers(hf), result.kernels)
         if fast.compile:
             result.compiled_layers = compile_layers(hf, fast.compile_mode)
         asked = {"torch RMSNorm": result.kernels and fast.rms_norm == "torch",
                  "q/k/v LoRA group": result.fused_lora_layers > 0 and fast.grouped_lora,
                  "SDPA backend": fast.sdpa_backend != "default" and device == "cuda",
-                 "elementwise recompute": fast.recompute_elementwise and not fast.compile}
+                 "elementwise recompute": recompute and not fast.compile}
         result.family_off = {k: v for k, v in limits.items() if asked.get(k)} or None
-        result.micro_batch_size = micro_batch(fast, train.batch_size)
+        result.micro_batch_size = micro
         result.freeze_gc = fast.freeze_gc
     if log:
         print(f"tunewise: {result.describe()}", file=sys.stderr, flush=True)

@@ -110,31 +110,47 @@ def add_grad(param: torch.Tensor, node, a: torch.Tensor, b: torch.Tensor) -> tor
     return None
 
 
+def dropout_mask(x2: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x2 dropped out, the kept mask): the same RNG call nn.Dropout makes (at::dropout is native_dropout on
+    CUDA; on the CPU both draw one bernoulli_ of x2's shape), so PEFT's masks under the same seed."""
+    return torch.native_dropout(x2, p, True)
+
+
+def redrop(x2: torch.Tensor, mask: torch.Tensor, p: float) -> torch.Tensor:
+    """The dropped input again, from the kept mask: dropout's own backward kernel, which on CUDA computes
+    x · mask · 1/(1-p) as its forward does."""
+    return torch.ops.aten.native_dropout_backward(x2, mask, 1.0 / (1.0 - p))
+
+
 class LoraLinear(torch.autograd.Function):
+    """With LoRA dropout p > 0 the adapter reads dropout(x): the mask (1 B per element) is kept, not the
+    dropped copy; backward rebuilds the copy from x, which the adapter keeps anyway (or a recipe stands for)."""
+
     @staticmethod
-    def forward(ctx, x, x_drop, weight, bias, lora_a, lora_b, scaling: float, casts: dict | None = None,
+    def forward(ctx, x, p: float, weight, bias, lora_a, lora_b, scaling: float, casts: dict | None = None,
                 nodes: tuple | None = None):
         dt = compute_dtype(x)
         in_shape = x.shape
         x2 = x.reshape(-1, in_shape[-1])
         if x2.dtype != dt:
             x2 = x2.to(dt)
-        xd2 = x2 if x_drop is None else x_drop.reshape(-1, in_shape[-1]).to(dt)
+        xd2, mask = dropout_mask(x2, p) if p else (x2, None)
         w = weight if weight.dtype == dt else weight.to(dt)
         sa, sb = cast(casts, "sA", (lora_a,), dt, scaling), cast(casts, "sB", (lora_b,), dt, scaling)
         # The inputs are all in the compute dtype already, so autocast has nothing to do here.
         xa = torch.mm(xd2, sa.t())  # s·u
+        del xd2
         y = torch.mm(x2, w.t()) if bias is None else torch.addmm(bias.to(dt), x2, w.t())
         y.addmm_(xa, sb.t(), alpha=1.0 / scaling)
-        ctx.save_for_backward(xd2, xa, w, sa, sb)
-        ctx.scaling, ctx.dropped, ctx.in_shape = scaling, x_drop is not None, in_shape
+        ctx.save_for_backward(x2, mask, xa, w, sa, sb)
+        ctx.scaling, ctx.p, ctx.in_shape = scaling, p, in_shape
         ctx.adapters, ctx.nodes = (lora_a, lora_b), nodes or (None, None)
         ctx.has_bias = bias is not None and ctx.needs_input_grad[3]
         return y.view(*in_shape[:-1], w.shape[0])
 
     @staticmethod
     def backward(ctx, dy):
-        xd2, xa, w, sa, sb = ctx.saved_tensors
+        x2, mask, xa, w, sa, sb = ctx.saved_tensors
         needs = ctx.needs_input_grad
         dy2 = dy.reshape(-1, dy.shape[-1])
         if dy2.dtype != w.dtype:
@@ -142,17 +158,23 @@ class LoraLinear(torch.autograd.Function):
         dxa = torch.mm(dy2, sb)  # dL/du, [tokens, r]
         (lora_a, lora_b), (node_a, node_b) = ctx.adapters, ctx.nodes
         grad_b = add_grad(lora_b, node_b, dy2.t(), xa) if needs[5] else None
-        grad_a = add_grad(lora_a, node_a, dxa.t(), xd2) if needs[4] else None
-        grad_x = grad_xd = None
+        grad_a = None
+        if needs[4]:
+            grad_a = add_grad(lora_a, node_a, dxa.t(), x2 if mask is None else redrop(x2, mask, ctx.p))
+        grad_x = None
         if needs[0]:
             grad_x = torch.mm(dy2, w)
-            if not ctx.dropped:
+            if mask is None:
                 grad_x.addmm_(dxa, sa, alpha=1.0 / ctx.scaling)  # the adapter's share, in the same pass
+            else:  # through dropout: the kept elements, scaled by 1/(1-p)
+                grad_x.addcmul_(torch.mm(dxa, sa), mask, value=1.0 / (ctx.scaling * (1.0 - ctx.p)))
             grad_x = grad_x.view(ctx.in_shape)  # autograd casts it to the input's dtype if they differ
-        if ctx.dropped and needs[1]:
-            grad_xd = torch.mm(dxa, sa).mul_(1.0 / ctx.scaling).view(ctx.in_shape)
         grad_bias = dy2.sum(0) if ctx.has_bias else None
-        return grad_x, grad_xd, None, grad_bias, grad_a, grad_b, None, None, None
+        return grad_x, None, None, grad_bias, grad_a, grad_b, None, None, None
+
+
+def _dropout_p(module) -> float:
+    return 0.0 if isinstance(module, nn.Identity) else float(module.p)
 
 
 def _fusable(layer) -> str | None:
@@ -164,6 +186,8 @@ def _fusable(layer) -> str | None:
     if name not in layer.lora_A or name in getattr(layer, "lora_variant", {}) or layer.use_dora.get(name):
         return None
     if type(layer.base_layer) is not nn.Linear or layer.base_layer.weight.requires_grad:
+        return None
+    if type(layer.lora_dropout[name]) not in (nn.Identity, nn.Dropout):  # only the dropout drawn here is known
         return None
     return name
 
@@ -185,7 +209,7 @@ class LoraPlan(NamedTuple):
     lora_a: torch.Tensor
     lora_b: torch.Tensor
     scaling: float
-    dropout: nn.Module | None  # None where LoRA dropout is off
+    dropout: float  # LoRA dropout probability (0: off)
     nodes: tuple | None  # the A/B gradient nodes (grad_nodes), None where our GEMMs may not accumulate
 
 
@@ -215,11 +239,9 @@ def lora_plan(layer) -> LoraPlan | None:
     name = _fusable(layer)
     plan = None
     if name is not None:
-        base, dropout = layer.base_layer, layer.lora_dropout[name]
-        a, b = layer.lora_A[name].weight, layer.lora_B[name].weight
+        base, a, b = layer.base_layer, layer.lora_A[name].weight, layer.lora_B[name].weight
         plan = LoraPlan(name=name, weight=base.weight, bias=base.bias, lora_a=a, lora_b=b,
-                        scaling=float(layer.scaling[name]),
-                        dropout=None if isinstance(dropout, nn.Identity) or dropout.p == 0 else dropout,
+                        scaling=float(layer.scaling[name]), dropout=_dropout_p(layer.lora_dropout[name]),
                         nodes=grad_nodes((a, b)))
     layer.__dict__["_tw_plan"] = Transient(state, plan)
     return plan
@@ -230,10 +252,9 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     if plan is None or plan.scaling == 0:
         return type(self).forward(self, x, *args, **kwargs)
     train = self.training and torch.is_grad_enabled()
-    x_drop = plan.dropout(x) if plan.dropout is not None and self.training else None
     casts = self.__dict__.setdefault("_tw_casts", {}) if train else None
-    return LoraLinear.apply(x, x_drop, plan.weight, plan.bias, plan.lora_a, plan.lora_b, plan.scaling, casts,
-                            plan.nodes if train else None)
+    return LoraLinear.apply(x, plan.dropout if self.training else 0.0, plan.weight, plan.bias, plan.lora_a,
+                            plan.lora_b, plan.scaling, casts, plan.nodes if train else None)
 
 
 def fuse_lora_layers(model) -> int:

@@ -7,9 +7,12 @@ Why by hand: PEFT keeps one module per projection and no library fuses LoRA acro
 while keeping PEFT's modules, names, saving and loading. Per Llama-3-8B layer at 4,096 tokens this saves ~6
 passes over a [tokens, 4096] tensor and ~20 kernel launches per step (bench/results/train_speed.md).
 
-Only exact cases are grouped: single-adapter LoRA over frozen bias-free nn.Linear layers, no LoRA dropout
-(each projection would draw its own mask), in training with gradients on. Anything else runs each projection
-through its own forward, unchanged."""
+With LoRA dropout each member draws its own mask, in member order (q, k, v; gate, up: the order the block
+calls them, so PEFT's masks under the same seed), and keeps the mask, not its dropped copy of the input: the
+group keeps the input once for all of them.
+
+Only exact cases are grouped: single-adapter LoRA over frozen bias-free nn.Linear layers, in training with
+gradients on. Anything else runs each projection through its own forward, unchanged."""
 
 from __future__ import annotations
 
@@ -26,9 +29,11 @@ from tunewise.train.fast.lora import (
     adapter_state,
     add_grad,
     compute_dtype,
+    dropout_mask,
     grad_nodes,
     lora_plan,
     mm_grad,
+    redrop,
 )
 
 ATTENTION = ("q_proj", "k_proj", "v_proj")
@@ -41,6 +46,7 @@ class GroupPlan(NamedTuple):
     scaling: float  # the one scale every member shares
     ranks: tuple  # each member's LoRA rank, in member order
     nodes: tuple | None  # the A then B gradient nodes (grad_nodes), None where our GEMMs may not accumulate
+    dropouts: tuple | None  # each member's LoRA dropout probability; None where every one is 0
     params: tuple  # the members' base weights, then their A, then their B matrices
 
 
@@ -49,7 +55,8 @@ class GroupedLora(torch.autograd.Function):
     stacked A. Scales are folded into the cached adapters as in lora.py (s·A stacked, s·B per member)."""
 
     @staticmethod
-    def forward(ctx, x, casts: dict | None, scaling: float, ranks: tuple, nodes: tuple | None, *params):
+    def forward(ctx, x, casts: dict | None, scaling: float, ranks: tuple, nodes: tuple | None,
+                dropouts: tuple | None, *params):
         n = len(ranks)
         weights, adapters_a, adapters_b = params[:n], params[n : 2 * n], params[2 * n :]
         dt = compute_dtype(x)
@@ -60,15 +67,18 @@ class GroupedLora(torch.autograd.Function):
         sa = cast(casts, "sA", adapters_a, dt, scaling)  # [sum r, in]: the stacked s·A
         sbs = [cast(casts, i, (p,), dt, scaling) for i, p in enumerate(adapters_b)]
         ws = [w if w.dtype == dt else w.to(dt) for w in weights]
-        xa = torch.mm(x2, sa.t())  # [tokens, sum r] = s·u: one read of x for every adapter of the group
+        if dropouts is None:
+            xa, masks = torch.mm(x2, sa.t()), None  # [tokens, sum r] = s·u: one read of x for every adapter
+        else:
+            xa, masks = _dropped_down(x2, sa, ranks, dropouts)
         inv, lead, outs, start = 1.0 / scaling, in_shape[:-1], [], 0
         for w, sb, r in zip(ws, sbs, ranks):
             y = torch.mm(x2, w.t())
             y.addmm_(xa[:, start : start + r], sb.t(), alpha=inv)
             outs.append(y.view(*lead, w.shape[0]))
             start += r
-        ctx.save_for_backward(x2, xa, sa, *ws, *sbs)
-        ctx.n, ctx.scaling, ctx.ranks, ctx.in_shape = n, scaling, ranks, in_shape
+        ctx.save_for_backward(x2, xa, sa, *ws, *sbs, *(masks or ()))
+        ctx.n, ctx.scaling, ctx.ranks, ctx.in_shape, ctx.dropouts = n, scaling, ranks, in_shape, dropouts
         ctx.adapters, ctx.nodes = (adapters_a, adapters_b), nodes or (None,) * (2 * n)
         return tuple(outs)
 
@@ -76,7 +86,8 @@ class GroupedLora(torch.autograd.Function):
     def backward(ctx, *dys):
         n, ranks = ctx.n, ctx.ranks
         saved = ctx.saved_tensors
-        x2, xa, sa, ws, sbs = saved[0], saved[1], saved[2], saved[3 : 3 + n], saved[3 + n :]
+        x2, xa, sa, ws, sbs = saved[0], saved[1], saved[2], saved[3 : 3 + n], saved[3 + n : 3 + 2 * n]
+        masks = saved[3 + 2 * n :] or None
         (adapters_a, adapters_b), nodes = ctx.adapters, ctx.nodes
         needs = ctx.needs_input_grad
         tokens = x2.shape[0]
@@ -93,18 +104,57 @@ class GroupedLora(torch.autograd.Function):
             if dy2.dtype != x2.dtype:
                 dy2 = dy2.to(x2.dtype)
             torch.mm(dy2, sb, out=part)
-            b_needed = needs[5 + 2 * n + i]
+            b_needed = needs[6 + 2 * n + i]
             grads_b.append(add_grad(adapters_b[i], nodes[n + i], dy2.t(), xa[:, start - r : start])
                            if b_needed else None)
             if needs[0]:  # every projection's share lands in this one buffer
                 grad_x = torch.mm(dy2, w) if grad_x is None else grad_x.addmm_(dy2, w)
-        grads_a = _stacked_grads(adapters_a, nodes[:n], dxa, x2, ranks) if any(needs[5 + n : 5 + 2 * n]) else \
-            [None] * n
+        a_needed = any(needs[6 + n : 6 + 2 * n])
+        if masks is None:
+            grads_a = _stacked_grads(adapters_a, nodes[:n], dxa, x2, ranks) if a_needed else [None] * n
+            if needs[0]:
+                inv = 1.0 / ctx.scaling
+                grad_x = torch.mm(dxa, sa).mul_(inv) if grad_x is None else grad_x.addmm_(dxa, sa, alpha=inv)
+        else:
+            grads_a, grad_x = _dropped_backward(ctx, x2, dxa, sa, masks, nodes[:n], a_needed, grad_x)
         if needs[0]:
-            inv = 1.0 / ctx.scaling
-            grad_x = torch.mm(dxa, sa).mul_(inv) if grad_x is None else grad_x.addmm_(dxa, sa, alpha=inv)
             grad_x = grad_x.view(ctx.in_shape)  # autograd casts it to the input's dtype if they differ
-        return (grad_x, None, None, None, None, *([None] * n), *grads_a, *grads_b)
+        return (grad_x, None, None, None, None, None, *([None] * n), *grads_a, *grads_b)
+
+
+def _dropped_down(x2: torch.Tensor, sa: torch.Tensor, ranks: tuple, dropouts: tuple) -> tuple:
+    """s·u of every member from its own dropped copy of x2, drawn in member order; returns (xa, masks).
+    Each copy lives only for its GEMM: the masks are what backward keeps."""
+    xa = x2.new_empty(x2.shape[0], sum(ranks))
+    masks, start = [], 0
+    for r, p in zip(ranks, dropouts):
+        xd, mask = dropout_mask(x2, p) if p else (x2, None)
+        torch.mm(xd, sa[start : start + r].t(), out=xa[:, start : start + r])
+        masks.append(mask)
+        start += r
+    return xa, masks
+
+
+def _dropped_backward(ctx, x2, dxa, sa, masks, nodes, a_needed: bool, grad_x):
+    """Per member, with its mask: the A gradient from its dropped input (rebuilt, one member at a time) and
+    its share of the input gradient through dropout (mask · 1/(1-p))."""
+    adapters_a, inv, grads_a, start = ctx.adapters[0], 1.0 / ctx.scaling, [], 0
+    for param, node, r, p, mask in zip(adapters_a, nodes, ctx.ranks, ctx.dropouts, masks):
+        part, rows = dxa[:, start : start + r], sa[start : start + r]
+        start += r
+        if a_needed and ctx.needs_input_grad[6 + ctx.n + len(grads_a)]:
+            grads_a.append(add_grad(param, node, part.t(), redrop(x2, mask, p) if p else x2))
+        else:
+            grads_a.append(None)
+        if not ctx.needs_input_grad[0]:
+            continue
+        if not p:
+            grad_x = torch.mm(part, rows).mul_(inv) if grad_x is None else grad_x.addmm_(part, rows, alpha=inv)
+        elif grad_x is None:
+            grad_x = torch.mm(part, rows).mul_(mask).mul_(inv / (1.0 - p))
+        else:
+            grad_x.addcmul_(torch.mm(part, rows), mask, value=inv / (1.0 - p))
+    return grads_a, grad_x
 
 
 def _stacked_grads(params: tuple, nodes: tuple, dxa: torch.Tensor, x2: torch.Tensor, ranks: tuple) -> list:
@@ -155,7 +205,7 @@ class LoraGroup:
     def names(self) -> list | None:
         """The adapter name of each member when the whole group can run as one, else None."""
         plans = [lora_plan(layer) for layer in self.layers]
-        if any(p is None or p.bias is not None or p.dropout is not None for p in plans):
+        if any(p is None or p.bias is not None for p in plans):
             return None
         if len({p.scaling for p in plans}) != 1 or plans[0].scaling == 0:  # one nonzero scale for the group
             return None
@@ -174,8 +224,10 @@ class LoraGroup:
         if self.names() is not None:
             plans = [lora_plan(layer) for layer in self.layers]
             adapters = tuple(p.lora_a for p in plans) + tuple(p.lora_b for p in plans)
+            dropouts = tuple(p.dropout for p in plans)
             args = GroupPlan(scaling=plans[0].scaling, ranks=tuple(p.lora_a.shape[0] for p in plans),
-                             nodes=grad_nodes(adapters), params=tuple(p.weight for p in plans) + adapters)
+                             nodes=grad_nodes(adapters), dropouts=dropouts if any(dropouts) else None,
+                             params=tuple(p.weight for p in plans) + adapters)
         self._plan = Transient(state, args)
         return args
 
@@ -191,7 +243,7 @@ class LoraGroup:
         args = self.arguments()
         if args is None:
             return None
-        outs = GroupedLora.apply(x, self.casts, args.scaling, args.ranks, args.nodes, *args.params)
+        outs = GroupedLora.apply(x, self.casts, args.scaling, args.ranks, args.nodes, args.dropouts, *args.params)
         # The others' outputs wait here for their own call (a few lines later in the block's forward).
         self.pending = {i: o for i, o in enumerate(outs) if i != index}
         self.source = x

@@ -1,0 +1,166 @@
+"""The fast path's automatic plan (train.fast micro_batch_size / checkpoint_layers / recompute_elementwise on
+auto): never above plain transformers + PEFT's predicted peak nor the budget, the fastest predicted plan within
+both, explicit values kept; and apply_fast_path applies it and prints it."""
+
+import itertools
+
+import pytest
+
+from tunewise.models.estimate import ModelShape
+from tunewise.train.fast.auto_plan import choose_plan
+
+LLAMA3_8B = ModelShape.from_config({
+    "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256})
+SHAPES = {
+    "llama3-8b": LLAMA3_8B,
+    "smollm2-135m": ModelShape.from_config({
+        "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+        "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64, "vocab_size": 49152,
+        "tie_word_embeddings": True}),
+    "qwen2.5-7b": ModelShape.from_config({
+        "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+        "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064}),
+    "qwen3-0.6b": ModelShape.from_config({  # heads × head_dim (2048) wider than hidden (1024)
+        "model_type": "qwen3", "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
+        "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+        "tie_word_embeddings": True}),
+}
+
+
+def test_llama3_8b_2048x4_with_checkpointing_gets_micro_batch_2_no_recompute_and_recipes():
+    """The measured fastest setting (bench/results/train_speed.md: 2.07-2.10x at 27.5 GiB against plain's
+    29.4) is what the plan picks on an 80 GiB GPU, within plain's predicted peak."""
+    plan = choose_plan(LLAMA3_8B, batch_size=4, seq_len=2048, gradient_checkpointing=True, budget_gib=80)
+    assert (plan.micro_batch_size, plan.checkpointed_layers, plan.recompute_elementwise) == (2, 0, True)
+    assert plan.fits and plan.peak_gib <= plan.plain_peak_gib
+    assert plan.peak_gib == pytest.approx(27.5, abs=0.3) and plan.plain_peak_gib == pytest.approx(29.4, abs=0.3)
+    assert 1.9 < plan.speedup < 2.3
+    line = plan.describe()
+    assert "micro-batch 2 of 4, 0 of 32 layers checkpointed, elementwise recipes on" in line
+    assert "plain transformers + PEFT's 29.3" in line and "budget 80.0 GiB" in line
+
+
+def test_a_tighter_budget_checkpoints_more_layers():
+    kw = dict(batch_size=4, seq_len=2048, gradient_checkpointing=True)
+    plans = [choose_plan(LLAMA3_8B, **kw, budget_gib=b) for b in (80, 28, 24, 22, 20, 19)]
+    assert all(p.fits and p.peak_gib <= min(p.budget_gib, p.plain_peak_gib) for p in plans)
+    recomputed = [p.checkpointed_layers for p in plans]
+    assert recomputed == sorted(recomputed) and recomputed[0] == 0 and recomputed[-1] == 32
+    rates = [p.tokens_per_s for p in plans]
+    assert rates == sorted(rates, reverse=True)  # less memory, never faster
+
+
+def test_nothing_fitting_takes_the_least_memory_and_says_so():
+    plan = choose_plan(LLAMA3_8B, batch_size=4, seq_len=2048, gradient_checkpointing=True, budget_gib=15)
+    assert not plan.fits and "none of" in plan.describe()
+    assert (plan.micro_batch_size, plan.checkpointed_layers) == (1, 32)
+
+
+def test_explicit_values_are_kept_and_checkpointing_stays_off_when_off():
+    kw = dict(batch_size=4, seq_len=2048, budget_gib=80)
+    plan = choose_plan(LLAMA3_8B, **kw, gradient_checkpointing=True, micro_batch_size=4, recompute_elementwise=False)
+    assert (plan.micro_batch_size, plan.recompute_elementwise) == (4, False) and plan.checkpointed_layers > 0
+    assert choose_plan(LLAMA3_8B, **kw, gradient_checkpointing=True, checkpoint_layers=0.5).checkpointed_layers == 16
+    off = choose_plan(LLAMA3_8B, **kw, gradient_checkpointing=False)
+    assert off.checkpointed_layers == 0 and off.peak_gib <= off.plain_peak_gib
+    assert off.considered == 3 * 2  # micro-batches 4, 2, 1 × recipes off / on
+
+
+def _alternatives(plan, kw) -> list:
+    """The best plan for every micro-batch and for recipes on and off, and the plan with one layer fewer
+    checkpointed: none of them may fit and be faster."""
+    micros = [m for m in range(1, plan.batch_size + 1) if plan.batch_size % m == 0]
+    others = [choose_plan(**kw, micro_batch_size=m) for m in micros]
+    others += [choose_plan(**kw, recompute_elementwise=rc) for rc in (False, True)]
+    if plan.checkpointed_layers:
+        fewer = (plan.checkpointed_layers - 1) / plan.layers
+        others.append(choose_plan(**kw, micro_batch_size=plan.micro_batch_size, checkpoint_layers=fewer,
+                                  recompute_elementwise=plan.recompute_elementwise))
+    return others
+
+
+def test_over_a_grid_no_plan_is_above_plain_or_the_budget_and_none_nearby_is_faster():
+    bound = 0
+    for (name, shape), batch, seq, gc, dropout, budget in itertools.product(
+            SHAPES.items(), (1, 4, 6), (512, 2048, 8192), (True, False), (0.0, 0.05), (None, 40, 20)):
+        kw = dict(shape=shape, batch_size=batch, seq_len=seq, gradient_checkpointing=gc, dropout=dropout,
+                  budget_gib=budget)
+        plan = choose_plan(**kw)
+        case = (name, batch, seq, gc, dropout, budget)
+        assert plan.peak_gib <= plan.plain_peak_gib, case
+        cap = min(plan.plain_peak_gib, budget or plan.plain_peak_gib)
+        if plan.fits:
+            assert plan.peak_gib <= cap, case
+            for other in _alternatives(plan, kw):
+                assert not other.fits or round(other.tokens_per_s) <= round(plan.tokens_per_s), (case, other)
+        else:  # not even the least memory fits
+            least = choose_plan(**kw, micro_batch_size=1, checkpoint_layers=1.0, recompute_elementwise=True)
+            assert least.peak_gib > cap, case
+        greedy = choose_plan(**kw, micro_batch_size=batch, checkpoint_layers=0.0, recompute_elementwise=False)
+        bound += greedy.peak_gib > greedy.plain_peak_gib  # the cap is what stops the fastest-looking plan
+    assert bound > 20
+
+
+def _model(vocab: int = 97):
+    from tunewise.config import LoraConfig
+    from tunewise.testing import build_model
+    from tunewise.train.lora import apply_lora
+
+    return apply_lora(build_model(vocab), LoraConfig(r=4, alpha=8, dropout=0.05))
+
+
+def _train(**fast):
+    from tunewise.config import TrainConfig
+
+    return TrainConfig(batch_size=4, gradient_checkpointing=True, lora={"dropout": 0.05},
+                       fast={"enabled": True, "memory_budget_gib": 1.0, **fast})
+
+
+def test_apply_fast_path_prints_the_plan_it_makes_on_cuda(capsys):
+    """The plan is arithmetic, so a CPU model can be planned as on CUDA (it never runs here). A vocabulary of
+    5,000 makes plain's full logits the larger side, as in real models; the log's second line is the plan."""
+    from tunewise.train.fast import apply_fast_path
+
+    report = apply_fast_path(_model(vocab=5000), _train(), "cuda", seq_len=2048)
+    plan = report.plan
+    assert plan["fits"] and plan["budget_gib"] == 1.0 and plan["peak_gib"] <= plan["plain_peak_gib"]
+    assert report.checkpointed_layers == plan["checkpointed_layers"]
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("tunewise: fast path") and err[1] == f"  {plan['why']}"
+    assert err[1].startswith("  auto plan: micro-batch") and "the fastest predicted of" in err[1]
+
+
+def test_apply_fast_path_applies_what_the_plan_says(monkeypatch):
+    import tunewise.train.fast as fast_path
+    from tunewise.train.fast.auto_plan import Plan
+
+    chosen = Plan(micro_batch_size=2, batch_size=4, checkpointed_layers=1, layers=2, recompute_elementwise=True,
+                  peak_gib=1.0, plain_peak_gib=2.0, budget_gib=3.0, tokens_per_s=2.0, plain_tokens_per_s=1.0,
+                  fits=True, considered=9)
+    monkeypatch.setattr(fast_path, "plan_for", lambda *args, **kwargs: chosen)
+    model = _model()
+    report = fast_path.apply_fast_path(model, _train(), "cuda", seq_len=2048, log=False)
+    assert (report.micro_batch_size, report.checkpointed_layers, report.recompute_layers) == (2, 1, 2)
+    assert [layer.gradient_checkpointing for layer in model.get_base_model().model.layers] == [False, True]
+    assert report.plan["speedup"] == 2.0 and report.describe().endswith(chosen.describe())
+
+
+def test_without_cuda_or_a_sequence_length_auto_keeps_the_previous_defaults():
+    from tunewise.train.fast import apply_fast_path
+
+    for device, seq_len in (("cpu", 2048), ("cuda", None)):
+        report = apply_fast_path(_model(), _train(), device, seq_len=seq_len, log=False)
+        assert report.plan is None and "auto plan" not in report.describe()
+        assert (report.micro_batch_size, report.checkpointed_layers, report.recompute_layers) == (None, 2, 0)
+
+
+def test_explicit_values_win_over_the_plan():
+    from tunewise.train.fast import apply_fast_path
+
+    report = apply_fast_path(_model(), _train(micro_batch_size=2, checkpoint_layers=0.5, recompute_elementwise=True),
+                             "cuda", seq_len=512, log=False)
+    assert report.plan is None  # nothing left on auto
+    assert (report.micro_batch_size, report.checkpointed_layers, report.recompute_layers) == (2, 1, 2)
+    report = apply_fast_path(_model(), _train(micro_batch_size=None), "cuda", seq_len=512, log=False)
+    assert report.plan["micro_batch_size"] == 4 and report.micro_batch_size is None

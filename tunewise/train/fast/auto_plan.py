@@ -1,0 +1,145 @@
+"""The fast path's automatic plan: how many examples per micro-step, how many decoder layers to checkpoint and
+whether the others keep elementwise recipes, chosen from the model's shape, the device batch, the sequence
+length and the memory there is (train.fast.micro_batch_size / checkpoint_layers / recompute_elementwise
+"auto"; an explicit value is kept and the rest chosen around it).
+
+The rule: a plan never needs more predicted peak memory than plain transformers + PEFT on the same config (the
+user's gradient_checkpointing, the device batch in one micro-step) nor more than the budget; among those that
+fit, the one with the highest predicted tokens/s wins (ties: fewer checkpointed layers, then larger
+micro-steps, then no recipes). Memory and time come from tunewise.models.estimate (lora_activation_bytes,
+fast_lora_step_seconds), whose constants were fitted on bench/results/train_speed.md. Checkpointing stays off
+when train.gradient_checkpointing is off. Pure arithmetic: no torch."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from tunewise.config import TrainConfig
+from tunewise.models.estimate import (
+    DEVICES,
+    GIB,
+    ModelShape,
+    fast_lora_step_seconds,
+    fixed_bytes,
+    lora_activation_bytes,
+    train_seconds,
+)
+from tunewise.models.prices import device_key
+
+# Runs split into micro-steps peaked 0.27-0.34 GiB above the model (t-mb1, t-mb2, t-mb2-rc in
+# bench/results/train_speed.md; unsplit rows are within 0.1 GiB): added to every split plan, cause not found.
+SPLIT_EXTRA_GIB = 0.3
+# Of the memory there is, the share a plan may take: the allocator's cache and fragmentation need the rest.
+BUDGET_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class Plan:
+    micro_batch_size: int  # examples per micro-step (the device batch: no split)
+    batch_size: int
+    checkpointed_layers: int
+    layers: int
+    recompute_elementwise: bool
+    peak_gib: float  # predicted
+    plain_peak_gib: float  # predicted, plain transformers + PEFT on the same config
+    budget_gib: float | None
+    tokens_per_s: float  # predicted
+    plain_tokens_per_s: float
+    fits: bool  # within the plain peak and the budget
+    considered: int  # plans compared
+
+    @property
+    def speedup(self) -> float:
+        return self.tokens_per_s / self.plain_tokens_per_s
+
+    @property
+    def checkpoint_fraction(self) -> float:
+        return self.checkpointed_layers / self.layers
+
+    def describe(self) -> str:
+        budget = f", budget {self.budget_gib:.1f} GiB" if self.budget_gib is not None else ""
+        head = (f"auto plan: micro-batch {self.micro_batch_size} of {self.batch_size}, "
+                f"{self.checkpointed_layers} of {self.layers} layers checkpointed, elementwise recipes "
+                f"{'on' if self.recompute_elementwise else 'off'}; predicted peak {self.peak_gib:.1f} GiB against "
+                f"plain transformers + PEFT's {self.plain_peak_gib:.1f}{budget}, ~{self.speedup:.2f}x its tokens/s")
+        if self.fits:
+            return f"{head} (the fastest predicted of {self.considered} plans within both)"
+        return f"{head} (none of {self.considered} plans fits both: the one with the least memory)"
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["speedup"] = round(self.speedup, 3)
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_checkpointing: bool, r: int = 16,
+                dropout: float = 0.0, target_modules="all-linear", budget_gib: float | None = None,
+                device: str = "H100", kernels: bool = True, loss_chunk_tokens: int | None = None,
+                micro_batch_size: int | None = None, checkpoint_layers: float | None = None,
+                recompute_elementwise: bool | None = None, shards: int = 1) -> Plan:
+    """The plan for LoRA on the fast path (see the module docstring). micro_batch_size, checkpoint_layers (a
+    share of the layers) and recompute_elementwise, when given, are kept; None lets the plan choose.
+    budget_gib: the most the predicted peak may be (None: no limit but plain's). kernels: Liger's kernels run;
+    loss_chunk_tokens: the pure-torch chunked loss runs instead of Liger's (tunewise.train.fast.loss)."""
+    spec = DEVICES[device_key(device, DEVICES) or "H100"]
+    fixed = fixed_bytes(shape, "lora", r, target_modules, shards=shards)
+    tokens = batch_size * seq_len
+    plain_ckpt = shape.layers if gradient_checkpointing else 0
+    plain_peak = (fixed + lora_activation_bytes(shape, tokens, fast=False, checkpointed=plain_ckpt,
+                                                dropout=dropout, target_modules=target_modules)) / GIB
+    plain_s = train_seconds(shape, "lora", tokens, tokens, seq_len, gradient_checkpointing,
+                            spec["peak_tflops"] * spec["mfu"], target_modules=target_modules, dropout=dropout)
+    cap = plain_peak if budget_gib is None else min(plain_peak, budget_gib)
+    micros = [micro_batch_size] if micro_batch_size else [m for m in range(batch_size, 0, -1) if batch_size % m == 0]
+    if checkpoint_layers is not None:
+        ckpts = [round(checkpoint_layers * shape.layers)] if gradient_checkpointing else [0]
+    else:
+        ckpts = list(range(shape.layers + 1)) if gradient_checkpointing else [0]
+    recipes = [recompute_elementwise] if recompute_elementwise is not None else [False, True]
+    scored = []
+    for micro in micros:
+        micro_tokens = micro * seq_len
+        for ckpt in ckpts:
+            for rc in recipes:
+                if rc and ckpt == shape.layers and recompute_elementwise is None:
+                    continue  # recipes are for layers that are not checkpointed: none here
+                peak = (fixed + lora_activation_bytes(
+                    shape, micro_tokens, fast=True, checkpointed=ckpt, recipes=rc, dropout=dropout,
+                    target_modules=target_modules, kernels=kernels, loss_chunk_tokens=loss_chunk_tokens)) / GIB
+                peak += SPLIT_EXTRA_GIB if micro < batch_size else 0.0
+                seconds = fast_lora_step_seconds(
+                    shape, seq_len=seq_len, micro_tokens=micro_tokens, micro_steps=batch_size // micro,
+                    checkpointed=ckpt, recipes=rc, dropout=dropout, r=r, target_modules=target_modules,
+                    peak_tflops=spec["peak_tflops"])
+                scored.append((peak, tokens / seconds, micro, ckpt, rc))
+    fitting = [s for s in scored if s[0] <= cap]
+    if fitting:
+        peak, rate, micro, ckpt, rc = min(fitting, key=lambda s: (-round(s[1]), s[3], -s[2], s[4]))
+    else:
+        peak, rate, micro, ckpt, rc = min(scored, key=lambda s: (s[0], -s[1]))
+    return Plan(micro, batch_size, ckpt, shape.layers, rc, peak, plain_peak, budget_gib, rate,
+                tokens / plain_s, bool(fitting), len(scored))
+
+
+def plan_for(shape: ModelShape, train: TrainConfig, seq_len: int, *, budget_gib: float | None, device: str = "H100",
+             kernels: bool = True, loss_chunk_tokens: int | None = None, shards: int = 1) -> Plan:
+    """choose_plan for a training config: train.fast's explicit micro_batch_size (null: no split),
+    checkpoint_layers and recompute_elementwise are kept, "auto" ones chosen (recipes stay off under
+    fast.compile: dynamo does not trace their saved-tensor hooks)."""
+    fast, lora = train.fast, train.lora
+    micro = fast.micro_batch_size
+    recompute = False if fast.recompute_elementwise == "auto" and fast.compile else fast.recompute_elementwise
+    return choose_plan(
+        shape, batch_size=train.batch_size, seq_len=seq_len, gradient_checkpointing=train.gradient_checkpointing,
+        r=lora.r, dropout=lora.dropout, target_modules=lora.target_modules, budget_gib=budget_gib, device=device,
+        kernels=kernels, loss_chunk_tokens=loss_chunk_tokens, shards=shards,
+        micro_batch_size=None if micro == "auto" else min(micro or train.batch_size, train.batch_size),
+        checkpoint_layers=None if fast.checkpoint_layers == "auto" else fast.checkpoint_layers,
+        recompute_elementwise=None if recompute == "auto" else recompute)
+
+
+def planned(train: TrainConfig) -> bool:
+    """Whether the automatic plan has anything to choose: LoRA, with one of its fields on auto."""
+    fast = train.fast
+    return train.method == "lora" and "auto" in (fast.micro_batch_size, fast.checkpoint_layers,
+                                                 fast.recompute_elementwise)

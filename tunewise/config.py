@@ -219,6 +219,17 @@ class FastConfig(_Strict):
     memory_budget_gib: float | None = Field(
         None, gt=0, description="the most the automatic plan's predicted peak may be, weights included (GiB per "
         "device); default: 90 % of what the GPU has free when training starts plus what this process holds")
+    offload_activations: Literal["auto"] | bool = Field(
+        "auto", description="with gradient_checkpointing: keep each checkpointed decoder layer's input in CPU "
+        "memory (not pinned) from its forward until its backward, while the host has room (else it stays on the "
+        "GPU). auto = on CUDA when one micro-batch's layer inputs would take over a quarter of the GPU memory the "
+        "process may use (Llama-3-8B on 80 GiB: over ~82k tokens); the long-context setting (tunewise.train.fast."
+        "longctx)")
+    tile_mlp_tokens: Literal["auto"] | Annotated[int, Field(ge=0)] = Field(
+        "auto", description="micro-batches with more tokens than this run each decoder layer's MLP this many "
+        "tokens at a time, each tile checkpointed on its own, so the [tokens, intermediate] activations never exist "
+        "whole (one more MLP forward per tile in backward); 0 = never; auto = 8192-token tiles when "
+        "offload_activations auto would offload (long context on CUDA)")
 
 
 class TrainConfig(_Strict):

@@ -11,8 +11,11 @@ Components, each switchable in `train.fast` and measured one at a time in bench/
 - recompute_elementwise: recipes instead of the norm outputs and SwiGLU product (recompute.py)
 - micro_batch_size: the device batch in several micro-steps
 - compile:     torch.compile of each decoder layer
-The last three are chosen by an automatic plan for LoRA on CUDA unless set (auto_plan.py): the fastest
-predicted plan whose predicted peak memory is no more than plain transformers + PEFT's and the budget.
+- offload_activations / tile_mlp_tokens: long context, checkpointed layer inputs in CPU memory and the MLP a tile
+               of tokens at a time (longctx.py, which has the per-token memory arithmetic)
+checkpoint_layers, recompute_elementwise and micro_batch_size are chosen by an automatic plan for LoRA on CUDA
+unless set (auto_plan.py): the fastest predicted plan whose predicted peak memory is no more than plain
+transformers + PEFT's and the budget.
 Padding-free packing is the collator's job (train.packing); the loss here handles packed rows unchanged."""
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from tunewise.train.fast.layers import (
     prefer_sdpa_backend,
     use_torch_rms_norm,
 )
+from tunewise.train.fast.longctx import enable_long_context
 from tunewise.train.fast.lora import fuse_lora_layers
 from tunewise.train.fast.lora_groups import group_lora_projections
 from tunewise.train.fast.loss import causal_lm_loss
@@ -64,6 +68,9 @@ class FastPath:
     bf16_frozen_head: bool = False  # QLoRA: embeddings / LM head kept in bf16 instead of PEFT's fp32 upcast
     family_off: dict[str, str] | None = None  # component asked for → why this model family keeps it off
     plan: dict | None = None  # the automatic plan (auto_plan.Plan.to_json() and its one-line "why")
+    offload_layers: int = 0  # checkpointed layers whose input may go to CPU memory (longctx.py)
+    tiled_mlps: int = 0  # MLPs that may run a tile of tokens at a time (longctx.py)
+    long_context: str = "off"  # the offload / tile settings they follow
 
     def describe(self) -> str:
         if not self.enabled:
@@ -75,6 +82,7 @@ class FastPath:
         extra += f", LoRA groups {self.lora_groups}" if self.lora_groups else ""
         extra += f", torch RMSNorm in {self.torch_norms}" if self.torch_norms else ""
         extra += f", elementwise recompute in {self.recompute_layers} layers" if self.recompute_layers else ""
+        extra += f", long context ({self.long_context})" if self.offload_layers or self.tiled_mlps else ""
         if self.family_off:
             extra += "; off for this model: " + "; ".join(f"{k} ({v})" for k, v in self.family_off.items())
         line = (
@@ -265,6 +273,11 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
             result.sdpa_backend = fast.sdpa_backend
         if recompute and not fast.compile:  # dynamo does not trace saved-tensor hooks
             result.recompute_layers = enable_recompute(decoder_layers(hf), result.kernels)
+        if not fast.compile:  # dynamo does not trace saved-tensor hooks
+            _, result.offload_layers, result.tiled_mlps = enable_long_context(
+                hf, decoder_layers(hf), fast.offload_activations, fast.tile_mlp_tokens, result.kernels)
+            result.long_context = (f"offload {fast.offload_activations} in {result.offload_layers} layers, "
+                                   f"MLP tiles {fast.tile_mlp_tokens} in {result.tiled_mlps}")
         if fast.compile:
             result.compiled_layers = compile_layers(hf, fast.compile_mode)
         asked = {"torch RMSNorm": result.kernels and fast.rms_norm == "torch",

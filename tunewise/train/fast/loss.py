@@ -21,6 +21,10 @@ import torch.nn.functional as F
 
 from tunewise.data.encode import IGNORE
 
+# Liger's fused loss sizes its own chunk as tokens / ceil(vocab / hidden) (1/32 of the tokens for Llama-3): at
+# 350k tokens a [16k, vocab] chunk. Longer inputs go to it in slabs of this many tokens ([1024, vocab] chunks).
+LIGER_SLAB = 32768
+
 
 def _chunked(
     hidden: torch.Tensor,
@@ -112,7 +116,11 @@ def causal_lm_loss(
     h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, keep)
     t = flat_t.index_select(0, keep)
     if impl == "liger" and h.dtype == weight.dtype and h.is_cuda:
-        total = _liger_sum(h, weight, t, softcap)
+        if h.shape[0] <= LIGER_SLAB:
+            total = _liger_sum(h, weight, t, softcap)
+        else:  # split, not slices: its backward concatenates the slabs' gradients once
+            parts = [_liger_sum(hs, weight, ts, softcap) for hs, ts in zip(h.split(LIGER_SLAB), t.split(LIGER_SLAB))]
+            total = torch.stack(parts).sum()
     elif torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
         total = ChunkedLinearCrossEntropy.apply(h, weight, t, chunk_tokens, softcap)
     else:  # evaluation: no gradients computed at all

@@ -3,6 +3,7 @@ every adapter gradient of the untiled, on-device path (float32, tiny Llama, LoRA
 nothing in a training step is [tokens, intermediate], [tokens, vocab] or [tokens, tokens]."""
 
 import copy
+import weakref
 
 import pytest
 import torch
@@ -152,6 +153,21 @@ def test_offloaded_checkpoint_inputs_give_the_checkpointed_loss_and_gradients(ti
     assert state.host_bytes == 2 * 72 * 32 * 4  # two layer inputs of [1, 72, 32] float32
 
 
+@pytest.mark.parametrize("offload", [True, False])
+def test_offload_lets_the_embedding_output_go_until_backward(offload):
+    """The first layer's input is the embedding output that enable_input_require_grads made a leaf: offloaded,
+    nothing on the device holds it after the forward (autograd would keep a leaf that requires grad)."""
+    model = _model()
+    _fast(model, offload_activations=offload)
+    outputs = []
+    embed = model.get_base_model().model.embed_tokens
+    embed.register_forward_hook(lambda module, args, out: outputs.append(weakref.ref(out)))
+    model.train()
+    loss = model(**_batch()).loss
+    assert (outputs[0]() is None) == offload
+    loss.backward()
+
+
 def test_inputs_stay_on_the_device_when_the_host_is_short(monkeypatch):
     monkeypatch.setattr(lc, "host_available", lambda: (2**30, 16 * 2**30))  # 1 GiB free: under the reserve
     plain = _model()
@@ -205,3 +221,30 @@ def test_a_long_step_allocates_nothing_quadratic_nor_of_vocab_or_mlp_width():
         _loss_and_grads(model, batch)
     assert largest.numel <= tokens * 32, (largest.numel, largest.op)  # [tokens, hidden] is the largest
     assert _state(model).packed == 2 and _state(model).tiles == 2 * 8
+
+
+def test_liger_swiglu_calls_stay_under_two_to_the_31_elements():
+    """Liger's kernels offset rows in 32 bits: with them on, the MLP runs in tiles whenever one SwiGLU call would
+    get 2^31 elements, in training or not, whatever tile_mlp_tokens says (15 rows stand for that limit here)."""
+    state = lc.LongContext("auto", "auto", layers=2, liger_rows=15)
+    x = torch.zeros(1, 20, 32)
+    assert state.tile_for(x, training=True) == 15 and state.tile_for(x, training=False) == 15
+    state.tile = 4
+    assert state.tile_for(x, training=True) == 4 and state.tile_for(x, training=False) == 15
+    assert state.tile_for(torch.zeros(1, 12, 32), training=True) == 4
+    assert state.tile_for(torch.zeros(1, 12, 32), training=False) == 0
+
+
+def test_inputs_past_liger_norm_and_rope_limits_are_refused(monkeypatch):
+    from tunewise.errors import ConfigError
+
+    monkeypatch.setattr(lc, "LIGER_ELEMENTS", 2048)  # 64 tokens × hidden 32 stand for 2^31 elements
+    model = _model()
+    report = _fast(model)
+    hf = model.get_base_model()
+    lc.enable_long_context(hf, list(hf.model.layers), "auto", "auto", liger=True)
+    model.train()
+    model(**_batch(tokens=20)).loss.backward()
+    with pytest.raises(ConfigError, match="train.fast.kernels: false for inputs of 64 tokens"):
+        model(**_batch(tokens=64))
+    assert report.kernels is False  # CPU: the patch above stands for Liger's

@@ -42,8 +42,10 @@ from functools import partial
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from tunewise.errors import ConfigError
 from tunewise.train.fast.recompute import _act_mul, _activation
 
+LIGER_ELEMENTS = 2**31  # Liger's Triton kernels offset rows by row index × row stride in 32 bits
 AUTO_TILE = 8192  # tokens per MLP tile under auto: [8192, 14336] × ~7 live tensors ~= 1.6 GB for Llama-3-8B
 AUTO_SHARE = 0.25  # auto: long context when all layer inputs of a micro-batch exceed this share of GPU memory
 HOST_RESERVE = 8 * 2**30  # host memory left free by the offload (or 10 % of the host when smaller)
@@ -72,8 +74,9 @@ class LongContext:
     `tile` (auto | tokens | 0) are read on every call, so they can be switched between steps (the bench compares
     both paths on one loaded model)."""
 
-    def __init__(self, offload, tile, layers: int):
+    def __init__(self, offload, tile, layers: int, liger_rows: int = 0):
         self.offload, self.tile, self.layers = offload, tile, layers
+        self.liger_rows = liger_rows  # most tokens one Liger SwiGLU call may take (0: no Liger)
         self.packed = self.kept = self.tiles = 0  # inputs moved to / kept off the host; MLP tiles run
         self.recomputing = 0  # > 0 while a layer's checkpoint recomputes its saved tensors
         self.host_bytes = 0  # bytes offloaded since the counters were last reset
@@ -88,10 +91,12 @@ class LongContext:
     def offloads(self, x: torch.Tensor) -> bool:
         return self.is_long(x) if self.offload == "auto" else bool(self.offload)
 
-    def tile_for(self, x: torch.Tensor) -> int:
+    def tile_for(self, x: torch.Tensor, training: bool) -> int:
         """Tokens per MLP tile for the input `x` [..., hidden], 0 when the MLP runs whole."""
         tokens = x.numel() // x.shape[-1]
-        tile = (AUTO_TILE if self.is_long(x) else 0) if self.tile == "auto" else self.tile
+        tile = ((AUTO_TILE if self.is_long(x) else 0) if self.tile == "auto" else self.tile) if training else 0
+        if self.liger_rows and tokens > self.liger_rows and not 0 < tile <= self.liger_rows:
+            tile = min(AUTO_TILE, self.liger_rows)  # tiles keep Liger's SwiGLU under 2^31 elements a call
         return tile if 0 < tile < tokens else 0
 
     def host_room(self, nbytes: int) -> bool:
@@ -143,11 +148,18 @@ def _contexts(state: LongContext):
     return nullcontext(), _Recomputing(state)
 
 
-def _layer_checkpoint(state: LongContext, checkpoint_fn, marks: bool, function, *args, **kwargs):
+def _layer_checkpoint(state: LongContext, checkpoint_fn, non_reentrant: bool, marks: bool, function, *args,
+                      **kwargs):
     """The decoder layer's checkpoint function (transformers calls it with the layer's positional inputs)."""
     if marks:
         kwargs.setdefault("context_fn", partial(_contexts, state))
     if args and torch.is_tensor(args[0]) and state.offloads(args[0]):
+        x = args[0]
+        if non_reentrant and x.is_leaf and x.requires_grad:
+            # The embedding output that enable_input_require_grads marks (only reentrant checkpointing needs it):
+            # autograd would hold this leaf on the GPU for the whole step and fill a [tokens, hidden] .grad nobody
+            # reads.
+            args = (x.detach(), *args[1:])
         with OffloadInputs(state):
             return checkpoint_fn(function, *args, **kwargs)
     return checkpoint_fn(function, *args, **kwargs)
@@ -162,7 +174,8 @@ def _same(x: torch.Tensor) -> torch.Tensor:
 
 
 def _tiled_mlp_forward(layer, state: LongContext, forward, tile_fn, x: torch.Tensor) -> torch.Tensor:
-    tile = state.tile_for(x) if layer.training and torch.is_grad_enabled() else 0
+    grad = torch.is_grad_enabled()
+    tile = state.tile_for(x, layer.training and grad)
     if not tile:
         return forward(x)
     layer.__dict__.pop("_tw_norm2", None)  # recompute.py's recipe slot: the tiles do not use it, so drop the refs
@@ -176,26 +189,48 @@ def _tiled_mlp_forward(layer, state: LongContext, forward, tile_fn, x: torch.Ten
             checkpoint(_same, part, use_reentrant=False, preserve_rng_state=False)
         with torch.no_grad():  # reached only without early stop (or if the layer saves more after its MLP)
             outs = [tile_fn(part) for part in parts]
-    else:
+    elif grad:
         outs = [checkpoint(tile_fn, part, use_reentrant=False) for part in parts]
         state.tiles += len(outs)
+    else:  # no gradients (evaluation past Liger's limit): nothing to recompute
+        outs = [tile_fn(part) for part in parts]
     out = torch.cat(outs)
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
+def _refuse_liger_overflow(widest: int, module, args, kwargs) -> None:
+    ids, embeds = kwargs.get("input_ids", args[0] if args else None), kwargs.get("inputs_embeds")
+    tokens = embeds.shape[:-1].numel() if embeds is not None else ids.numel() if ids is not None else 0
+    if tokens * widest >= LIGER_ELEMENTS:
+        raise ConfigError(f"{tokens:,} tokens in one micro-batch make [tokens, {widest}] tensors of 2^31 elements or "
+                          f"more, past the 32-bit offsets of Liger's RMSNorm / RoPE kernels: set "
+                          f"train.fast.kernels: false for inputs of {LIGER_ELEMENTS // widest:,} tokens or more")
+
+
 def enable_long_context(hf_model, layers: list, offload, tile, liger: bool) -> tuple[LongContext, int, int]:
     """Patch `layers` (per instance): checkpointed layers offload their inputs when `offload` says so, every MLP
-    runs in tiles when `tile` says so. Call after checkpointing (and recompute.py) are set up. Returns the shared
-    state, how many layers may offload and how many MLPs may tile."""
-    state = LongContext(offload, tile, len(layers))
+    runs in tiles when `tile` says so (and, with Liger's kernels, whenever its gated-MLP kernel would get 2^31
+    elements).
+    Call after checkpointing (and recompute.py) are set up. Returns the shared state, how many layers may
+    offload and how many MLPs may tile."""
+    cfg = hf_model.config
+    liger_rows = 0
+    if liger:
+        inter = getattr(cfg, "intermediate_size", 0)
+        liger_rows = (LIGER_ELEMENTS - 1) // inter if inter and tile != 0 else 0
+        heads = getattr(cfg, "num_attention_heads", 0) * (getattr(cfg, "head_dim", None) or 0)
+        widest = max(cfg.hidden_size, heads, 0 if liger_rows or not inter else inter)
+        hf_model.model.register_forward_pre_hook(partial(_refuse_liger_overflow, widest), with_kwargs=True)
+    state = LongContext(offload, tile, len(layers), liger_rows)
     offloading = tiling = 0
     if offload is not False or tile != 0:
         for layer in layers:
             func = getattr(layer, "_gradient_checkpointing_func", None)
             if getattr(layer, "gradient_checkpointing", False) and func is not None:
+                non_reentrant = getattr(func, "keywords", {}).get("use_reentrant") is False
                 # the recompute mark needs checkpoint's context_fn, which only the non-reentrant one takes
-                marks = tile != 0 and getattr(func, "keywords", {}).get("use_reentrant") is False
-                layer._gradient_checkpointing_func = partial(_layer_checkpoint, state, func, marks)
+                marks = tile != 0 and non_reentrant
+                layer._gradient_checkpointing_func = partial(_layer_checkpoint, state, func, non_reentrant, marks)
                 offloading += offload is not False
     if tile != 0:
         for layer in layers:

@@ -9,6 +9,8 @@ GPU (the issue's setting: Llama-3-8B shape, random weights, LoRA r=16 all-linear
   python -m bench.train_speed --rows ablate-2048x4-gc --sides base,t-none,t-loss,t-liger-loss,t-kernels
   python -m bench.train_speed --rows qlora-2048x1 | maxctx | banking77 --banking77 PATH/train.csv
   python -m bench.train_speed --rows lora-2048x4-gc --sides tunewise,hf-liger,unsloth   # against Liger, Unsloth
+  python -m bench.train_speed --rows qlora-maxctx --ctx-budget 240   # longest QLoRA context under 80 GiB
+  python -m bench.train_speed --rows qlora-maxctx --ctx-budget 0 --ctx-check 0 --ctx-confirm 350000 --timeout 590
 CPU check at toy size: python -m bench.train_speed --tiny --rows all
 
 MFU is against a bf16 GEMM's rate measured at the start of each call (peak.py; --peak-tflops overrides it);
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 from bench import RESULTS
+from bench.train_speed.longctx import probe_qlora_max_context
 from bench.train_speed.measure import measure, probe_max_context
 from bench.train_speed.rows import ROWS, SIDES, Row
 from bench.train_speed.sides_external import EXTERNAL_SIDES
@@ -145,6 +148,22 @@ def _line(row: Row, side: str, base: dict, fast: dict) -> str:
     )
 
 
+def _longctx_line(row: Row, res: dict) -> str:
+    if "error" in res:
+        return f"| {row.label} | tunewise | | | | | | | | {res['error']} |"
+    check, confirm = res.get("check", {}), res.get("confirm")
+    parts = [f"largest fitting seq: **{res.get('max_seq')}** ({res.get('layers_run')} of {res['layers']} layers run, "
+             f"step {res.get('step_s')} s; first failing {res.get('smallest_failing')}; predicted "
+             f"{res.get('predicted_max_seq')})"]
+    if check:
+        parts.append(f"check at {check['seq']}: loss rel diff {check['loss_rel_diff']:.2e}, gradients "
+                     f"{check['grad_rel_diff']:.2e}, peak {check['plain_peak_gib']} → {check['long_peak_gib']} GiB")
+    if confirm:
+        parts.append(f"full {res['layers']} layers at {confirm['seq']}: "
+                     + (f"{confirm['peak_gib']} GiB, {confirm['step_s']} s" if confirm["fits"] else confirm["error"]))
+    return f"| {row.label} | tunewise | | | | | | {res.get('peak_gib', 'n/a')} | | {'; '.join(parts)} |"
+
+
 def _write(out: Path, lines: list[str], records: list[dict], meta: str, targets: list[str] | None = None) -> None:
     text = f"{meta}\n\n{HEADER}\n" + "\n".join(lines) + "\n"
     if targets:
@@ -228,7 +247,7 @@ def run_rows(args) -> None:
                 {
                     **common,
                     "side": "tunewise",
-                    "lo": args.ctx_lo,
+                    "lo": args.ctx_lo or 32768,
                     "hi": args.ctx_hi,
                     "budget_s": args.ctx_budget,
                 },
@@ -241,6 +260,16 @@ def run_rows(args) -> None:
             )
             print(lines[-1], flush=True)
             _write(out, lines, records, meta)
+            continue
+        if row.kind == "qlora-maxctx":
+            ctx = {"lo": args.ctx_lo or 300000, "step": args.ctx_step, "budget_s": args.ctx_budget,
+                   "layers": args.ctx_layers, "check": args.ctx_check, "confirm": args.ctx_confirm,
+                   "cap_gib": args.ctx_cap_gib}
+            res = _worker({**common, "side": "tunewise", **ctx}, args.timeout)
+            records.append({"row": name, **res})
+            lines.append(_longctx_line(row, res))
+            print(lines[-1], flush=True)
+            _write(out, lines, records, meta, targets)
             continue
         base = _worker({**common, "side": "base"}, args.timeout)
         if base.get("profile"):
@@ -297,9 +326,19 @@ def main() -> None:
     ap.add_argument(
         "--model", default="embedded:smollm2-135m-instruct", help="base model of the banking77 row"
     )
-    ap.add_argument("--ctx-lo", type=int, default=32768)
+    ap.add_argument("--ctx-lo", type=int, default=None, help="first length searched (maxctx 32768, qlora-maxctx "
+                    "300000)")
     ap.add_argument("--ctx-hi", type=int, default=131072)
     ap.add_argument("--ctx-budget", type=float, default=420.0, help="seconds the max-context search may take")
+    ap.add_argument("--ctx-step", type=int, default=25000, help="qlora-maxctx: tokens added while steps fit")
+    ap.add_argument("--ctx-layers", type=int, default=2, help="qlora-maxctx: decoder layers run in the search's "
+                    "steps (all stay loaded; 0 = all): see bench/train_speed/longctx.py")
+    ap.add_argument("--ctx-check", type=int, default=16384, help="qlora-maxctx: tokens of the plain vs long-context "
+                    "loss check (0 = none)")
+    ap.add_argument("--ctx-confirm", type=int, default=0, help="qlora-maxctx: one full-depth step at this many "
+                    "tokens after the search (-1 = the longest found, 0 = none)")
+    ap.add_argument("--ctx-cap-gib", type=float, default=80.0, help="qlora-maxctx: GPU memory cap (per-process "
+                    "memory fraction)")
     ap.add_argument("--timeout", type=int, default=540, help="seconds per measurement process")
     ap.add_argument(
         "--out", default=None, help="markdown file (default $OUT/train_speed.md, else bench/results/train_speed/)"
@@ -313,7 +352,8 @@ def main() -> None:
 
             print(json.dumps(probe()), flush=True)
             return
-        res = probe_max_context(spec) if ROWS[spec["row"]].kind == "maxctx" else measure(spec)
+        kind = ROWS[spec["row"]].kind
+        res = {"maxctx": probe_max_context, "qlora-maxctx": probe_qlora_max_context}.get(kind, measure)(spec)
         print(json.dumps(res), flush=True)
         return
     run_rows(args)

@@ -87,7 +87,7 @@ TINY_FAMILY = {"gemma2": dict(head_dim=16, query_pre_attn_scalar=16, sliding_win
 @dataclass(frozen=True)
 class Row:
     label: str
-    kind: str  # lora | qlora | maxctx | banking77
+    kind: str  # lora | qlora | maxctx | qlora-maxctx | banking77
     seq: int = 2048
     batch: int = 1
     gc: bool = False
@@ -121,6 +121,7 @@ ROWS = {
     "gemma2-9b-2048x4-gc": Row("LoRA Gemma-2-9B 2048×4 GC on", "lora", 2048, 4, True, model="gemma2-9b"),
     "qlora-2048x1": Row("QLoRA 8B 2048×1 GC on", "qlora", 2048, 1, True),
     "maxctx": Row("LoRA 8B batch 1 GC on, longest context", "maxctx", 0, 1, True),
+    "qlora-maxctx": Row("QLoRA 8B batch 1 GC on, longest context, GPU capped at 80 GiB", "qlora-maxctx", 0, 1, True),
     "banking77": Row(
         "135M full FT, Banking77 (padded vs packed)",
         "banking77",

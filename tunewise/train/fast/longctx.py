@@ -19,20 +19,23 @@ plus [tokens, intermediate] tensors. Switched by train.fast.offload_activations 
   its own chunk grows as tokens / 32).
 
 Per-token GPU memory at peak, QLoRA Llama-3-8B (hidden 4096, kv 1024, bf16 activations, LoRA r=16 all linear,
-dropout 0, Liger kernels, SDPA flash), offload on, 8192-token tiles. The peak is one layer's attention backward:
+dropout 0, Liger kernels, SDPA flash), offload on, 8192-token tiles, KB = 1024 B. The peak is one layer's
+attention backward:
   the layer's recomputed saved tensors:  input 8 KB, norm1 out 8, q 8, k 2, v 2, attention out 8     = 36 KB
   gradient flowing through the residual 8, grad of the attention out 8, dq 8 + dk/dv 4               = 28 KB
   flash backward workspace: dq accumulator fp32 16, dk/dv expanded over the 4 query heads per kv 16  = 32 KB
                                                                                                     ~= 96 KB/token
   (the MLP backward before it: 36 + h_mid 8 + norm2 out 8 + grads 24 = 76 KB/token + one tile ~1.6 GB; forward:
-  ~48 KB/token; the loss: ~32 KB/token + a [1024, vocab] chunk ~1 GB).
-Fixed: NF4 weights 3.6 GB, bf16 embedding + LM head 2.1 GB, LoRA weights/grads/AdamW 0.7 GB ~= 6.4 GB.
-80 GiB = 85.9 GB: (85.9 - 6.4 - ~1 GB allocator slack) / 96 KB ~= 800k tokens of GPU memory.
-The host holds 32 layers × 8 KB = 256 KB/token: 350k tokens = 92 GB (85 GiB); with ~112 GiB usable on a 128 GiB
-host, all inputs offload up to ~450k tokens. Past that, inputs stay on the GPU (8 KB/token each): 500k tokens
-keep ~3 layers there (6.4 + 46 + 11 GiB = 64 GiB), ~550k keep ~6 (~82 GiB). Predicted maximum under 80 GiB on a
-128 GiB host: ~530k tokens; GPU memory alone would allow ~800k. Without offload and tiles the same model needs
-~484 KB/token (measured on the H100 for LoRA: 128k tokens at 67 GiB)."""
+  ~48 KB/token; the loss: ~32 KB/token + a [1024, vocab] chunk ~1 GB; LoRA dropout > 0 adds ~12 KB per adapted
+  attention projection: a dropped input copy and its mask).
+Fixed: NF4 weights 3.6 GB, bf16 embedding + LM head 2.1 GB, LoRA weights/grads/AdamW 0.7 GB ~= 6 GiB, + ~1 GiB
+of allocator slack. GPU memory alone, capped at 80 GiB: (80 - 7) GiB / 96 KB ~= 800k tokens.
+The host holds 32 layers × 8 KB = 256 KB/token: 350k tokens = 85 GiB. With R GiB of host room (a 128 GiB host:
+R ~= 100-110 after the process and the reserve), all inputs offload up to R / 256 KB tokens (~410k-450k); past
+that, the last k layers' inputs stay on the GPU, k = 32 - floor(R / (8 KB × N)): at R = 100, 500k tokens keep 6
+(23 GiB) beside 46 GiB of activations (fits, 76 GiB), 510k keep 7 (81 GiB, does not). Liger's kernels stop at
+2^31 / 4096 = 524,288 tokens (32-bit row offsets). Predicted maximum under 80 GiB: ~505k-523k tokens. Without
+offload and tiles the same model needs ~484 KB/token (measured on the H100 for LoRA: 128k tokens at 67 GiB)."""
 
 from __future__ import annotations
 
@@ -52,11 +55,16 @@ HOST_RESERVE = 8 * 2**30  # host memory left free by the offload (or 10 % of the
 _OFFLOADED = object()
 
 
+_TOTAL: dict = {}  # device index → total memory (the per-process fraction is read per call: it can change)
+
+
 def _usable_gpu_bytes(device: torch.device) -> int:
     """The memory this process may allocate on `device`: its total times the per-process fraction."""
-    total = torch.cuda.get_device_properties(device).total_memory
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _TOTAL:
+        _TOTAL[index] = torch.cuda.get_device_properties(index).total_memory
     fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
-    return int(total * (fraction(device) if fraction else 1.0))
+    return int(_TOTAL[index] * (fraction(index) if fraction else 1.0))
 
 
 def host_available() -> tuple[int, int] | None:

@@ -12,7 +12,9 @@ tunewise/train/fast/longctx.py). One loaded model does it all:
    memory (32 layers × 8 KB per token): the inputs that a 32-layer step could not place on this host (it keeps
    min(8 GiB, 10 %) free) would stay on the GPU, and the search allocates exactly that much GPU memory beside
    the step ("host_short_gib").
-3. confirm (--ctx-confirm N, -1 = the longest found): one full 32-layer step at N tokens, nothing simulated."""
+3. confirm (--ctx-confirm N, -1 = the longest found): one full 32-layer step at N tokens, nothing simulated.
+LoRA dropout is --lora-dropout (tunewise's default 0.05; Unsloth's published 342,733 tokens are at its default,
+0): with PEFT's 4-bit LoRA layers it keeps a dropped copy of each attention projection's input."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import time
 
 import torch
 
-from bench.train_speed.lib import build_llama, device_and_dtype, prepare, random_batches, train_loop
+from bench.train_speed.lib import build_model, device_and_dtype, prepare, random_batches, train_loop
 from bench.train_speed.models import quantized_8b
 from bench.train_speed.rows import LLAMA3_8B, TINY, TINY_SCALE
 from tunewise.train.fast import hf_model_of
@@ -43,11 +45,18 @@ def _grads(model) -> dict:
 
 def _check(model, state, seq: int, vocab: int, tile: int) -> dict:
     """Loss and gradients of one forward+backward on the plain checkpointed path and on the long-context path,
-    same weights (no optimizer step), same batch."""
+    same weights (no optimizer step), same batch. LoRA dropout is off for the comparison (the LoRA layers in
+    eval mode, the decoder layers still training): tiles would draw their masks in another order."""
     device, _ = device_and_dtype()
     batch = {k: v.to(device) for k, v in random_batches(vocab, seq, 1, 1, seed=seq)[0].items()}
     out = {"seq": seq}
     runs = {}
+    from peft.tuners.lora import LoraLayer
+
+    model.train()
+    adapters = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    for m in adapters:
+        m.eval()
     for name, (offload, tiles) in {"plain": (False, 0), "long": (True, tile)}.items():
         state.offload, state.tile = offload, tiles
         state.reset_counters()
@@ -68,6 +77,8 @@ def _check(model, state, seq: int, vocab: int, tile: int) -> dict:
         out[f"{name}_offloaded"], out[f"{name}_tiles"] = state.packed, state.tiles
         runs[name] = _grads(model)
     model.zero_grad(set_to_none=True)
+    for m in adapters:
+        m.train()
     plain, long = runs["plain"], runs["long"]
     rel = {n: ((long[n] - g).norm() / g.norm().clamp_min(1e-30)).item() for n, g in plain.items()}
     flat = torch.stack([g.norm() for g in plain.values()]).norm()
@@ -112,15 +123,16 @@ def probe_qlora_max_context(spec: dict) -> dict:
         model = quantized_8b(tiny, seed=0)
         method = "qlora"
     elif tiny:  # CPU check of the script: the tiny model in LoRA (bitsandbytes needs CUDA), no memory figures
-        model, method = build_llama(shape, seed=0), "lora"
+        model, method = build_model(shape, seed=0), "lora"
     else:
         return {"error": "skipped: QLoRA needs CUDA (bitsandbytes)"}
-    model, described, _, _ = prepare(model, "tunewise", method, True, seed=0)
+    model, described, _, _ = prepare(model, "tunewise", method, True, seed=0, dropout=spec.get("lora_dropout", 0.0))
     hf = hf_model_of(model)
     state = hf._tw_longctx
     scale = TINY_SCALE if tiny else 1
     tile = 64 if tiny else 8192
-    result: dict = {"path": described, "cap_gib": cap / GIB, "layers": layers}
+    result: dict = {"path": described, "cap_gib": cap / GIB, "layers": layers,
+                    "lora_dropout": spec.get("lora_dropout", 0.0)}
     start = time.perf_counter()
     if spec.get("check"):
         result["check"] = _check(model, state, max(UNIT // scale, spec["check"] // scale), shape["vocab_size"], tile)

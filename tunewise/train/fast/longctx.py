@@ -26,15 +26,18 @@ attention backward:
   flash backward workspace: dq accumulator fp32 16, dk/dv expanded over the 4 query heads per kv 16  = 32 KB
                                                                                                     ~= 96 KB/token
   (the MLP backward before it: 36 + h_mid 8 + norm2 out 8 + grads 24 = 76 KB/token + one tile ~1.6 GB; forward:
-  ~48 KB/token; the loss: ~32 KB/token + a [1024, vocab] chunk ~1 GB; LoRA dropout > 0 adds ~12 KB per adapted
-  attention projection: a dropped input copy and its mask).
+  ~48 KB/token; the loss: ~32 KB/token + a [1024, vocab] chunk ~1 GB).
+  LoRA dropout > 0 (tunewise's default 0.05) adds, per adapted attention projection, the dropped input copy and
+  its mask that PEFT's 4-bit LoRA layer keeps, 12 KB: ~144 KB/token for q, k, v and o (fused LoRA, on
+  unquantised models, keeps the 4 KB mask only).
 Fixed: NF4 weights 3.6 GB, bf16 embedding + LM head 2.1 GB, LoRA weights/grads/AdamW 0.7 GB ~= 6 GiB, + ~1 GiB
 of allocator slack. GPU memory alone, capped at 80 GiB: (80 - 7) GiB / 96 KB ~= 800k tokens.
 The host holds 32 layers × 8 KB = 256 KB/token: 350k tokens = 85 GiB. With R GiB of host room (a 128 GiB host:
 R ~= 100-110 after the process and the reserve), all inputs offload up to R / 256 KB tokens (~410k-450k); past
 that, the last k layers' inputs stay on the GPU, k = 32 - floor(R / (8 KB × N)): at R = 100, 500k tokens keep 6
 (23 GiB) beside 46 GiB of activations (fits, 76 GiB), 510k keep 7 (81 GiB, does not). Liger's kernels stop at
-2^31 / 4096 = 524,288 tokens (32-bit row offsets). Predicted maximum under 80 GiB: ~505k-523k tokens. Without
+2^31 / 4096 = 524,288 tokens (32-bit row offsets). Predicted maximum under 80 GiB: ~505k-523k tokens with LoRA
+dropout 0 (Unsloth's default), ~450k with 0.05 (at R = 100: 7 + 62 GiB + 3 layers' 10 GiB = 79 GiB). Without
 offload and tiles the same model needs ~484 KB/token (measured on the H100 for LoRA: 128k tokens at 67 GiB)."""
 
 from __future__ import annotations
@@ -218,9 +221,8 @@ def _refuse_liger_overflow(widest: int, module, args, kwargs) -> None:
 def enable_long_context(hf_model, layers: list, offload, tile, liger: bool) -> tuple[LongContext, int, int]:
     """Patch `layers` (per instance): checkpointed layers offload their inputs when `offload` says so, every MLP
     runs in tiles when `tile` says so (and, with Liger's kernels, whenever its gated-MLP kernel would get 2^31
-    elements).
-    Call after checkpointing (and recompute.py) are set up. Returns the shared state, how many layers may
-    offload and how many MLPs may tile."""
+    elements). Call after checkpointing (and recompute.py) are set up. Returns the shared state, how many layers
+    may offload and how many MLPs may tile."""
     cfg = hf_model.config
     liger_rows = 0
     if liger:

@@ -26,6 +26,7 @@ import torch
 from bench.train_speed.lib import build_model, device_and_dtype, prepare, random_batches, train_loop
 from bench.train_speed.models import quantized_8b
 from bench.train_speed.rows import LLAMA3_8B, TINY, TINY_SCALE
+from tunewise.errors import TunewiseError
 from tunewise.train.fast import hf_model_of
 from tunewise.train.fast.longctx import HOST_RESERVE, LIGER_ELEMENTS, host_available
 
@@ -150,15 +151,16 @@ def probe_qlora_max_context(spec: dict) -> dict:
         short = _host_short_bytes(seq, layers, hidden, host_free, host_total) if depth < layers else 0
         state.reset_counters()
         _free(device)
-        ballast = torch.empty(short, dtype=torch.uint8, device=device) if short else None
+        ballast = None
         batches = random_batches(shape["vocab_size"], seq, 1, 1, seed=seq)
         try:
+            ballast = torch.empty(short, dtype=torch.uint8, device=device) if short else None
             res = train_loop(model, batches, 0, [seq])
             rec = {"fits": True, "peak_gib": res["peak_gib"], "reserved_gib": res["reserved_gib"],
                    "step_s": round(res["step_s"][0], 1), "loss": round(res["losses"][0], 4)}
         except torch.OutOfMemoryError as err:
             rec = {"fits": False, "error": str(err).splitlines()[0][:160]}
-        except RuntimeError as err:  # not a memory answer (a kernel's size limit?): fatal if CUDA is broken
+        except (RuntimeError, TunewiseError) as err:  # not a memory answer (a size limit): fatal if CUDA broke
             rec = {"fits": False, "fatal": not _cuda_works(device), "error": str(err).splitlines()[0][:200]}
         finally:
             del ballast

@@ -262,7 +262,8 @@ def run_rows(args) -> None:
             _write(out, lines, records, meta)
             continue
         if row.kind == "qlora-maxctx":
-            ctx = {"lo": args.ctx_lo or 300000, "step": args.ctx_step, "budget_s": args.ctx_budget,
+            budget = min(args.ctx_budget, 20.0) if args.tiny else args.ctx_budget  # --tiny: a check of the script
+            ctx = {"lo": args.ctx_lo or 300000, "step": args.ctx_step, "budget_s": budget,
                    "layers": args.ctx_layers, "check": args.ctx_check, "confirm": args.ctx_confirm,
                    "cap_gib": args.ctx_cap_gib}
             res = _worker({**common, "side": "tunewise", **ctx}, args.timeout)

@@ -10,7 +10,8 @@
 #   setsid nohup bash bench/train_speed/h200_job.sh >/dev/null 2>&1 </dev/null &
 # Fetch later: cp -r /tmp/train_speed_job "$OUT/"
 #
-# Settings (environment): RESULTS, WHL (wheel folder), STEPS / WARMUP (timed / untimed steps per side),
+# Settings (environment): MAIN_ROW / FAM_ROWS / QLORA_ROW (empty: skipped), MAXCTX_ARGS (set: the
+# qlora-maxctx row with these arguments), RESULTS, WHL (wheel folder), STEPS / WARMUP (timed / untimed steps per side),
 # MAIN_SIDES, FAM_ROWS / FAM_SIDES (rows.py family rows; the issue compares them with plain HF), QLORA_SIDES, TIMEOUT (s per
 # side), PY (python), TINY=1 (toy model: a CPU check of the script), BUDGET_S: a call that would start after
 # this many seconds is skipped and logged, so the job's GPU time stays near it (~12 minutes); a family row
@@ -25,11 +26,11 @@ RESULTS=${RESULTS:-/tmp/train_speed_job}
 WHL=${WHL:-/tmp/whl}
 STEPS=${STEPS:-8}
 WARMUP=${WARMUP:-3}
-MAIN_ROW=${MAIN_ROW:-lora-2048x4-gc}
+MAIN_ROW=${MAIN_ROW-lora-2048x4-gc}
 MAIN_SIDES=${MAIN_SIDES:-tunewise,hf-liger,unsloth}
-FAM_ROWS=${FAM_ROWS:-qwen25-7b-2048x4-gc,mistral-7b-2048x4-gc,gemma2-9b-2048x4-gc}
+FAM_ROWS=${FAM_ROWS-qwen25-7b-2048x4-gc,mistral-7b-2048x4-gc,gemma2-9b-2048x4-gc}
 FAM_SIDES=${FAM_SIDES:-tunewise}
-QLORA_ROW=${QLORA_ROW:-qlora-2048x1}
+QLORA_ROW=${QLORA_ROW-qlora-2048x1}
 QLORA_SIDES=${QLORA_SIDES:-tunewise,unsloth}
 TIMEOUT=${TIMEOUT:-420}
 BUDGET_S=${BUDGET_S:-720}
@@ -73,12 +74,18 @@ bench() {  # bench NAME ROWS SIDES DEADLINE_S: skipped once DEADLINE_S seconds h
     --timeout "$TIMEOUT" --out "$RESULTS/$n-$name.md" || echo "!! $n-$name exited $?"
 }
 
-bench "$MAIN_ROW" "$MAIN_ROW" "$MAIN_SIDES" "$BUDGET_S"
-for row in ${FAM_ROWS//,/ }; do
+[ -n "$MAIN_ROW" ] && bench "$MAIN_ROW" "$MAIN_ROW" "$MAIN_SIDES" "$BUDGET_S"
+for row in ${FAM_ROWS//,/ }; do  # FAM_ROWS= (empty): none
   bench "$row" "$row" "$FAM_SIDES" $((BUDGET_S - QLORA_RESERVE_S))
   rm -rf /tmp/tunewise-bench-saved-*  # another family's weights saved for Unsloth (~15-19 GB; disk is 64 GiB)
 done
-bench "$QLORA_ROW" "$QLORA_ROW" "$QLORA_SIDES" "$BUDGET_S"
+[ -n "$QLORA_ROW" ] && bench "$QLORA_ROW" "$QLORA_ROW" "$QLORA_SIDES" "$BUDGET_S"
+if [ -n "${MAXCTX_ARGS-}" ]; then  # e.g. "--ctx-budget 0 --ctx-confirm 350000": the long-context row last
+  n=$((n + 1))
+  echo "== $(date -u +%T) $(($(date +%s) - START))s: $n-qlora-maxctx: $MAXCTX_ARGS"
+  "$PY" -m bench.train_speed ${TINY:+--tiny} --rows qlora-maxctx $MAXCTX_ARGS --out "$RESULTS/$n-qlora-maxctx.md" \
+    || echo "!! $n-qlora-maxctx exited $?"
+fi
 
 echo "== $(date -u +%T) done in $(($(date +%s) - START))s"
 cat "$RESULTS"/*.md

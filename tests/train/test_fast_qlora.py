@@ -191,3 +191,42 @@ def test_evaluation_takes_peft_forward(dequantized):
 def test_unregistered_quantised_layers_keep_peft_forward(monkeypatch):
     report = _fast(_qlora_model(0.0))  # the fakes not registered: not recognised as 4-bit
     assert report.fused_lora_layers == 0 and report.fused_4bit_layers == 0
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.05])
+def test_bitsandbytes_layer_gives_peft_output_and_every_gradient(dropout):
+    """With bitsandbytes installed (its CPU backend here, CUDA where there is one): PEFT's own 4-bit LoRA layer
+    over an NF4 (double-quantised) weight, fused, against its own forward; float32 so they agree closely."""
+    bnb = pytest.importorskip("bitsandbytes")
+    from peft.tuners.lora.bnb import Linear4bit as PeftLinear4bit
+
+    from tunewise.train.fast.lora import fuse_lora_layers, fused_4bit_layers
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    dense = nn.Linear(64, 96, bias=False)
+
+    def layer():
+        torch.manual_seed(2)
+        q = bnb.nn.Linear4bit(64, 96, bias=False, compute_dtype=torch.float32, quant_type="nf4",
+                              compress_statistics=True)
+        q.weight = bnb.nn.Params4bit(dense.weight.data.clone(), requires_grad=False, quant_type="nf4",
+                                     compress_statistics=True)
+        out = PeftLinear4bit(q.to(device), "default", config=LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout),
+                             r=4, lora_alpha=8, lora_dropout=dropout).to(device)
+        nn.init.normal_(out.lora_B["default"].weight, std=0.1)
+        return out
+
+    plain, fast = layer(), layer()
+    assert fuse_lora_layers(fast) == 1 and fused_4bit_layers(fast) == 1
+    x = torch.randn(3, 10, 64, device=device)
+    results = []
+    for m in (plain, fast):
+        m.train()
+        xi = x.clone().requires_grad_()
+        torch.manual_seed(1)
+        y = m(xi)
+        y.backward(torch.ones_like(y) + y.detach())
+        results.append((y.detach(), xi.grad, m.lora_A["default"].weight.grad, m.lora_B["default"].weight.grad))
+    for want, got in zip(*results):
+        assert _rel(got, want) < 1e-3

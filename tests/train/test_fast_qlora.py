@@ -15,6 +15,7 @@ from torch import nn
 
 from tests.train.test_fast import _assert_same, _batch, _fast, _lora_model, _loss_and_grads, _rel
 from tunewise.train.fast import lora_groups, quantized
+from tunewise.train.fast.lora import fuse_lora_layers, fused_4bit_layers
 from tunewise.train.tokenize import PadCollator
 
 
@@ -100,8 +101,6 @@ def test_one_layer_gives_peft_output_and_every_gradient(dropout, bias, dequantiz
     fast = copy.deepcopy(plain)
     fast.base_layer = copy.deepcopy(plain.base_layer)
     fast.base_layer.weight.quant_state = plain.base_layer.weight.quant_state
-    from tunewise.train.fast.lora import fuse_lora_layers, fused_4bit_layers
-
     assert fuse_lora_layers(fast) == 1 and fused_4bit_layers(fast) == 1
     x = torch.randn(2, 5, 24)
     results = []
@@ -121,8 +120,6 @@ def test_one_layer_gives_peft_output_and_every_gradient(dropout, bias, dequantiz
 def test_the_dense_weight_is_not_kept(dequantized):
     torch.manual_seed(0)
     layer = _to_4bit(_layer(False, 0.05), wrapper=False)
-    from tunewise.train.fast.lora import fuse_lora_layers
-
     fuse_lora_layers(layer)
     layer.train()
     saved = []
@@ -188,7 +185,7 @@ def test_evaluation_takes_peft_forward(dequantized):
     assert not dequantized  # the fake layer's own forward: no fused dequantisation
 
 
-def test_unregistered_quantised_layers_keep_peft_forward(monkeypatch):
+def test_unregistered_quantised_layers_keep_peft_forward():
     report = _fast(_qlora_model(0.0))  # the fakes not registered: not recognised as 4-bit
     assert report.fused_lora_layers == 0 and report.fused_4bit_layers == 0
 
@@ -199,8 +196,6 @@ def test_bitsandbytes_layer_gives_peft_output_and_every_gradient(dropout):
     over an NF4 (double-quantised) weight, fused, against its own forward; float32 so they agree closely."""
     bnb = pytest.importorskip("bitsandbytes")
     from peft.tuners.lora.bnb import Linear4bit as PeftLinear4bit
-
-    from tunewise.train.fast.lora import fuse_lora_layers, fused_4bit_layers
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)

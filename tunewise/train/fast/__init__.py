@@ -5,7 +5,8 @@ Components, each switchable in `train.fast` and measured one at a time in bench/
 - loss:        LM head + cross-entropy a chunk at a time, never the full logits (loss.py; Liger's on CUDA)
 - kernels:     Liger Kernel's Triton SwiGLU and RoPE (CUDA, when liger-kernel is installed), with torch's
                fused RMSNorm (or Liger's: rms_norm)
-- fused_lora:  LoRA layers as one autograd function with the scale and add in the GEMM epilogue (lora.py)
+- fused_lora:  LoRA layers as one autograd function with the scale and add in the GEMM epilogue (lora.py), QLoRA's
+               4-bit layers included (dequantised on use, quantized.py)
 - grouped_lora: q/k/v and gate/up LoRA projections as one group each (lora_groups.py)
 - checkpoint_layers: activation checkpointing on a share of the decoder layers (train.gradient_checkpointing)
 - recompute_elementwise: recipes instead of the norm outputs and SwiGLU product (recompute.py)
@@ -40,7 +41,7 @@ from tunewise.train.fast.layers import (
     use_torch_rms_norm,
 )
 from tunewise.train.fast.longctx import enable_long_context
-from tunewise.train.fast.lora import fuse_lora_layers
+from tunewise.train.fast.lora import fuse_lora_layers, fused_4bit_layers
 from tunewise.train.fast.lora_groups import group_lora_projections
 from tunewise.train.fast.loss import causal_lm_loss
 from tunewise.train.fast.recompute import enable_recompute
@@ -58,6 +59,7 @@ class FastPath:
     kernels: bool = False
     torch_norms: int = 0  # RMSNorms run by torch's fused kernel (train.fast.rms_norm torch, with kernels)
     fused_lora_layers: int = 0
+    fused_4bit_layers: int = 0  # of those, over QLoRA's 4-bit base layers (quantized.py)
     lora_groups: int = 0  # q/k/v and gate/up groups run as one (lora_groups.py)
     checkpointed_layers: int | None = None  # None: the Trainer's own setting applies
     micro_batch_size: int | None = None  # None: the device batch is one micro-batch
@@ -76,6 +78,7 @@ class FastPath:
         if not self.enabled:
             return f"plain path ({self.reason})"
         ckpt = "off" if self.checkpointed_layers is None else f"{self.checkpointed_layers} layers"
+        four_bit = f" ({self.fused_4bit_layers} over 4-bit weights)" if self.fused_4bit_layers else ""
         extra = f", micro-batch {self.micro_batch_size}" if self.micro_batch_size else ""
         extra += f", SDPA {self.sdpa_backend} first" if self.sdpa_backend != "default" else ""
         extra += ", GC frozen in training" if self.freeze_gc else ""
@@ -87,7 +90,7 @@ class FastPath:
             extra += "; off for this model: " + "; ".join(f"{k} ({v})" for k, v in self.family_off.items())
         line = (
             f"fast path ({self.reason}): loss {self.loss}, Liger kernels {'on' if self.kernels else 'off'}, "
-            f"fused LoRA layers {self.fused_lora_layers}, checkpointing {ckpt}, "
+            f"fused LoRA layers {self.fused_lora_layers}{four_bit}, checkpointing {ckpt}, "
             f"compiled layers {self.compiled_layers}{extra}"
         )
         return f"{line}\n  {self.plan['why']}" if self.plan else line
@@ -254,6 +257,7 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
             result.bf16_frozen_head = _frozen_head_to_bf16(hf)
         if fast.fused_lora:
             result.fused_lora_layers = fuse_lora_layers(model)
+            result.fused_4bit_layers = fused_4bit_layers(model)
             if fast.grouped_lora:
                 blocks = [b for layer in decoder_layers(hf) for b in (layer.self_attn, layer.mlp)]
                 result.lora_groups = group_lora_projections(blocks)

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from tunewise.train.fast import quantized
 from tunewise.train.fast.casts import cast, watch_optimizer_steps
 
 # The adapters are cached per optimizer step as s·A and s·B (casts.py), so no product is scaled in a separate
@@ -124,37 +125,46 @@ def redrop(x2: torch.Tensor, mask: torch.Tensor, p: float) -> torch.Tensor:
 
 class LoraLinear(torch.autograd.Function):
     """With LoRA dropout p > 0 the adapter reads dropout(x): the mask (1 B per element) is kept, not the
-    dropped copy; backward rebuilds the copy from x, which the adapter keeps anyway (or a recipe stands for)."""
+    dropped copy; backward rebuilds the copy from x, which the adapter keeps anyway (or a recipe stands for).
+
+    four_bit: `weight` is a frozen 4-bit weight (quantized.py), dequantised for the forward GEMM and again for
+    the input gradient, never kept in between (bitsandbytes' matmul_4bit does the same); the output is in x's
+    dtype, as bitsandbytes returns it."""
 
     @staticmethod
     def forward(ctx, x, p: float, weight, bias, lora_a, lora_b, scaling: float, casts: dict | None = None,
-                nodes: tuple | None = None):
+                nodes: tuple | None = None, four_bit: bool = False):
         dt = compute_dtype(x)
         in_shape = x.shape
         x2 = x.reshape(-1, in_shape[-1])
         if x2.dtype != dt:
             x2 = x2.to(dt)
         xd2, mask = dropout_mask(x2, p) if p else (x2, None)
-        w = weight if weight.dtype == dt else weight.to(dt)
+        if four_bit:
+            w = quantized.dense(weight, dt)
+        else:
+            w = weight if weight.dtype == dt else weight.to(dt)
         sa, sb = cast(casts, "sA", (lora_a,), dt, scaling), cast(casts, "sB", (lora_b,), dt, scaling)
         # The inputs are all in the compute dtype already, so autocast has nothing to do here.
         xa = torch.mm(xd2, sa.t())  # s·u
         del xd2
         y = torch.mm(x2, w.t()) if bias is None else torch.addmm(bias.to(dt), x2, w.t())
         y.addmm_(xa, sb.t(), alpha=1.0 / scaling)
-        ctx.save_for_backward(x2, mask, xa, w, sa, sb)
+        out = y.view(*in_shape[:-1], w.shape[0])
+        ctx.packed = weight if four_bit else None  # the 4-bit weight itself, not a saved (hooked) tensor
+        ctx.save_for_backward(x2, mask, xa, None if four_bit else w, sa, sb)
         ctx.scaling, ctx.p, ctx.in_shape = scaling, p, in_shape
         ctx.adapters, ctx.nodes = (lora_a, lora_b), nodes or (None, None)
         ctx.has_bias = bias is not None and ctx.needs_input_grad[3]
-        return y.view(*in_shape[:-1], w.shape[0])
+        return out if not four_bit or out.dtype == x.dtype else out.to(x.dtype)
 
     @staticmethod
     def backward(ctx, dy):
         x2, mask, xa, w, sa, sb = ctx.saved_tensors
         needs = ctx.needs_input_grad
         dy2 = dy.reshape(-1, dy.shape[-1])
-        if dy2.dtype != w.dtype:
-            dy2 = dy2.to(w.dtype)
+        if dy2.dtype != x2.dtype:
+            dy2 = dy2.to(x2.dtype)
         dxa = torch.mm(dy2, sb)  # dL/du, [tokens, r]
         (lora_a, lora_b), (node_a, node_b) = ctx.adapters, ctx.nodes
         grad_b = add_grad(lora_b, node_b, dy2.t(), xa) if needs[5] else None
@@ -163,14 +173,14 @@ class LoraLinear(torch.autograd.Function):
             grad_a = add_grad(lora_a, node_a, dxa.t(), x2 if mask is None else redrop(x2, mask, ctx.p))
         grad_x = None
         if needs[0]:
-            grad_x = torch.mm(dy2, w)
+            grad_x = torch.mm(dy2, w if ctx.packed is None else quantized.dense(ctx.packed, x2.dtype))
             if mask is None:
                 grad_x.addmm_(dxa, sa, alpha=1.0 / ctx.scaling)  # the adapter's share, in the same pass
             else:  # through dropout: the kept elements, scaled by 1/(1-p)
                 grad_x.addcmul_(torch.mm(dxa, sa), mask, value=1.0 / (ctx.scaling * (1.0 - ctx.p)))
             grad_x = grad_x.view(ctx.in_shape)  # autograd casts it to the input's dtype if they differ
         grad_bias = dy2.sum(0) if ctx.has_bias else None
-        return grad_x, None, None, grad_bias, grad_a, grad_b, None, None, None
+        return grad_x, None, None, grad_bias, grad_a, grad_b, None, None, None, None
 
 
 def _dropout_p(module) -> float:
@@ -178,14 +188,16 @@ def _dropout_p(module) -> float:
 
 
 def _fusable(layer) -> str | None:
-    """The adapter name when this layer is plain single-adapter LoRA over a frozen nn.Linear, else None."""
+    """The adapter name when this layer is plain single-adapter LoRA over a frozen nn.Linear or 4-bit linear
+    layer (quantized.py), else None."""
     active = layer.active_adapters
     if layer.disable_adapters or layer.merged or len(active) != 1:
         return None
     name = active[0]
     if name not in layer.lora_A or name in getattr(layer, "lora_variant", {}) or layer.use_dora.get(name):
         return None
-    if type(layer.base_layer) is not nn.Linear or layer.base_layer.weight.requires_grad:
+    base = layer.base_layer
+    if not (type(base) is nn.Linear or quantized.is_4bit_base(base)) or base.weight.requires_grad:
         return None
     if type(layer.lora_dropout[name]) not in (nn.Identity, nn.Dropout):  # only the dropout drawn here is known
         return None
@@ -211,6 +223,7 @@ class LoraPlan(NamedTuple):
     scaling: float
     dropout: float  # LoRA dropout probability (0: off)
     nodes: tuple | None  # the A/B gradient nodes (grad_nodes), None where our GEMMs may not accumulate
+    four_bit: bool = False  # the base weight is 4-bit (quantized.py): dequantised on use, never kept
 
 
 class Transient:
@@ -242,24 +255,41 @@ def lora_plan(layer) -> LoraPlan | None:
         base, a, b = layer.base_layer, layer.lora_A[name].weight, layer.lora_B[name].weight
         plan = LoraPlan(name=name, weight=base.weight, bias=base.bias, lora_a=a, lora_b=b,
                         scaling=float(layer.scaling[name]), dropout=_dropout_p(layer.lora_dropout[name]),
-                        nodes=grad_nodes((a, b)))
+                        nodes=grad_nodes((a, b)), four_bit=quantized.is_4bit_base(base))
     layer.__dict__["_tw_plan"] = Transient(state, plan)
     return plan
 
 
 def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     plan = None if (args or kwargs) else lora_plan(self)
-    if plan is None or plan.scaling == 0:
+    # 4-bit in evaluation: PEFT's forward, where bitsandbytes has its own kernels for a few tokens (generation)
+    if plan is None or plan.scaling == 0 or (plan.four_bit and not self.training):
         return type(self).forward(self, x, *args, **kwargs)
     train = self.training and torch.is_grad_enabled()
     casts = self.__dict__.setdefault("_tw_casts", {}) if train else None
     return LoraLinear.apply(x, plan.dropout if self.training else 0.0, plan.weight, plan.bias, plan.lora_a,
-                            plan.lora_b, plan.scaling, casts, plan.nodes if train else None)
+                            plan.lora_b, plan.scaling, casts, plan.nodes if train else None, plan.four_bit)
+
+
+def is_lora_linear(module, lora_linear: type) -> bool:
+    """PEFT's lora.Linear (`lora_linear`, passed in: importing PEFT is heavy) or its 4-bit bitsandbytes layer."""
+    return type(module) is lora_linear or quantized.is_4bit_wrapper(module)
+
+
+def fused_4bit_layers(model) -> int:
+    """How many of `model`'s fused LoRA layers (fuse_lora_layers) have a 4-bit base."""
+    count = 0
+    for module in model.modules():
+        fwd = module.__dict__.get("forward")
+        if getattr(fwd, "__func__", None) is _fused_forward and quantized.is_4bit_base(module.base_layer):
+            count += 1
+    return count
 
 
 def fuse_lora_layers(model) -> int:
-    """Route every PEFT lora.Linear of `model` through LoraLinear (per instance; PEFT's own forward is the
-    fallback whenever a layer is merged, disabled, DoRA, multi-adapter or quantised). Returns how many."""
+    """Route every PEFT lora.Linear and 4-bit LoRA layer of `model` through LoraLinear (per instance; PEFT's own
+    forward is the fallback whenever a layer is merged, disabled, DoRA, multi-adapter or otherwise quantised).
+    Returns how many."""
     try:
         from peft.tuners.lora.layer import Linear as LoraLinearLayer  # heavy
     except ImportError:
@@ -267,7 +297,7 @@ def fuse_lora_layers(model) -> int:
     watch_optimizer_steps()
     count = 0
     for module in model.modules():
-        if type(module) is LoraLinearLayer and _fusable(module) is not None:
+        if is_lora_linear(module, LoraLinearLayer) and _fusable(module) is not None:
             module.forward = MethodType(_fused_forward, module)
             count += 1
     return count

@@ -11,8 +11,11 @@ With LoRA dropout each member draws its own mask, in member order (q, k, v; gate
 calls them, so PEFT's masks under the same seed), and keeps the mask, not its dropped copy of the input: the
 group keeps the input once for all of them.
 
-Only exact cases are grouped: single-adapter LoRA over frozen bias-free nn.Linear layers, in training with
-gradients on. Anything else runs each projection through its own forward, unchanged."""
+QLoRA: over 4-bit base layers (quantized.py) each member's weight is dequantised for its GEMM and again for
+its share of the input gradient, one at a time, and never kept.
+
+Only exact cases are grouped: single-adapter LoRA over frozen bias-free nn.Linear layers, or all over 4-bit
+ones, in training with gradients on. Anything else runs each projection through its own forward, unchanged."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from typing import NamedTuple
 
 import torch
 
+from tunewise.train.fast import quantized
 from tunewise.train.fast.casts import cast, watch_optimizer_steps
 from tunewise.train.fast.lora import (
     Transient,
@@ -31,6 +35,7 @@ from tunewise.train.fast.lora import (
     compute_dtype,
     dropout_mask,
     grad_nodes,
+    is_lora_linear,
     lora_plan,
     mm_grad,
     redrop,
@@ -48,15 +53,20 @@ class GroupPlan(NamedTuple):
     nodes: tuple | None  # the A then B gradient nodes (grad_nodes), None where our GEMMs may not accumulate
     dropouts: tuple | None  # each member's LoRA dropout probability; None where every one is 0
     params: tuple  # the members' base weights, then their A, then their B matrices
+    four_bit: bool = False  # the base weights are 4-bit (quantized.py): dequantised on use, never kept
+
+
+P = 7  # GroupedLora's arguments before *params (needs_input_grad's index of the first base weight)
 
 
 class GroupedLora(torch.autograd.Function):
     """y_i = x W_i^T + s (x A_i^T) B_i^T for i in the group (one scale s), with x A^T computed once for the
-    stacked A. Scales are folded into the cached adapters as in lora.py (s·A stacked, s·B per member)."""
+    stacked A. Scales are folded into the cached adapters as in lora.py (s·A stacked, s·B per member).
+    four_bit: the W_i are 4-bit, dequantised where used (outputs in x's dtype, as bitsandbytes returns them)."""
 
     @staticmethod
     def forward(ctx, x, casts: dict | None, scaling: float, ranks: tuple, nodes: tuple | None,
-                dropouts: tuple | None, *params):
+                dropouts: tuple | None, four_bit: bool, *params):
         n = len(ranks)
         weights, adapters_a, adapters_b = params[:n], params[n : 2 * n], params[2 * n :]
         dt = compute_dtype(x)
@@ -66,18 +76,23 @@ class GroupedLora(torch.autograd.Function):
             x2 = x2.to(dt)
         sa = cast(casts, "sA", adapters_a, dt, scaling)  # [sum r, in]: the stacked s·A
         sbs = [cast(casts, i, (p,), dt, scaling) for i, p in enumerate(adapters_b)]
-        ws = [w if w.dtype == dt else w.to(dt) for w in weights]
+        ws = weights if four_bit else [w if w.dtype == dt else w.to(dt) for w in weights]
         if dropouts is None:
             xa, masks = torch.mm(x2, sa.t()), None  # [tokens, sum r] = s·u: one read of x for every adapter
         else:
             xa, masks = _dropped_down(x2, sa, ranks, dropouts)
         inv, lead, outs, start = 1.0 / scaling, in_shape[:-1], [], 0
         for w, sb, r in zip(ws, sbs, ranks):
+            if four_bit:
+                w = quantized.dense(w, dt)  # one dense weight at a time, freed after its GEMM
             y = torch.mm(x2, w.t())
             y.addmm_(xa[:, start : start + r], sb.t(), alpha=inv)
-            outs.append(y.view(*lead, w.shape[0]))
+            y = y.view(*lead, w.shape[0])
+            outs.append(y.to(x.dtype) if four_bit and y.dtype != x.dtype else y)
             start += r
-        ctx.save_for_backward(x2, xa, sa, *ws, *sbs, *(masks or ()))
+        del w
+        ctx.packed = weights if four_bit else None  # the 4-bit weights themselves, not saved (hooked) tensors
+        ctx.save_for_backward(x2, xa, sa, *(() if four_bit else ws), *sbs, *(masks or ()))
         ctx.n, ctx.scaling, ctx.ranks, ctx.in_shape, ctx.dropouts = n, scaling, ranks, in_shape, dropouts
         ctx.adapters, ctx.nodes = (adapters_a, adapters_b), nodes or (None,) * (2 * n)
         return tuple(outs)
@@ -86,8 +101,10 @@ class GroupedLora(torch.autograd.Function):
     def backward(ctx, *dys):
         n, ranks = ctx.n, ctx.ranks
         saved = ctx.saved_tensors
-        x2, xa, sa, ws, sbs = saved[0], saved[1], saved[2], saved[3 : 3 + n], saved[3 + n : 3 + 2 * n]
-        masks = saved[3 + 2 * n :] or None
+        k = 0 if ctx.packed is not None else n  # dense weights saved
+        x2, xa, sa = saved[0], saved[1], saved[2]
+        ws = saved[3 : 3 + k] if k else ctx.packed
+        sbs, masks = saved[3 + k : 3 + k + n], saved[3 + k + n :] or None
         (adapters_a, adapters_b), nodes = ctx.adapters, ctx.nodes
         needs = ctx.needs_input_grad
         tokens = x2.shape[0]
@@ -104,12 +121,14 @@ class GroupedLora(torch.autograd.Function):
             if dy2.dtype != x2.dtype:
                 dy2 = dy2.to(x2.dtype)
             torch.mm(dy2, sb, out=part)
-            b_needed = needs[6 + 2 * n + i]
+            b_needed = needs[P + 2 * n + i]
             grads_b.append(add_grad(adapters_b[i], nodes[n + i], dy2.t(), xa[:, start - r : start])
                            if b_needed else None)
             if needs[0]:  # every projection's share lands in this one buffer
+                if ctx.packed is not None:
+                    w = quantized.dense(w, x2.dtype)
                 grad_x = torch.mm(dy2, w) if grad_x is None else grad_x.addmm_(dy2, w)
-        a_needed = any(needs[6 + n : 6 + 2 * n])
+        a_needed = any(needs[P + n : P + 2 * n])
         if masks is None:
             grads_a = _stacked_grads(adapters_a, nodes[:n], dxa, x2, ranks) if a_needed else [None] * n
             if needs[0]:
@@ -119,7 +138,7 @@ class GroupedLora(torch.autograd.Function):
             grads_a, grad_x = _dropped_backward(ctx, x2, dxa, sa, masks, nodes[:n], a_needed, grad_x)
         if needs[0]:
             grad_x = grad_x.view(ctx.in_shape)  # autograd casts it to the input's dtype if they differ
-        return (grad_x, None, None, None, None, None, *([None] * n), *grads_a, *grads_b)
+        return (grad_x, *([None] * (P - 1)), *([None] * n), *grads_a, *grads_b)
 
 
 def _dropped_down(x2: torch.Tensor, sa: torch.Tensor, ranks: tuple, dropouts: tuple) -> tuple:
@@ -142,7 +161,7 @@ def _dropped_backward(ctx, x2, dxa, sa, masks, nodes, a_needed: bool, grad_x):
     for param, node, r, p, mask in zip(adapters_a, nodes, ctx.ranks, ctx.dropouts, masks):
         part, rows = dxa[:, start : start + r], sa[start : start + r]
         start += r
-        if a_needed and ctx.needs_input_grad[6 + ctx.n + len(grads_a)]:
+        if a_needed and ctx.needs_input_grad[P + ctx.n + len(grads_a)]:
             grads_a.append(add_grad(param, node, part.t(), redrop(x2, mask, p) if p else x2))
         else:
             grads_a.append(None)
@@ -205,7 +224,7 @@ class LoraGroup:
     def names(self) -> list | None:
         """The adapter name of each member when the whole group can run as one, else None."""
         plans = [lora_plan(layer) for layer in self.layers]
-        if any(p is None or p.bias is not None for p in plans):
+        if any(p is None or p.bias is not None for p in plans) or len({p.four_bit for p in plans}) != 1:
             return None
         if len({p.scaling for p in plans}) != 1 or plans[0].scaling == 0:  # one nonzero scale for the group
             return None
@@ -227,7 +246,7 @@ class LoraGroup:
             dropouts = tuple(p.dropout for p in plans)
             args = GroupPlan(scaling=plans[0].scaling, ranks=tuple(p.lora_a.shape[0] for p in plans),
                              nodes=grad_nodes(adapters), dropouts=dropouts if any(dropouts) else None,
-                             params=tuple(p.weight for p in plans) + adapters)
+                             params=tuple(p.weight for p in plans) + adapters, four_bit=plans[0].four_bit)
         self._plan = Transient(state, args)
         return args
 
@@ -243,7 +262,8 @@ class LoraGroup:
         args = self.arguments()
         if args is None:
             return None
-        outs = GroupedLora.apply(x, self.casts, args.scaling, args.ranks, args.nodes, args.dropouts, *args.params)
+        outs = GroupedLora.apply(x, self.casts, args.scaling, args.ranks, args.nodes, args.dropouts, args.four_bit,
+                                 *args.params)
         # The others' outputs wait here for their own call (a few lines later in the block's forward).
         self.pending = {i: o for i, o in enumerate(outs) if i != index}
         self.source = x
@@ -257,7 +277,7 @@ def _member_forward(group: LoraGroup, index: int, fallback, x: torch.Tensor, *ar
 
 def group_lora_projections(blocks: list) -> int:
     """Group the q/k/v and gate/up LoRA projections of each block (attention or MLP module) that has them all
-    as PEFT lora.Linear layers. Patches the members' forward per instance; returns how many groups."""
+    as PEFT lora.Linear (or 4-bit LoRA) layers. Patches the members' forward per instance; returns how many groups."""
     try:
         from peft.tuners.lora.layer import Linear as LoraLinearLayer  # heavy
     except ImportError:
@@ -267,7 +287,7 @@ def group_lora_projections(blocks: list) -> int:
     for block in blocks:
         for names in (ATTENTION, MLP):
             layers = [getattr(block, n, None) for n in names]
-            if not all(type(layer) is LoraLinearLayer for layer in layers):
+            if not all(layer is not None and is_lora_linear(layer, LoraLinearLayer) for layer in layers):
                 continue
             group = LoraGroup(layers)
             if group.names() is None:

@@ -39,7 +39,7 @@ def _lora_model(model_type: str, seed: int = 0, **overrides):
 def recipe_calls(monkeypatch):
     """Gated-MLP products computed (forward, checkpoint rerun and recipe) and norm outputs recomputed."""
     calls = {"act_mul": 0, "norm_value": 0}
-    act_mul, norm_value = rc._act_mul, rc._norm_value
+    act_mul, norm_value = rc.act_mul, rc._norm_value
 
     def counting_act_mul(*args):
         calls["act_mul"] += 1
@@ -49,7 +49,7 @@ def recipe_calls(monkeypatch):
         calls["norm_value"] += 1
         return norm_value(*args)
 
-    monkeypatch.setattr(rc, "_act_mul", counting_act_mul)
+    monkeypatch.setattr(rc, "act_mul", counting_act_mul)
     monkeypatch.setattr(rc, "_norm_value", counting_norm_value)
     return calls
 

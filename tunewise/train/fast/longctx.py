@@ -49,7 +49,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from tunewise.errors import ConfigError
-from tunewise.train.fast.recompute import _act_mul, _activation
+from tunewise.train.fast.recompute import act_mul, layer_activation
 
 LIGER_ELEMENTS = 2**31  # Liger's Triton kernels offset rows by row index × row stride in 32 bits
 AUTO_TILE = 8192  # tokens per MLP tile under auto: [8192, 14336] × ~7 live tensors ~= 1.6 GB for Llama-3-8B
@@ -177,7 +177,7 @@ def _layer_checkpoint(state: LongContext, checkpoint_fn, non_reentrant: bool, ma
 
 
 def _gated_mlp(mlp, act: str, liger: bool, x: torch.Tensor) -> torch.Tensor:
-    return mlp.down_proj(_act_mul(act, mlp.gate_proj(x), mlp.up_proj(x), liger))
+    return mlp.down_proj(act_mul(act, mlp.gate_proj(x), mlp.up_proj(x), liger))
 
 
 def _same(x: torch.Tensor) -> torch.Tensor:
@@ -249,7 +249,7 @@ def enable_long_context(hf_model, layers: list, offload, tile, liger: bool) -> t
                 continue
             # The gated MLPs' tiles call the projections directly (not recompute.py's forward, whose hooks must
             # not nest inside the tile's checkpoint); others run their current forward per tile.
-            act = _activation(layer)
+            act = layer_activation(layer)
             tile_fn = partial(_gated_mlp, mlp, act, liger) if act else mlp.forward
             mlp.forward = partial(_tiled_mlp_forward, layer, state, mlp.forward, tile_fn)
             tiling += 1

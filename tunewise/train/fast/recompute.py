@@ -64,7 +64,7 @@ def _gelu_mul(gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.Tensor
     return torch.nn.functional.gelu(gate, approximate="tanh") * up
 
 
-def _act_mul(act: str, gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.Tensor:
+def act_mul(act: str, gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.Tensor:
     return (_silu_mul if act == "silu" else _gelu_mul)(gate, up, liger)
 
 
@@ -80,7 +80,7 @@ def _act_mul_value(act: str, gate: torch.Tensor, up: torch.Tensor, liger: bool) 
         from liger_kernel.ops.geglu import geglu_forward  # optional
 
         return geglu_forward(gate.contiguous(), up.contiguous())[2]
-    return _act_mul(act, gate, up, liger)
+    return act_mul(act, gate, up, liger)
 
 
 def _norm_value(norm, x: torch.Tensor) -> torch.Tensor:
@@ -131,14 +131,14 @@ def _mlp_forward(layer, act: str, liger: bool, x):
     mlp = layer.mlp
     with _recipe_for(layer, "_tw_norm2", _mlp_norm(layer), x):
         gate, up = mlp.gate_proj(x), mlp.up_proj(x)
-    h = _act_mul(act, gate, up, liger)
+    h = act_mul(act, gate, up, liger)
     if not _active(layer):
         return mlp.down_proj(h)
     with RecomputeSaved(h, partial(_act_mul_value, act, gate, up, liger)):
         return mlp.down_proj(h)
 
 
-def _activation(layer) -> str | None:
+def layer_activation(layer) -> str | None:
     """The gated MLP's activation when the layer has the shape the recipes know, else None."""
     mlp, cfg = getattr(layer, "mlp", None), getattr(getattr(layer, "self_attn", None), "config", None)
     if mlp is None or not all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj")):
@@ -152,7 +152,7 @@ def enable_recompute(layers: list, liger: bool) -> int:
     """Patch each supported decoder layer's norms, attention and MLP (per instance). Returns how many."""
     count = 0
     for layer in layers:
-        act = _activation(layer)
+        act = layer_activation(layer)
         if act is None:
             continue
         for slot, norm in (("_tw_norm1", layer.input_layernorm), ("_tw_norm2", _mlp_norm(layer))):

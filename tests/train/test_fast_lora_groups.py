@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.train.test_fast import _assert_same, _batch, _fast, _lora_model, _loss_and_grads
+from tunewise.models.estimate import saved_activation_bytes
 from tunewise.train.fast import lora_groups
 from tunewise.train.tokenize import PadCollator
 
@@ -83,19 +84,9 @@ def test_masks_drawn_in_another_member_order_fail_the_comparison(monkeypatch):
 
 def _saved_bytes(model, batch) -> int:
     """Bytes of the distinct tensors autograd saves in one training forward (parameters left out)."""
-    params = {p.data_ptr() for p in model.parameters()}
-    seen = {}
-
-    def pack(t):
-        if t.data_ptr() not in params:
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
     model.train()
     torch.manual_seed(0)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(**batch)
-    return sum(seen.values())
+    return saved_activation_bytes(model, batch=batch)
 
 
 @pytest.mark.parametrize("grouped", [True, False])

@@ -403,7 +403,7 @@ def _device(name: str) -> dict:
     return DEVICES[key]
 
 
-def saved_activation_bytes(model, input_ids) -> int:
+def saved_activation_bytes(model, input_ids=None, batch: dict | None = None) -> int:
     """Measured activation memory: bytes of the distinct non-parameter tensors autograd saves for backward
     in one forward pass (run it inside any autocast context you want measured). The estimator's activation
     terms are checked against this, in tests and in bench/estimate_accuracy.py."""
@@ -418,5 +418,5 @@ def saved_activation_bytes(model, input_ids) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=input_ids, labels=input_ids)
+        model(**(batch if batch is not None else {"input_ids": input_ids, "labels": input_ids}))
     return sum(seen.values())

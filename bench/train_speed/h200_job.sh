@@ -16,10 +16,10 @@
 # side), PY (python), TINY=1 (toy model: a CPU check of the script), BUDGET_S: a call that would start after
 # this many seconds is skipped and logged, so the job's GPU time stays near it (~12 minutes); a family row
 # only starts while QLORA_RESERVE_S remain, so that the QLoRA row still runs.
-# Estimated cost (not yet measured): ~10 s per call for the GEMM probe; per side 25-40 s for plain / tunewise
-# / hf-liger (start, random 8B on the GPU, 11 steps), 90-120 s for Unsloth (import, saving the weights once
-# per model, loading them, compiling its loss), ~60 s more per QLoRA side (4-bit quantization on load):
-# ~3.5 min for the Llama row, ~2.5 min per family row with FAM_SIDES=tunewise,unsloth, ~4 min for QLoRA.
+# Measured on the H200 (2026-11-29, bench/results/train_speed/2026-11-29_h200_job*.log): the Llama row with
+# tunewise, hf-liger and unsloth 280 s; a family row with tunewise 115-120 s (Gemma-2-9B 122 s); QLoRA 2048x1
+# with tunewise 116 s; qlora-maxctx's 16k check plus one 32-layer step at 350,000 tokens 8 min (the step 402 s).
+# The default BUDGET_S leaves the third family row out: give it 900 or run that row on its own.
 set -u
 cd "$(dirname "$0")/../.."
 RESULTS=${RESULTS:-/tmp/train_speed_job}

@@ -215,6 +215,31 @@ def generation_and_bbc(args, model, tok) -> dict:
     return result
 
 
+def forgetting_mc(args, model, tok) -> dict:
+    """The forgetting check's multiple-choice pass (every args.forgetting-th shipped question), each prompt
+    alone against the prompts' common opening (the chat template's system turn) run once; same scores."""
+    from tunewise.data.encode import encode_prompt
+    from tunewise.evaluate.forgetting import load_mc, shipped
+    from tunewise.evaluate.score import answer_ids, score_continuations
+
+    qs = load_mc(shipped("general_mc.jsonl"))[:: args.forgetting]
+    msgs = [[{"role": "user", "content": f"{q.question}\nAnswer with one of: {', '.join(q.choices)}."}] for q in qs]
+    conts = [[answer_ids(tok, m, c) for c in q.choices] for m, q in zip(msgs, qs)]
+    prompts = [encode_prompt(tok, m) for m in msgs]
+    runs = {}
+    for share in (False, True, False, True):  # alternated: a drift in machine load hits both sides
+        out, wall, cpu = timed(lambda: score_continuations(model, prompts, conts, tok.pad_token_id,
+                                                           args.score_tokens, share_prefix=share))  # noqa: B023 (called at once)
+        runs.setdefault(share, []).append((wall, cpu, out.logprobs))
+    worst = max(abs(a - b) for x, y in zip(runs[True][0][2], runs[False][0][2]) for a, b in zip(x, y))
+    print(f"\nforgetting multiple choice, {len(qs)} questions, wall / CPU seconds per run (two runs each):")
+    for share, label in ((False, "each prompt whole"), (True, "shared opening once")):
+        print(f"  {label:<20} " + ", ".join(f"{w:.1f} / {c:.1f}" for w, c, _ in runs[share]))
+    print(f"  largest |log-prob difference| {worst:.1e}")
+    return {"questions": len(qs), "whole_wall_cpu_s": [r[:2] for r in runs[False]],
+            "shared_wall_cpu_s": [r[:2] for r in runs[True]], "max_abs_diff": worst}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="embedded:smollm2-135m-instruct", help="embedded:…, folder, .gguf, or tiny")
@@ -232,13 +257,17 @@ def main() -> None:
     ap.add_argument("--plain", action="store_true", help="BBC scoring: also every (prompt, label) pair alone")
     ap.add_argument("--score-tokens", type=int, default=2048, help="eval.score_tokens_per_batch")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
+    ap.add_argument("--forgetting", type=int, metavar="EVERY", help="instead: the forgetting check's multiple "
+                    "choice on every EVERY-th shipped question, with and without the shared opening")
     args = ap.parse_args()
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tok = load(args.model, device, getattr(torch, args.dtype))
     print(f"device {torch.cuda.get_device_name(0) if device == 'cuda' else 'CPU'} · model {args.model} · "
           f"{args.dtype} · batch size {args.batch_size} · score tokens {args.score_tokens}", flush=True)
-    if args.banking77:
+    if args.forgetting:
+        result = {"forgetting_mc": forgetting_mc(args, model, tok)}
+    elif args.banking77:
         result = {"banking77": [asdict(r) for r in banking77(args, model, tok)]}
     else:
         result = generation_and_bbc(args, model, tok)

@@ -8,13 +8,13 @@ from tunewise.errors import DataError
 from tunewise.evaluate.compare import paired_bootstrap
 from tunewise.evaluate.forgetting import (
     MCQuestion,
-    _shipped,
     check_forgetting,
     drop_flagged,
     kl_per_prompt,
     load_mc,
     load_prompts,
     mc_choices,
+    shipped,
 )
 from tunewise.models import load_model
 from tunewise.testing import build_model, save_tiny_model
@@ -30,12 +30,12 @@ def write_jsonl(path, rows):
 
 
 def test_shipped_sets_load():
-    assert len(load_mc(_shipped("general_mc.jsonl"))) >= 400
-    assert len(load_prompts(_shipped("general_prompts.jsonl"))) >= 20
+    assert len(load_mc(shipped("general_mc.jsonl"))) >= 400
+    assert len(load_prompts(shipped("general_prompts.jsonl"))) >= 20
 
 
 def test_every_shipped_question_has_four_distinct_choices_its_answer_among_them_and_no_twin():
-    rows = [json.loads(line) for line in _shipped("general_mc.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in shipped("general_mc.jsonl").read_text().splitlines()]
     assert all(len(r["choices"]) == 4 == len(set(r["choices"])) and r["answer"] in r["choices"] for r in rows)
     questions = [r["question"].strip().lower() for r in rows]
     assert len(set(questions)) == len(questions)
@@ -45,7 +45,7 @@ def test_every_shipped_question_has_four_distinct_choices_its_answer_among_them_
 def test_the_shipped_set_is_what_the_build_script_makes():
     from tunewise.evaluate.general_mc_build import build, written_rows
 
-    rows = [json.loads(line) for line in _shipped("general_mc.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in shipped("general_mc.jsonl").read_text().splitlines()]
     assert build(written_rows()) == rows
 
 

@@ -50,7 +50,7 @@ class ForgettingResult:
         return {**asdict(self), "difference_ci": list(self.difference_ci)}
 
 
-def _shipped(name: str) -> Path:
+def shipped(name: str) -> Path:
     return Path(str(importlib.resources.files("tunewise") / "evaluate" / name))
 
 
@@ -157,8 +157,8 @@ def check_forgetting(cfg: ForgettingConfig, tuned_model, tokenizer, base_model=N
     base_model = base_model if base_model is not None else tuned_model
     if base_model is tuned_model and not has_adapter(tuned_model):
         raise ValueError("a model without a PEFT adapter needs its base model passed separately")
-    mc_path = Path(cfg.mc_path) if cfg.mc_path else _shipped("general_mc.jsonl")
-    kl_path = Path(cfg.prompts_path) if cfg.prompts_path else _shipped("general_prompts.jsonl")
+    mc_path = Path(cfg.mc_path) if cfg.mc_path else shipped("general_mc.jsonl")
+    kl_path = Path(cfg.prompts_path) if cfg.prompts_path else shipped("general_prompts.jsonl")
     questions, prompts = load_mc(mc_path), load_prompts(kl_path)
     with base_weights(base_model):
         base = mc_correct(base_model, tokenizer, questions, max_tokens)

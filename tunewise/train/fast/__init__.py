@@ -285,7 +285,6 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
         if fast.compile:
             result.compiled_layers = compile_layers(hf, fast.compile_mode)
         asked = {"torch RMSNorm": result.kernels and fast.rms_norm == "torch",
-                 "q/k/v LoRA group": result.fused_lora_layers > 0 and fast.grouped_lora,
                  "SDPA backend": fast.sdpa_backend != "default" and device == "cuda",
                  "elementwise recompute": recompute and not fast.compile}
         result.family_off = {k: v for k, v in limits.items() if asked.get(k)} or None

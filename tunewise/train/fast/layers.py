@@ -56,9 +56,6 @@ def family_limits(hf_model) -> dict[str, str]:
     cfg, off = hf_model.config, {}
     if cfg.model_type in ONE_PLUS_W_NORMS:
         off["torch RMSNorm"] = "its norms compute x·(1 + w) in fp32, as Liger's gemma-mode norm does"
-    attn = decoder_layers(hf_model)[0].self_attn
-    if getattr(getattr(getattr(attn, "q_proj", None), "base_layer", None), "bias", None) is not None:
-        off["q/k/v LoRA group"] = "the projections have biases, gate/up still grouped"
     impl = getattr(cfg, "_attn_implementation", None)
     if impl != "sdpa":
         off["SDPA backend"] = f"attention runs {impl}" + (

@@ -111,6 +111,12 @@ def add_grad(param: torch.Tensor, node, a: torch.Tensor, b: torch.Tensor) -> tor
     return None
 
 
+def base_output(x2: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x2 W^T plus the base layer's bias, as one GEMM (the bias is addmm's input). `bias` is given in x2's
+    dtype (the compute dtype, as the base layer under autocast would add it)."""
+    return torch.mm(x2, w.t()) if bias is None else torch.addmm(bias, x2, w.t())
+
+
 def dropout_mask(x2: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(x2 dropped out, the kept mask): the same RNG call nn.Dropout makes (at::dropout is native_dropout on
     CUDA; on the CPU both draw one bernoulli_ of x2's shape), so PEFT's masks under the same seed."""
@@ -148,7 +154,7 @@ class LoraLinear(torch.autograd.Function):
         # The inputs are all in the compute dtype already, so autocast has nothing to do here.
         xa = torch.mm(xd2, sa.t())  # s·u
         del xd2
-        y = torch.mm(x2, w.t()) if bias is None else torch.addmm(bias.to(dt), x2, w.t())
+        y = base_output(x2, w, None if bias is None else bias.to(dt))
         y.addmm_(xa, sb.t(), alpha=1.0 / scaling)
         out = y.view(*in_shape[:-1], w.shape[0])
         ctx.packed = weight if four_bit else None  # the 4-bit weight itself, not a saved (hooked) tensor

@@ -14,8 +14,12 @@ group keeps the input once for all of them.
 QLoRA: over 4-bit base layers (quantized.py) each member's weight is dequantised for its GEMM and again for
 its share of the input gradient, one at a time, and never kept.
 
-Only exact cases are grouped: single-adapter LoRA over frozen bias-free nn.Linear layers, or all over 4-bit
-ones, in training with gradients on. Anything else runs each projection through its own forward, unchanged."""
+Biases (Qwen2's q/k/v): a member's frozen base bias is added by its base GEMM, in the compute dtype, as the
+per-projection path (lora.py) adds it; it gets no gradient.
+
+Only exact cases are grouped: single-adapter LoRA over frozen nn.Linear layers (their biases frozen too), or
+all over 4-bit ones, in training with gradients on. Anything else runs each projection through its own forward,
+unchanged (a trainable bias keeps the per-projection path, which computes its gradient)."""
 
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from tunewise.train.fast.lora import (
     accumulates_into,
     adapter_state,
     add_grad,
+    base_output,
     compute_dtype,
     dropout_mask,
     grad_nodes,
@@ -54,19 +59,21 @@ class GroupPlan(NamedTuple):
     dropouts: tuple | None  # each member's LoRA dropout probability; None where every one is 0
     params: tuple  # the members' base weights, then their A, then their B matrices
     four_bit: bool = False  # the base weights are 4-bit (quantized.py): dequantised on use, never kept
+    biases: tuple | None = None  # each member's frozen base bias (or None); None where no member has one
 
 
-P = 7  # GroupedLora's arguments before *params (needs_input_grad's index of the first base weight)
+P = 8  # GroupedLora's arguments before *params (needs_input_grad's index of the first base weight)
 
 
 class GroupedLora(torch.autograd.Function):
-    """y_i = x W_i^T + s (x A_i^T) B_i^T for i in the group (one scale s), with x A^T computed once for the
+    """y_i = x W_i^T + b_i + s (x A_i^T) B_i^T for i in the group (one scale s), with x A^T computed once for the
     stacked A. Scales are folded into the cached adapters as in lora.py (s·A stacked, s·B per member).
-    four_bit: the W_i are 4-bit, dequantised where used (outputs in x's dtype, as bitsandbytes returns them)."""
+    four_bit: the W_i are 4-bit, dequantised where used (outputs in x's dtype, as bitsandbytes returns them).
+    biases: the frozen b_i (None: none), passed as a tuple, not as tensor arguments: they get no gradient."""
 
     @staticmethod
     def forward(ctx, x, casts: dict | None, scaling: float, ranks: tuple, nodes: tuple | None,
-                dropouts: tuple | None, four_bit: bool, *params):
+                dropouts: tuple | None, four_bit: bool, biases: tuple | None, *params):
         n = len(ranks)
         weights, adapters_a, adapters_b = params[:n], params[n : 2 * n], params[2 * n :]
         dt = compute_dtype(x)
@@ -77,15 +84,17 @@ class GroupedLora(torch.autograd.Function):
         sa = cast(casts, "sA", adapters_a, dt, scaling)  # [sum r, in]: the stacked s·A
         sbs = [cast(casts, i, (p,), dt, scaling) for i, p in enumerate(adapters_b)]
         ws = weights if four_bit else [w if w.dtype == dt else w.to(dt) for w in weights]
+        # the biases in the compute dtype (lora.py's rule), cast once per optimizer step as the adapters are
+        bs = [None if b is None else cast(casts, ("bias", i), (b,), dt) for i, b in enumerate(biases or (None,) * n)]
         if dropouts is None:
             xa, masks = torch.mm(x2, sa.t()), None  # [tokens, sum r] = s·u: one read of x for every adapter
         else:
             xa, masks = _dropped_down(x2, sa, ranks, dropouts)
         inv, lead, outs, start = 1.0 / scaling, in_shape[:-1], [], 0
-        for w, sb, r in zip(ws, sbs, ranks):
+        for w, b, sb, r in zip(ws, bs, sbs, ranks):
             if four_bit:
                 w = quantized.dense(w, dt)  # one dense weight at a time, freed after its GEMM
-            y = torch.mm(x2, w.t())
+            y = base_output(x2, w, b)
             y.addmm_(xa[:, start : start + r], sb.t(), alpha=inv)
             y = y.view(*lead, w.shape[0])
             outs.append(y.to(x.dtype) if four_bit and y.dtype != x.dtype else y)
@@ -224,7 +233,7 @@ class LoraGroup:
     def names(self) -> list | None:
         """The adapter name of each member when the whole group can run as one, else None."""
         plans = [lora_plan(layer) for layer in self.layers]
-        if any(p is None or p.bias is not None for p in plans) or len({p.four_bit for p in plans}) != 1:
+        if any(p is None or _trainable(p.bias) for p in plans) or len({p.four_bit for p in plans}) != 1:
             return None
         if len({p.scaling for p in plans}) != 1 or plans[0].scaling == 0:  # one nonzero scale for the group
             return None
@@ -237,16 +246,18 @@ class LoraGroup:
         if self._plan.state == state:
             args = self._plan.plan
             n = len(self.layers)
-            if args is None or not any(w.requires_grad for w in args.params[:n]):  # base weights still frozen
+            if args is None or not any(w.requires_grad for w in args.params[:n]) and not any(
+                    _trainable(b) for b in args.biases or ()):  # base weights and biases still frozen
                 return args
         args = None
         if self.names() is not None:
             plans = [lora_plan(layer) for layer in self.layers]
             adapters = tuple(p.lora_a for p in plans) + tuple(p.lora_b for p in plans)
-            dropouts = tuple(p.dropout for p in plans)
+            dropouts, biases = tuple(p.dropout for p in plans), tuple(p.bias for p in plans)
             args = GroupPlan(scaling=plans[0].scaling, ranks=tuple(p.lora_a.shape[0] for p in plans),
                              nodes=grad_nodes(adapters), dropouts=dropouts if any(dropouts) else None,
-                             params=tuple(p.weight for p in plans) + adapters, four_bit=plans[0].four_bit)
+                             params=tuple(p.weight for p in plans) + adapters, four_bit=plans[0].four_bit,
+                             biases=None if all(b is None for b in biases) else biases)
         self._plan = Transient(state, args)
         return args
 
@@ -263,11 +274,15 @@ class LoraGroup:
         if args is None:
             return None
         outs = GroupedLora.apply(x, self.casts, args.scaling, args.ranks, args.nodes, args.dropouts, args.four_bit,
-                                 *args.params)
+                                 args.biases, *args.params)
         # The others' outputs wait here for their own call (a few lines later in the block's forward).
         self.pending = {i: o for i, o in enumerate(outs) if i != index}
         self.source = x
         return outs[index]
+
+
+def _trainable(bias: torch.Tensor | None) -> bool:
+    return bias is not None and bias.requires_grad
 
 
 def _member_forward(group: LoraGroup, index: int, fallback, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """The fast path on every decoder family it covers gives plain transformers + PEFT's loss and gradients (float32,
-CPU): Llama, Mistral, Qwen2 (q/k/v biases), Qwen3 (q/k norms), Gemma 2 (soft-capped attention and final logits,
+CPU): Llama, Mistral, Qwen2 (q/k/v biases, grouped), Qwen3 (q/k norms), Gemma 2 (soft-capped attention and final logits,
 x·(1 + w) norms, GeGLU, scaled embeddings, pre/post feed-forward norms) and Gemma 3 (sliding and global layers,
 q/k norms). Families it does not cover train on the plain path, said in one log line."""
 
@@ -11,7 +11,7 @@ import torch
 from tests.train.test_fast import VOCAB, _assert_same, _batch, _fast, _loss_and_grads, _rel
 from tunewise.config import FastConfig, LoraConfig, TrainConfig
 from tunewise.testing import FAMILIES, build_family_model
-from tunewise.train.fast import SUPPORTED, apply_fast_path, decide
+from tunewise.train.fast import SUPPORTED, apply_fast_path, decide, lora_groups
 from tunewise.train.fast import recompute as rc
 from tunewise.train.fast.layers import family_limits, use_torch_rms_norm
 from tunewise.train.fast.loss import causal_lm_loss
@@ -24,10 +24,10 @@ CAPS = {"gemma2": {"final_logit_softcapping": 1.0, "attn_logit_softcapping": 0.5
         "gemma3_text": {"final_logit_softcapping": 1.5}}
 
 
-def _lora_model(model_type: str, seed: int = 0, **overrides):
+def _lora_model(model_type: str, seed: int = 0, dropout: float = 0.0, **overrides):
     base = build_family_model(model_type, VOCAB, seed, initializer_range=0.1, **{**CAPS.get(model_type, {}),
                                                                                 **overrides})
-    model = apply_lora(base, LoraConfig(r=4, alpha=8, dropout=0.0))
+    model = apply_lora(base, LoraConfig(r=4, alpha=8, dropout=dropout))
     g = torch.Generator().manual_seed(seed + 1)
     for name, p in model.named_parameters():
         if "lora_B" in name:  # PEFT starts B at zero, which would make every A gradient zero
@@ -65,11 +65,10 @@ def test_every_component_gives_the_plain_loss_and_gradients(model_type, recipe_c
     plain = _lora_model(model_type)
     fast = copy.deepcopy(plain)
     report = _fast(fast, gc=True, checkpoint_layers=0.5, recompute_elementwise=True)
-    qkv_biased = model_type == "qwen2"
     assert (report.loss, report.fused_lora_layers, report.checkpointed_layers, report.recompute_layers) == (
         "chunked", 2 * 7, 1, 2)
-    assert report.lora_groups == (2 if qkv_biased else 4)  # per layer q/k/v and gate/up; Qwen2: gate/up only
-    assert ("q/k/v LoRA group (the projections have biases" in report.describe()) == qkv_biased
+    assert report.lora_groups == 4  # per layer q/k/v and gate/up (Qwen2's biased q/k/v too)
+    assert "LoRA group" not in (report.family_off or {})
     batch = PadCollator(pad_id=3)(_batch(seed=21))
     want = _loss_and_grads(plain, batch)
     got = _loss_and_grads(fast, batch)
@@ -78,6 +77,32 @@ def test_every_component_gives_the_plain_loss_and_gradients(model_type, recipe_c
     # layer 0 keeps recipes: its MLP product and its two norm outputs are recomputed once in backward;
     # layer 1 is checkpointed: its MLP product is computed again by the checkpoint's rerun instead
     assert recipe_calls == {"act_mul": 4, "norm_value": 2}
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.05])
+def test_qwen2_groups_its_biased_qkv_with_peft_loss_and_gradients(dropout, monkeypatch):
+    """Qwen2's q/k/v carry biases (drawn nonzero): grouped, each member adds its own frozen bias once; loss and
+    every adapter gradient are PEFT's, with LoRA dropout drawn in PEFT's order too; the biases get no gradient."""
+    plain = _lora_model("qwen2", dropout=dropout)
+    fast = copy.deepcopy(plain)
+    attn = fast.get_base_model().model.layers[0].self_attn
+    assert all(getattr(attn, n).base_layer.bias.abs().min() > 0 for n in ("q_proj", "k_proj", "v_proj"))
+    report = _fast(fast)
+    assert report.lora_groups == 4 and "LoRA groups 4" in report.describe() and report.family_off is None
+    calls = []
+    apply = lora_groups.GroupedLora.apply
+    monkeypatch.setattr(lora_groups.GroupedLora, "apply",
+                        lambda *a: calls.append((len(a[3]), a[7] is not None)) or apply(*a))
+    batch = PadCollator(pad_id=3)(_batch(seed=24))
+    want = _loss_and_grads(plain, batch)
+    got = _loss_and_grads(fast, batch)
+    _assert_same(want, got)
+    assert sorted(calls) == [(2, False), (2, False), (3, True), (3, True)]  # q/k/v with their biases
+    assert all(p.grad is None for n, p in fast.named_parameters() if n.endswith("bias"))
+
+
+def test_qwen2_family_keeps_nothing_off_for_its_biases():
+    assert family_limits(build_family_model("qwen2", VOCAB)) == {}
 
 
 @pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text"])

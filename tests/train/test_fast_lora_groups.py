@@ -1,14 +1,19 @@
 """Grouped LoRA projections (fast.grouped_lora): q/k/v and gate/up computed as one group each give the plain
-path's loss and gradients, and really run grouped (counted), in every combination they meet in training."""
+path's loss and gradients, and really run grouped (counted), in every combination they meet in training, with
+and without base-layer biases (Qwen2's q/k/v)."""
 
 import copy
 
 import pytest
 import torch
 
-from tests.train.test_fast import _assert_same, _batch, _fast, _lora_model, _loss_and_grads
+from tests.train.test_fast import VOCAB, _assert_same, _batch, _fast, _lora_model, _loss_and_grads
+from tests.train.test_fast_qlora import _to_4bit, dequantized  # noqa: F401 (a fixture, used below)
+from tunewise.config import LoraConfig
 from tunewise.models.estimate import saved_activation_bytes
+from tunewise.testing import build_model
 from tunewise.train.fast import lora_groups
+from tunewise.train.lora import apply_lora
 from tunewise.train.tokenize import PadCollator
 
 
@@ -150,3 +155,114 @@ def test_a_member_called_alone_or_on_another_input_gets_its_own_output():
 
 def _delta(layer, x):
     return layer.lora_B["default"](layer.lora_A["default"](x)) * layer.scaling["default"]
+
+
+def _biased_model(dropout: float = 0.0, seed: int = 0):
+    """The tiny Llama with biases on every projection (attention_bias, mlp_bias), drawn nonzero: q/k/v and
+    gate/up are then biased groups, o and down biased single layers."""
+    base = build_model(VOCAB, seed=seed, attention_bias=True, mlp_bias=True)
+    g = torch.Generator().manual_seed(seed + 5)
+    with torch.no_grad():
+        for name, p in base.named_parameters():
+            if name.endswith("proj.bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    model = apply_lora(base, LoraConfig(r=4, alpha=8, dropout=dropout))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data = torch.randn(p.shape, generator=g) * 0.1
+    return model
+
+
+@pytest.fixture
+def biased_calls(monkeypatch):
+    """(members, whether the group was given biases) per GroupedLora call."""
+    calls = []
+    apply = lora_groups.GroupedLora.apply
+    monkeypatch.setattr(lora_groups.GroupedLora, "apply", lambda *a: calls.append((len(a[3]), a[7] is not None))
+                        or apply(*a))
+    return calls
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_biased_groups_give_the_per_projection_and_peft_gradients(dropout, biased_calls):
+    """A biased group (q/k/v, gate/up) against the same projections fused one at a time and against PEFT:
+    loss and every adapter gradient alike; the frozen biases get no gradient."""
+    plain = _biased_model(dropout)
+    grouped, single = copy.deepcopy(plain), copy.deepcopy(plain)
+    assert _fast(grouped).lora_groups == 4
+    assert _fast(single, grouped_lora=False).lora_groups == 0
+    batch = PadCollator(pad_id=3)(_batch(seed=15))
+    want = _loss_and_grads(plain, batch)
+    by_one = _loss_and_grads(single, batch)
+    assert biased_calls == []
+    got = _loss_and_grads(grouped, batch)
+    assert sorted(biased_calls) == [(2, True), (2, True), (3, True), (3, True)]
+    _assert_same(want, by_one)
+    _assert_same(want, got)
+    _assert_same(by_one, got)
+    assert all(p.grad is None for n, p in grouped.named_parameters() if n.endswith("bias"))
+
+
+@pytest.mark.parametrize("wrong", ["dropped", "twice"])
+def test_a_bias_dropped_or_added_twice_by_the_group_fails_the_comparison(wrong, monkeypatch):
+    """The control for the test above: the group's base product without its bias, or with it added twice."""
+    plain = _biased_model()
+    fast = copy.deepcopy(plain)
+    _fast(fast)
+    right = lora_groups.base_output
+
+    def wrong_output(x2, w, bias):
+        if wrong == "dropped":
+            return right(x2, w, None)
+        return right(x2, w, bias) if bias is None else right(x2, w, bias).add_(bias)
+
+    monkeypatch.setattr(lora_groups, "base_output", wrong_output)
+    batch = PadCollator(pad_id=3)(_batch(seed=15))
+    with pytest.raises(AssertionError):
+        _assert_same(_loss_and_grads(plain, batch), _loss_and_grads(fast, batch))
+
+
+def test_a_trainable_bias_keeps_its_projections_ungrouped_and_gets_its_gradient(biased_calls):
+    """A bias that trains (PEFT's bias="all", or unfrozen later) is never a group member's: its block runs each
+    projection through the per-projection path, which computes the bias gradient."""
+    plain = _biased_model()
+    plain.get_base_model().model.layers[0].self_attn.k_proj.base_layer.bias.requires_grad_(True)
+    fast = copy.deepcopy(plain)
+    assert _fast(fast).lora_groups == 3  # layer 0's q/k/v is not grouped
+    mlp = fast.get_base_model().model.layers[1].mlp
+    mlp.up_proj.base_layer.bias.requires_grad_(True)  # unfrozen after grouping: layer 1's gate/up falls back
+    plain.get_base_model().model.layers[1].mlp.up_proj.base_layer.bias.requires_grad_(True)
+    batch = PadCollator(pad_id=3)(_batch(seed=16))
+    want, got = _loss_and_grads(plain, batch), _loss_and_grads(fast, batch)
+    _assert_same(want, got)
+    assert sorted(biased_calls) == [(2, True), (3, True)]
+    assert sum(n.endswith("bias") for n in got[1]) == 2
+
+
+@pytest.mark.usefixtures("dequantized")
+def test_a_biased_4bit_group_gives_peft_loss_and_gradients():
+    """Over 4-bit base layers with biases (QLoRA of Qwen2): the bias in the compute dtype, once per member."""
+    plain, fast = _to_4bit(_biased_model(0.05)), _to_4bit(_biased_model(0.05))  # built alike from one seed
+    report = _fast(fast)
+    assert report.lora_groups == 4 and report.fused_4bit_layers == 14
+    batch = PadCollator(pad_id=3)(_batch(seed=17))
+    _assert_same(_loss_and_grads(plain, batch), _loss_and_grads(fast, batch))
+
+
+def test_under_autocast_a_biased_group_adds_the_bias_in_the_compute_dtype(biased_calls):
+    """bf16 autocast over fp32 weights: each member's output is bf16, as the per-projection path's (which casts
+    the bias to the compute dtype), and the same values."""
+    grouped, single = _biased_model(), _biased_model()
+    _fast(grouped)
+    _fast(single, grouped_lora=False)
+    x = torch.randn(2, 5, 32, requires_grad=True)
+    outs = []
+    for model in (grouped, single):
+        model.train()
+        attn = model.get_base_model().model.layers[0].self_attn
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outs.append([attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)])
+    assert biased_calls == [(3, True)]
+    for got, want in zip(*outs):
+        assert got.dtype == want.dtype == torch.bfloat16
+        assert ((got.float() - want.float()).norm() / want.float().norm()).item() < 1e-2

@@ -26,6 +26,10 @@ SHAPES = {
         "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
         "tie_word_embeddings": True}),
 }
+GEMMA2_9B = ModelShape.from_config({  # eager attention: seq² scores per layer
+    "model_type": "gemma2", "hidden_size": 3584, "intermediate_size": 14336, "num_hidden_layers": 42,
+    "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256, "vocab_size": 256000,
+    "tie_word_embeddings": True})
 
 
 def test_llama3_8b_2048x4_with_checkpointing_gets_micro_batch_2_no_recompute_and_recipes():
@@ -102,6 +106,27 @@ def test_over_a_grid_no_plan_is_above_plain_or_the_budget_and_none_nearby_is_fas
     assert bound > 20
 
 
+def test_gemma2_9b_2048x4_with_checkpointing_checkpoints_fewer_layers_within_plain():
+    """Gemma 2 runs eager attention; its scores are counted (estimate.EAGER_SCORE_BYTES), so the plan may
+    use the headroom every-layer checkpointing leaves (measured on an H200: 25.2 GiB against plain's 47.7)."""
+    plan = choose_plan(GEMMA2_9B, batch_size=4, seq_len=2048, gradient_checkpointing=True, budget_gib=80)
+    assert plan.fits and plan.peak_gib <= plan.plain_peak_gib
+    assert plan.checkpointed_layers < 42
+    every = choose_plan(GEMMA2_9B, batch_size=4, seq_len=2048, gradient_checkpointing=True, budget_gib=80,
+                        micro_batch_size=4, checkpoint_layers=1.0, recompute_elementwise=False)
+    assert every.peak_gib == pytest.approx(25.2, rel=0.03) and plan.speedup > every.speedup
+
+
+def test_over_a_grid_no_plan_with_eager_attention_is_above_plain():
+    for batch, seq, gc, dropout, budget in itertools.product(
+            (1, 2, 4), (512, 2048, 4096, 8192), (True, False), (0.0, 0.05), (None, 80, 40)):
+        plan = choose_plan(GEMMA2_9B, batch_size=batch, seq_len=seq, gradient_checkpointing=gc,
+                           dropout=dropout, budget_gib=budget)
+        assert plan.peak_gib <= plan.plain_peak_gib, (batch, seq, gc, dropout, budget)
+        if plan.fits and budget:
+            assert plan.peak_gib <= budget
+
+
 def _model(vocab: int = 97):
     from tunewise.config import LoraConfig
     from tunewise.testing import build_model
@@ -153,6 +178,21 @@ def test_without_cuda_or_a_sequence_length_auto_keeps_the_previous_defaults():
         report = apply_fast_path(_model(), _train(), device, seq_len=seq_len, log=False)
         assert report.plan is None and "auto plan" not in report.describe()
         assert (report.micro_batch_size, report.checkpointed_layers, report.recompute_layers) == (None, 2, 0)
+
+
+def test_gemma2_eager_attention_is_planned_and_other_eager_models_are_not():
+    from tunewise.config import LoraConfig
+    from tunewise.testing import build_family_model
+    from tunewise.train.fast import apply_fast_path
+    from tunewise.train.lora import apply_lora
+
+    gemma = apply_lora(build_family_model("gemma2", 5000, attn_implementation="eager"), LoraConfig(r=4, alpha=8))
+    report = apply_fast_path(gemma, _train(), "cuda", seq_len=2048, log=False)
+    assert report.plan["peak_gib"] <= report.plan["plain_peak_gib"] and "auto plan" in report.plan["why"]
+    llama = _model()
+    llama.get_base_model().config._attn_implementation = "eager"
+    report = apply_fast_path(llama, _train(), "cuda", seq_len=2048, log=False)
+    assert report.plan["why"].startswith("no automatic plan: eager attention") and report.checkpointed_layers == 2
 
 
 def test_explicit_values_win_over_the_plan():

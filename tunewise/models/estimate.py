@@ -86,6 +86,15 @@ FAST_OTHER_BYTES = 6
 CHUNK_LOSS_BYTES = 8
 # Training a checkpointed layer keeps its bf16 input only; in backward it is run again, one layer at a time.
 CHECKPOINT_BYTES = 2
+# Eager attention (Gemma 2: SDPA cannot soft-cap the logits; transformers' eager_attention_forward) keeps, per
+# layer and (batch x head x query x key) element: tanh's bf16 output (the soft-cap), the fp32 softmax and its
+# bf16 cast (probabilities · v's input). The scaling, /cap, x cap, + mask and dropout (p 0: returns its input)
+# keep nothing. fp32 (CPU): tanh's and softmax's 4 B each, the cast a no-op: 8 B as well.
+EAGER_SCORE_BYTES = 8
+# The layer being backpropagated holds more during its softmax's backward: the probabilities' fp32 gradient
+# and the fp32 gradient it returns, while the bf16 probabilities are freed: 2 + 4 + 4 + 4 = 14 B at once.
+EAGER_BACKWARD_BYTES = 6
+EAGER_ATTENTION = {"gemma2"}  # model types tunewise trains with eager attention
 
 # Fast-path step time: per decoder layer and micro-step the forward and the backward each take the longer of
 # the host's time to launch them and the GPU's arithmetic; a checkpointed layer runs its forward again. Fitted
@@ -149,6 +158,19 @@ class ModelShape:
         return out
 
     @property
+    def eager(self) -> bool:
+        """Trained with eager attention (seq² scores per layer): Gemma 2, whose logits SDPA cannot soft-cap."""
+        return self.model_type in EAGER_ATTENTION
+
+    def eager_layer_bytes(self, seq_len: int, *, fast: bool) -> int:
+        """Bytes per token one layer's eager attention keeps beyond SDPA's q, k, v and output (4q + 4kv): the
+        scores (EAGER_SCORE_BYTES per key per head), q and the k and v repeat_kv copies to every query head
+        (2 B each per q unit) and, on the fast path, the o projection's input (a copy: 2q); plain PEFT keeps
+        its own copy of that already (plain_lora_layer_bytes)."""
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        return EAGER_SCORE_BYTES * self.heads * seq_len + (8 if fast else 6) * q - 4 * q - 4 * kv
+
+    @property
     def linear_params(self) -> int:
         return self.layers * sum(i * o for i, o in self.linears().values())
 
@@ -210,20 +232,30 @@ def fast_lora_layer_bytes(shape: ModelShape, target_modules="all-linear", dropou
 
 def lora_activation_bytes(shape: ModelShape, tokens: int, *, fast: bool, checkpointed: int = 0,
                           recipes: bool = False, dropout: float = 0.0, target_modules="all-linear",
-                          kernels: bool = True, loss_chunk_tokens: int | None = None) -> float:
+                          kernels: bool = True, loss_chunk_tokens: int | None = None,
+                          seq_len: int | None = None) -> float:
     """Peak bytes above weights, gradients and optimizer state of one LoRA micro-step of `tokens` tokens on CUDA,
     plain (transformers + PEFT) or on the fast path. `checkpointed` layers keep their input only and one at a
     time is recomputed whole in backward (checkpointed layers keep no recipes). loss_chunk_tokens: the fast
-    path's pure-torch loss (None: Liger's, whose chunks scale with the tokens and are in FAST_OTHER_BYTES)."""
+    path's pure-torch loss (None: Liger's, whose chunks scale with the tokens and are in FAST_OTHER_BYTES).
+    seq_len: the sequences' length, needed where the model runs eager attention (shape.eager), whose seq²
+    scores every layer keeps and whose backward holds more in the layer it is in (EAGER_BACKWARD_BYTES)."""
     keep = shape.layers - checkpointed
     ckpt = checkpointed * CHECKPOINT_BYTES * shape.hidden
+    eager = backward = 0
+    if shape.eager:
+        if not seq_len:
+            raise ValueError(f"{shape.model_type} runs eager attention: its activations need seq_len")
+        eager = shape.eager_layer_bytes(seq_len, fast=fast)
+        backward = EAGER_BACKWARD_BYTES * shape.heads * seq_len
     if not fast:
-        layer = plain_lora_layer_bytes(shape, target_modules, dropout)
-        return tokens * (ckpt + keep * layer + max(PLAIN_LOSS_BYTES * shape.vocab, layer if checkpointed else 0))
-    layer = fast_lora_layer_bytes(shape, target_modules, dropout, recipes=recipes, kernels=kernels)
-    rerun = fast_lora_layer_bytes(shape, target_modules, dropout, kernels=kernels) if checkpointed else 0
+        layer = plain_lora_layer_bytes(shape, target_modules, dropout) + eager
+        return tokens * (ckpt + keep * layer +
+                         max(PLAIN_LOSS_BYTES * shape.vocab, (layer if checkpointed else 0) + backward))
+    layer = fast_lora_layer_bytes(shape, target_modules, dropout, recipes=recipes, kernels=kernels) + eager
+    rerun = fast_lora_layer_bytes(shape, target_modules, dropout, kernels=kernels) + eager if checkpointed else 0
     chunk = CHUNK_LOSS_BYTES * shape.vocab * min(loss_chunk_tokens, tokens) if loss_chunk_tokens else 0
-    return tokens * (ckpt + keep * layer + rerun + FAST_OTHER_BYTES * shape.hidden) + chunk
+    return tokens * (ckpt + keep * layer + rerun + backward + FAST_OTHER_BYTES * shape.hidden) + chunk
 
 
 def fixed_bytes(shape: ModelShape, method: str, r: int, target_modules="all-linear", *, bf16: bool = True,
@@ -372,7 +404,7 @@ def estimate(shape: ModelShape, method: str, *, batch_size: int, seq_len: int, t
     tokens = batch_size * seq_len
     if bf16 and method == "lora" and shape.gated:
         acts = lora_activation_bytes(shape, tokens, fast=False, dropout=dropout, target_modules=target_modules,
-                                     checkpointed=shape.layers if gradient_checkpointing else 0)
+                                     checkpointed=shape.layers if gradient_checkpointing else 0, seq_len=seq_len)
     else:
         acts = activation_bytes(shape, method, tokens, seq_len, bf16=bf16, dropout=dropout,
                                 gradient_checkpointing=gradient_checkpointing, attention_scores=not bf16)

@@ -86,7 +86,8 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
     tokens = batch_size * seq_len
     plain_ckpt = shape.layers if gradient_checkpointing else 0
     plain_peak = (fixed + lora_activation_bytes(shape, tokens, fast=False, checkpointed=plain_ckpt,
-                                                dropout=dropout, target_modules=target_modules)) / GIB
+                                                dropout=dropout, target_modules=target_modules,
+                                                seq_len=seq_len)) / GIB
     plain_s = train_seconds(shape, "lora", tokens, tokens, seq_len, gradient_checkpointing,
                             spec["peak_tflops"] * spec["mfu"], target_modules=target_modules, dropout=dropout)
     cap = plain_peak if budget_gib is None else min(plain_peak, budget_gib)
@@ -105,7 +106,8 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
                     continue  # recipes are for layers that are not checkpointed: none here
                 peak = (fixed + lora_activation_bytes(
                     shape, micro_tokens, fast=True, checkpointed=ckpt, recipes=rc, dropout=dropout,
-                    target_modules=target_modules, kernels=kernels, loss_chunk_tokens=loss_chunk_tokens)) / GIB
+                    target_modules=target_modules, kernels=kernels, loss_chunk_tokens=loss_chunk_tokens,
+                    seq_len=seq_len)) / GIB
                 peak += SPLIT_EXTRA_GIB if micro < batch_size else 0.0
                 seconds = fast_lora_step_seconds(
                     shape, seq_len=seq_len, micro_tokens=micro_tokens, micro_steps=batch_size // micro,

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from tunewise.train.fast import quantized
+import tunewise.train.fast.quantized as quantized
 from tunewise.train.fast.casts import cast, watch_optimizer_steps
 
 # The adapters are cached per optimizer step as s·A and s·B (casts.py), so no product is scaled in a separate

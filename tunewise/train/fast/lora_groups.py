@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import torch
 
-from tunewise.train.fast import quantized
+import tunewise.train.fast.quantized as quantized
 from tunewise.train.fast.casts import cast, watch_optimizer_steps
 from tunewise.train.fast.lora import (
     Transient,

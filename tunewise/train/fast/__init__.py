@@ -278,13 +278,13 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
             result.sdpa_backend = fast.sdpa_backend
         if recompute and not fast.compile:  # dynamo does not trace saved-tensor hooks
             result.recompute_layers = enable_recompute(decoder_layers(hf), result.kernels)
-        if not fast.compile:  # dynamo does not trace saved-tensor hooks
+        if fast.compile:
+            result.compiled_layers = compile_layers(hf, fast.compile_mode)
+        else:  # dynamo does not trace saved-tensor hooks
             _, result.offload_layers, result.tiled_mlps = enable_long_context(
                 hf, decoder_layers(hf), fast.offload_activations, fast.tile_mlp_tokens, result.kernels)
             result.long_context = (f"offload {fast.offload_activations} in {result.offload_layers} layers, "
                                    f"MLP tiles {fast.tile_mlp_tokens} in {result.tiled_mlps}")
-        if fast.compile:
-            result.compiled_layers = compile_layers(hf, fast.compile_mode)
         asked = {"torch RMSNorm": result.kernels and fast.rms_norm == "torch",
                  "SDPA backend": fast.sdpa_backend != "default" and device == "cuda",
                  "elementwise recompute": recompute and not fast.compile}

@@ -218,14 +218,11 @@ def generation_and_bbc(args, model, tok) -> dict:
 def forgetting_mc(args, model, tok) -> dict:
     """The forgetting check's multiple-choice pass (every args.forgetting-th shipped question), each prompt
     alone against the prompts' common opening (the chat template's system turn) run once; same scores."""
-    from tunewise.data.encode import encode_prompt
-    from tunewise.evaluate.forgetting import load_mc, shipped
-    from tunewise.evaluate.score import answer_ids, score_continuations
+    from tunewise.evaluate.forgetting import load_mc, mc_tokens, shipped
+    from tunewise.evaluate.score import score_continuations
 
     qs = load_mc(shipped("general_mc.jsonl"))[:: args.forgetting]
-    msgs = [[{"role": "user", "content": f"{q.question}\nAnswer with one of: {', '.join(q.choices)}."}] for q in qs]
-    conts = [[answer_ids(tok, m, c) for c in q.choices] for m, q in zip(msgs, qs)]
-    prompts = [encode_prompt(tok, m) for m in msgs]
+    prompts, conts = mc_tokens(tok, qs)
     runs = {}
     for share in (False, True, False, True):  # alternated: a drift in machine load hits both sides
         out, wall, cpu = timed(lambda: score_continuations(model, prompts, conts, tok.pad_token_id,

@@ -104,13 +104,19 @@ def load_prompts(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-def mc_choices(model, tokenizer, questions: list[MCQuestion], max_tokens: int = 2048) -> list[int]:
-    """Per question, the index of the most likely choice (full answer turn, end-of-turn included)."""
+def mc_tokens(tokenizer, questions: list[MCQuestion]) -> tuple[list[list[int]], list[list[list[int]]]]:
+    """Each question's prompt tokens and its choices' answer-turn tokens (end-of-turn included)."""
     msgs = [[{"role": "user", "content": f"{q.question}\nAnswer with one of: {', '.join(q.choices)}."}]
             for q in questions]
     conts = [[answer_ids(tokenizer, m, c) for c in q.choices] for m, q in zip(msgs, questions)]
-    scored = score_continuations(model, [encode_prompt(tokenizer, m) for m in msgs], conts,
-                                 tokenizer.pad_token_id, max_tokens, desc="forgetting: multiple choice")
+    return [encode_prompt(tokenizer, m) for m in msgs], conts
+
+
+def mc_choices(model, tokenizer, questions: list[MCQuestion], max_tokens: int = 2048) -> list[int]:
+    """Per question, the index of the most likely choice (full answer turn, end-of-turn included)."""
+    prompts, conts = mc_tokens(tokenizer, questions)
+    scored = score_continuations(model, prompts, conts, tokenizer.pad_token_id, max_tokens,
+                                 desc="forgetting: multiple choice")
     return [max(range(len(s)), key=s.__getitem__) for s in scored.logprobs]
 
 

@@ -35,28 +35,31 @@ def build_model(shape: dict, seed: int, attn: str = "sdpa"):
 
 
 
-def _train_cfg(side: str, method: str, gc: bool, dropout: float = 0.0):
+def _train_cfg(side: str, method: str, gc: bool, dropout: float = 0.0, budget_gib: float | None = None):
     from tunewise.config import LoraConfig, TrainConfig
 
     fast = {"enabled": True, **SIDES[side]["fast"]} if side != "base" else {"enabled": False}
+    if budget_gib is not None and side != "base":
+        fast["memory_budget_gib"] = budget_gib
     return TrainConfig(
         method=method, lora=LoraConfig(r=16, alpha=32, dropout=dropout), gradient_checkpointing=gc, fast=fast
     )
 
 
 def prepare(model, side: str, method: str, gc: bool, seed: int, dropout: float = 0.0, batch: int = 1,
-            seq: int | None = None):
+            seq: int | None = None, budget_gib: float | None = None):
     """base: plain transformers + PEFT as its docs show it; else tunewise's method + fast path. Both sides get
     the same LoRA dropout (--lora-dropout). Returns (model, description, micro-batch size or None, whether
     training runs with the GC frozen, as `tunewise train` does when the fast path says so). seq: the sequence
-    length, which the automatic plan needs (as `tunewise train` passes its longest example)."""
+    length, which the automatic plan needs (as `tunewise train` passes its longest example). budget_gib:
+    train.fast.memory_budget_gib for the automatic plan (the sides matched to another side's memory)."""
     device, _ = device_and_dtype()
     torch.manual_seed(seed + 1)  # identical adapter initialisation on both sides
     if side != "base":
         from tunewise.train.fast import apply_fast_path
         from tunewise.train.methods import apply_method
 
-        cfg = _train_cfg(side, method, gc, dropout).model_copy(update={"batch_size": batch})
+        cfg = _train_cfg(side, method, gc, dropout, budget_gib).model_copy(update={"batch_size": batch})
         model = apply_method(model, cfg)
         fast = apply_fast_path(model, cfg, device, log=False, seq_len=seq)
         return model, fast.describe(), fast.micro_batch_size, fast.freeze_gc

@@ -36,7 +36,8 @@ def measure(spec: dict) -> dict:
     else:
         model = build_model(shape, seed=0)
     model, described, micro, freeze = prepare(
-        model, side, row.kind, row.gc, seed=0, dropout=spec.get("lora_dropout", 0.0), batch=row.batch, seq=seq
+        model, side, row.kind, row.gc, seed=0, dropout=spec.get("lora_dropout", 0.0), batch=row.batch, seq=seq,
+        budget_gib=spec.get("memory_budget_gib"),
     )
     batches = random_batches(shape["vocab_size"], seq, row.batch, spec["warmup"] + spec["steps"], seed=1)
     res = _oom_safe(train_loop, model, batches, spec["warmup"], [seq * row.batch] * len(batches), micro, freeze)

@@ -197,6 +197,10 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing / attention f
     },
     "t-mb1-compile-liger": {"fast": {"micro_batch_size": 1, "checkpoint_layers": 0.0, "compile": True}},
     "t-compile": {"fast": {"compile": True}},
+    # The defaults with the automatic plan's memory budget set to another side's measured peak in the same call
+    # (run that side first): tunewise at Unsloth's or HF + Liger's memory, the like-for-like rows.
+    "t-at-unsloth": {"fast": {}, "match": "unsloth"},
+    "t-at-hf-liger": {"fast": {}, "match": "hf-liger"},
     "t-packed": {"fast": {}, "packing": True},
     "t-packed-flex": {"fast": {}, "packing": True, "attn": "flex_attention"},
 }

@@ -13,7 +13,9 @@
 # Settings (environment): MAIN_ROW / FAM_ROWS / QLORA_ROW (empty: skipped), MAXCTX_ARGS (set: the
 # qlora-maxctx row with these arguments), RESULTS, WHL (wheel folder), STEPS / WARMUP (timed / untimed steps per side),
 # MAIN_SIDES, FAM_ROWS / FAM_SIDES (rows.py family rows; the issue compares them with plain HF), QLORA_SIDES, TIMEOUT (s per
-# side), PY (python), TINY=1 (toy model: a CPU check of the script), BUDGET_S: a call that would start after
+# side), DROPOUT (every row at this LoRA dropout; empty: the shipped default), MAIN_REPEAT / REPEAT_SIDES (the main row
+# again that many times with those sides: a range over runs), SKIP_INSTALL=1 (wheels already in /tmp/site: h200_pair.sh),
+# PY (python), TINY=1 (toy model: a CPU check of the script), BUDGET_S: a call that would start after
 # this many seconds is skipped and logged, so the job's GPU time stays near it (~12 minutes); a family row
 # only starts while QLORA_RESERVE_S remain, so that the QLoRA row still runs.
 # Measured on the H200 (2026-11-29, bench/results/train_speed/2026-11-29_h200_job*.log): the Llama row with
@@ -36,6 +38,9 @@ TIMEOUT=${TIMEOUT:-420}
 BUDGET_S=${BUDGET_S:-720}
 QLORA_RESERVE_S=${QLORA_RESERVE_S:-240}
 PY=${PY:-python3}
+DROPOUT=${DROPOUT:-}  # set: every row at this LoRA dropout (--lora-dropout); empty: the shipped default
+REPEAT_SIDES=${REPEAT_SIDES:-tunewise}  # the main row again, MAIN_REPEAT more times, with these sides
+MAIN_REPEAT=${MAIN_REPEAT:-0}
 
 mkdir -p "$RESULTS"
 exec >>"$RESULTS/job.log" 2>&1
@@ -43,7 +48,9 @@ START=$(date +%s)
 echo "== $(date -u +%FT%TZ) start in $PWD; steps $STEPS, warmup $WARMUP, budget ${BUDGET_S}s"
 nvidia-smi --query-gpu=name,memory.used,memory.total,driver_version --format=csv 2>/dev/null || echo "(no nvidia-smi)"
 
-if compgen -G "$WHL/*.whl" >/dev/null; then
+if [ -n "${SKIP_INSTALL:-}" ]; then
+  echo "   wheels: installed into /tmp/site before this job (SKIP_INSTALL)"
+elif compgen -G "$WHL/*.whl" >/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHL"/*.whl \
     || echo "!! wheel install failed: the sides that need them will say so"
 else
@@ -71,13 +78,17 @@ bench() {  # bench NAME ROWS SIDES DEADLINE_S: skipped once DEADLINE_S seconds h
   fi
   echo "== $(date -u +%T) ${elapsed}s: $n-$name: --rows $rows --sides $sides"
   "$PY" -m bench.train_speed ${TINY:+--tiny} --rows "$rows" --sides "$sides" --steps "$STEPS" --warmup "$WARMUP" \
-    --timeout "$TIMEOUT" --out "$RESULTS/$n-$name.md" || echo "!! $n-$name exited $?"
+    --timeout "$TIMEOUT" ${DROPOUT:+--lora-dropout "$DROPOUT"} --out "$RESULTS/$n-$name.md" || echo "!! $n-$name exited $?"
 }
 
 [ -n "$MAIN_ROW" ] && bench "$MAIN_ROW" "$MAIN_ROW" "$MAIN_SIDES" "$BUDGET_S"
+for _ in $(seq "$MAIN_REPEAT"); do  # repeats: the range over runs, not one run
+  [ -n "$MAIN_ROW" ] && bench "$MAIN_ROW-repeat" "$MAIN_ROW" "$REPEAT_SIDES" "$BUDGET_S"
+done
 for row in ${FAM_ROWS//,/ }; do  # FAM_ROWS= (empty): none
   bench "$row" "$row" "$FAM_SIDES" $((BUDGET_S - QLORA_RESERVE_S))
-  rm -rf /tmp/tunewise-bench-saved-*  # another family's weights saved for Unsloth (~15-19 GB; disk is 64 GiB)
+  # another family's weights saved for Unsloth (~15-19 GB; disk is 64 GiB); only where this job saved them
+  [[ $FAM_SIDES == *unsloth* ]] && rm -rf /tmp/tunewise-bench-saved-*
 done
 [ -n "$QLORA_ROW" ] && bench "$QLORA_ROW" "$QLORA_ROW" "$QLORA_SIDES" "$BUDGET_S"
 if [ -n "${MAXCTX_ARGS-}" ]; then  # e.g. "--ctx-budget 0 --ctx-confirm 350000": the long-context row last

@@ -96,7 +96,8 @@ def test_fast_path_gradients_match_plain_peft_in_bf16():
 @pytest.mark.parametrize("extra", [{}, {"grouped_lora": False}, {"recompute_elementwise": True},
                                    {"gc": True, "checkpoint_layers": 0.5}])
 def test_lora_dropout_masks_drawn_again_in_backward_are_peft_s_on_cuda(extra):
-    """LoRA dropout on CUDA (fp32, so PEFT draws on a tensor of the fast path's dtype): backward draws each mask
+    """LoRA dropout on CUDA (fp32: under bf16 autocast PEFT draws on its fp32 copy and the fast path on bf16, and
+    CUDA's kernel spreads the random numbers by dtype, so the masks differ from PEFT's): backward draws each mask
     again from the CUDA generator's state kept in forward, so loss and every adapter gradient are PEFT's under
     one seed, another seed fails the comparison, and the generator ends where PEFT's leaves it."""
     from tests.train.test_fast import _assert_same, _batch, _lora_model, _loss_and_grads

@@ -127,7 +127,9 @@ def dropout_generator(x: torch.Tensor) -> torch.Generator | None:
 
 def dropout_mask(x2: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(x2 dropped out, its mask): the same RNG call nn.Dropout makes (at::dropout is native_dropout on CUDA;
-    on the CPU both draw one bernoulli_ of x2's shape), so PEFT's masks under the same seed."""
+    on the CPU both draw one bernoulli_ of x2's shape), so PEFT's masks under the same seed. On CUDA only where
+    x2 has the dtype PEFT draws on: the kernel's vector width, which depends on the dtype, decides which random
+    number lands on which element, and under bf16 autocast PEFT draws on its fp32 copy (seen on an H200)."""
     return torch.native_dropout(x2, p, True)
 
 

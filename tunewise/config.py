@@ -188,11 +188,12 @@ class FastConfig(_Strict):
     rms_norm: Literal["torch", "liger"] = Field(
         "torch", description="with kernels: the RMSNorm kernel: torch's fused one (an aten op: less host time "
         "per call, which the LoRA path is limited by) or Liger's Triton one")
-    fused_lora: bool = Field(True, description="LoRA layers as one autograd function (no input copy, fused add)")
+    fused_lora: bool = Field(True, description="LoRA layers as one autograd function (no input copy, fused add; "
+                             "no dropout mask kept: backward draws it again)")
     grouped_lora: bool = Field(
         True, description="with fused_lora: the q/k/v and the gate/up LoRA projections, which read the same input, "
         "as one group each (stacked A matrices, one input gradient); with LoRA dropout each member draws its "
-        "own mask, as PEFT does")
+        "own mask, as PEFT does (none is kept: backward draws them again)")
     checkpoint_layers: Literal["auto"] | Annotated[float, Field(ge=0, le=1)] = Field(
         "auto", description="share of decoder layers checkpointed when train.gradient_checkpointing is on (spread "
         "evenly); the others keep activations and skip the recompute. auto: the automatic plan's choice (LoRA on "

@@ -45,6 +45,16 @@ def test_llama3_8b_2048x4_with_checkpointing_gets_micro_batch_2_no_recompute_and
     assert "plain transformers + PEFT's 29.3" in line and "budget 80.0 GiB" in line
 
 
+
+def test_lora_dropout_leaves_the_llama3_8b_plan_as_without():
+    """The fast path keeps no dropout masks (it draws them again in backward), so dropout 0.05, the shipped
+    default, gets dropout 0's plan (on the H200 with masks kept it checkpointed 8 of 32 layers)."""
+    kw = dict(batch_size=4, seq_len=2048, gradient_checkpointing=True, device="H200")
+    plan, without = choose_plan(LLAMA3_8B, dropout=0.05, **kw), choose_plan(LLAMA3_8B, dropout=0.0, **kw)
+    assert (plan.micro_batch_size, plan.checkpointed_layers) == (2, 0) and plan.fits
+    assert (plan.micro_batch_size, plan.checkpointed_layers, plan.recompute_elementwise, plan.peak_gib) == (
+        without.micro_batch_size, without.checkpointed_layers, without.recompute_elementwise, without.peak_gib)
+
 def test_a_tighter_budget_checkpoints_more_layers():
     kw = dict(batch_size=4, seq_len=2048, gradient_checkpointing=True)
     plans = [choose_plan(LLAMA3_8B, **kw, budget_gib=b) for b in (80, 28, 24, 22, 20, 19)]

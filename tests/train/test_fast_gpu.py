@@ -91,6 +91,35 @@ def test_fast_path_gradients_match_plain_peft_in_bf16():
         assert rel < 3e-2, (n, rel)
 
 
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("extra", [{}, {"grouped_lora": False}, {"recompute_elementwise": True},
+                                   {"gc": True, "checkpoint_layers": 0.5}])
+def test_lora_dropout_masks_drawn_again_in_backward_are_peft_s_on_cuda(extra):
+    """LoRA dropout on CUDA (fp32: under bf16 autocast PEFT draws on its fp32 copy and the fast path on bf16, and
+    CUDA's kernel spreads the random numbers by dtype, so the masks differ from PEFT's): backward draws each mask
+    again from the CUDA generator's state kept in forward, so loss and every adapter gradient are PEFT's under
+    one seed, another seed fails the comparison, and the generator ends where PEFT's leaves it."""
+    from tests.train.test_fast import _assert_same, _batch, _lora_model, _loss_and_grads
+    from tunewise.config import TrainConfig
+    from tunewise.train.fast import apply_fast_path
+    from tunewise.train.tokenize import PadCollator
+
+    settings = {k: v for k, v in extra.items() if k != "gc"}
+    plain = _lora_model(dropout=0.1).cuda()
+    fast = copy.deepcopy(plain)
+    train = TrainConfig(fast={"enabled": True, "loss_chunk_tokens": 5, **settings},
+                        gradient_checkpointing=extra.get("gc", False))
+    report = apply_fast_path(fast, train, "cuda", log=False)
+    assert report.fused_lora_layers == 14
+    batch = {k: v.cuda() for k, v in PadCollator(pad_id=3)(_batch(seed=13)).items()}
+    want, after_plain = _loss_and_grads(plain, batch), torch.rand(16, device="cuda")
+    got, after_fast = _loss_and_grads(fast, batch), torch.rand(16, device="cuda")
+    _assert_same(want, got)
+    assert torch.equal(after_plain, after_fast)
+    with pytest.raises(AssertionError):
+        _assert_same(want, _loss_and_grads(fast, batch, seed=1))
+
 if __name__ == "__main__":
     test_recipes_with_liger_kernels_give_bit_identical_gradients()
     print("ok: recipes give bit-identical gradients on", torch.cuda.get_device_name())
@@ -99,3 +128,6 @@ if __name__ == "__main__":
 
     print("ok: fast path gradients match plain PEFT in bf16; fp32 gradients straight from the GEMM:",
           _OUT_DTYPE_MM[0], "; accumulated by the GEMM:", _ADDMM_INTO[0])
+    for extra in ({}, {"grouped_lora": False}, {"recompute_elementwise": True}, {"gc": True, "checkpoint_layers": 0.5}):
+        test_lora_dropout_masks_drawn_again_in_backward_are_peft_s_on_cuda(extra)
+    print("ok: LoRA dropout masks drawn again in backward give PEFT's gradients and RNG stream")

@@ -12,7 +12,7 @@ from tests.train.test_fast_qlora import _to_4bit, dequantized  # noqa: F401 (a f
 from tunewise.config import LoraConfig
 from tunewise.models.estimate import saved_activation_bytes
 from tunewise.testing import build_model
-from tunewise.train.fast import lora_groups
+from tunewise.train.fast import lora, lora_groups
 from tunewise.train.lora import apply_lora
 from tunewise.train.tokenize import PadCollator
 
@@ -48,7 +48,8 @@ def test_groups_are_off_when_switched_off():
 
 
 DROPOUT_CASES = [{}, {"recompute_elementwise": True}, {"gc": True, "checkpoint_layers": 0.5},
-                 {"grouped_lora": False}, {"grouped_lora": False, "recompute_elementwise": True}]
+                 {"grouped_lora": False}, {"grouped_lora": False, "recompute_elementwise": True},
+                 {"grouped_lora": False, "gc": True, "checkpoint_layers": 0.5}]
 
 
 @pytest.mark.parametrize("extra", DROPOUT_CASES)
@@ -74,12 +75,13 @@ def test_masks_drawn_in_another_member_order_fail_the_comparison(monkeypatch):
     _fast(fast)
 
     def reversed_draws(x2, sa, ranks, dropouts):
+        state = lora_groups.dropout_generator(x2).get_state()  # backward replays them in member order
         drawn = [lora_groups.dropout_mask(x2, p) for p in dropouts][::-1]  # PEFT's draws, members swapped
         xa, start = x2.new_empty(x2.shape[0], sum(ranks)), 0
         for r, (xd, _) in zip(ranks, drawn):
             xa[:, start : start + r] = xd @ sa[start : start + r].t()
             start += r
-        return xa, [mask for _, mask in drawn]
+        return xa, state
 
     monkeypatch.setattr(lora_groups, "_dropped_down", reversed_draws)
     batch = PadCollator(pad_id=3)(_batch(seed=13))
@@ -95,22 +97,55 @@ def _saved_bytes(model, batch) -> int:
 
 
 @pytest.mark.parametrize("grouped", [True, False])
-def test_lora_dropout_keeps_one_byte_masks_only(grouped):
-    """With dropout the adapters keep a bool mask per adapted input, not a dropped copy: what dropout adds to
-    the saved bytes is exactly 1 B per element of each of the 7 inputs (q, k, v, gate, up: hidden; o: heads ×
-    head_dim; down: intermediate), as on CUDA for PEFT, whose CPU dropout keeps a 4-byte float instead."""
+def test_lora_dropout_keeps_no_masks(grouped):
+    """With dropout the fused layers and the groups keep the same tensors as without: no mask, no dropped copy
+    (backward draws the masks again), while PEFT keeps its dropped copies (and, on CUDA, masks)."""
     batch = PadCollator(pad_id=3)(_batch(seed=14))
-    tokens = batch["input_ids"].numel()
     saved = {}
     for name, dropout, fast in (("fast0", 0.0, True), ("fast", 0.1, True), ("plain0", 0.0, False),
                                 ("plain", 0.1, False)):
         model = _lora_model(dropout=dropout)
         if fast:
-            _fast(model, grouped_lora=grouped)
+            report = _fast(model, grouped_lora=grouped)
+            assert report.lora_groups == (4 if grouped else 0) and report.fused_lora_layers == 14
         saved[name] = _saved_bytes(model, batch)
-    hidden, inter, layers = 32, 64, 2  # tunewise.testing.build_model's Llama
-    assert saved["fast"] - saved["fast0"] == layers * tokens * (6 * hidden + inter)
-    assert saved["fast"] - saved["fast0"] < saved["plain"] - saved["plain0"]
+    assert saved["fast"] == saved["fast0"]
+    assert saved["plain"] > saved["plain0"]
+
+
+@pytest.mark.parametrize("extra", DROPOUT_CASES)
+def test_backward_leaves_the_rng_stream_where_peft_leaves_it(extra):
+    """Drawing the masks again in backward does not move the generator: after forward and backward, the next
+    random numbers are those after PEFT's forward and backward from the same seed."""
+    plain = _lora_model(dropout=0.1)
+    fast = copy.deepcopy(plain)
+    _fast(fast, **extra)
+    batch = PadCollator(pad_id=3)(_batch(seed=15))
+    after = []
+    for model in (plain, fast):
+        _loss_and_grads(model, batch)
+        after.append(torch.rand(16))
+    assert torch.equal(after[0], after[1])
+
+
+def test_a_replay_that_does_not_set_the_generator_back_fails_the_stream_check(monkeypatch):
+    """The control for the test above: backward leaves the generator where it set it for its last replay."""
+    plain = _lora_model(dropout=0.1)
+    fast = copy.deepcopy(plain)
+    _fast(fast)
+
+    def rewind_for_good(generator, state):
+        generator.set_state(state)
+        return state  # what backward "sets back" afterwards
+
+    monkeypatch.setattr(lora_groups, "rewind", rewind_for_good)
+    monkeypatch.setattr(lora, "rewind", rewind_for_good)
+    batch = PadCollator(pad_id=3)(_batch(seed=15))
+    after = []
+    for model in (plain, fast):
+        _loss_and_grads(model, batch)
+        after.append(torch.rand(16))
+    assert not torch.equal(after[0], after[1])
 
 
 def test_evaluation_and_a_deep_copy_run_each_projection_on_its_own(group_calls):

@@ -212,14 +212,15 @@ def plain_lora_layer_bytes(shape: ModelShape, target_modules="all-linear", dropo
     return 8 * shape.hidden + 4 * q + 4 * kv + 6 * shape.intermediate + (3 if dropout > 0 else 2) * inputs
 
 
-def fast_lora_layer_bytes(shape: ModelShape, target_modules="all-linear", dropout: float = 0.0, *,
-                          recipes: bool = False, kernels: bool = True) -> int:
+def fast_lora_layer_bytes(shape: ModelShape, target_modules="all-linear", *, recipes: bool = False,
+                          kernels: bool = True) -> int:
     """Bytes per token one decoder layer keeps for backward on tunewise's fast path (tunewise.train.fast, fused
     LoRA): each norm's input (bf16 with torch's fused kernel, transformers' fp32 copy without kernels); SDPA's q,
     k, v and output (which the o projection's adapter keeps as its input: the same storage); the SwiGLU's gate
     and up (Liger's kernel; torch's also keeps the SiLU output); the inputs the adapters keep, each once per
-    block: the two norm outputs and the SwiGLU product, none of them with recipes (recompute.py); with dropout a
-    1-byte mask per adapted input element. Llama-3-8B, all linear: 136 KiB, 92 KiB with recipes."""
+    block: the two norm outputs and the SwiGLU product, none of them with recipes (recompute.py). LoRA dropout
+    adds nothing: backward draws the masks again (lora.py). Llama-3-8B, all linear: 136 KiB, 92 KiB with
+    recipes."""
     q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
     adapted = _adapted_inputs(shape, target_modules)
     kept = 2 * (2 if kernels else 4) * shape.hidden + 4 * q + 4 * kv + (4 if kernels else 6) * shape.intermediate
@@ -227,7 +228,7 @@ def fast_lora_layer_bytes(shape: ModelShape, target_modules="all-linear", dropou
         kept += 2 * shape.hidden * (any(n in adapted for n in ("q_proj", "k_proj", "v_proj")) +
                                     any(n in adapted for n in ("gate_proj", "up_proj")))
         kept += 2 * shape.intermediate * ("down_proj" in adapted)
-    return kept + (sum(adapted.values()) if dropout > 0 else 0)
+    return kept
 
 
 def lora_activation_bytes(shape: ModelShape, tokens: int, *, fast: bool, checkpointed: int = 0,
@@ -239,7 +240,8 @@ def lora_activation_bytes(shape: ModelShape, tokens: int, *, fast: bool, checkpo
     time is recomputed whole in backward (checkpointed layers keep no recipes). loss_chunk_tokens: the fast
     path's pure-torch loss (None: Liger's, whose chunks scale with the tokens and are in FAST_OTHER_BYTES).
     seq_len: the sequences' length, needed where the model runs eager attention (shape.eager), whose seq²
-    scores every layer keeps and whose backward holds more in the layer it is in (EAGER_BACKWARD_BYTES)."""
+    scores every layer keeps and whose backward holds more in the layer it is in (EAGER_BACKWARD_BYTES).
+    dropout: LoRA dropout, which costs memory on the plain path only (PEFT keeps its masks)."""
     keep = shape.layers - checkpointed
     ckpt = checkpointed * CHECKPOINT_BYTES * shape.hidden
     eager = backward = 0
@@ -252,8 +254,8 @@ def lora_activation_bytes(shape: ModelShape, tokens: int, *, fast: bool, checkpo
         layer = plain_lora_layer_bytes(shape, target_modules, dropout) + eager
         return tokens * (ckpt + keep * layer +
                          max(PLAIN_LOSS_BYTES * shape.vocab, (layer if checkpointed else 0) + backward))
-    layer = fast_lora_layer_bytes(shape, target_modules, dropout, recipes=recipes, kernels=kernels) + eager
-    rerun = fast_lora_layer_bytes(shape, target_modules, dropout, kernels=kernels) + eager if checkpointed else 0
+    layer = fast_lora_layer_bytes(shape, target_modules, recipes=recipes, kernels=kernels) + eager
+    rerun = fast_lora_layer_bytes(shape, target_modules, kernels=kernels) + eager if checkpointed else 0
     chunk = CHUNK_LOSS_BYTES * shape.vocab * min(loss_chunk_tokens, tokens) if loss_chunk_tokens else 0
     return tokens * (ckpt + keep * layer + rerun + backward + FAST_OTHER_BYTES * shape.hidden) + chunk
 

@@ -117,21 +117,34 @@ def base_output(x2: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) ->
     return torch.mm(x2, w.t()) if bias is None else torch.addmm(bias, x2, w.t())
 
 
+def dropout_generator(x: torch.Tensor) -> torch.Generator | None:
+    """The generator torch.native_dropout draws x's mask from (its device's default one), or None on a device
+    whose generator is not replayed here (fused layers then leave dropout to PEFT's forward)."""
+    if x.is_cuda:
+        return torch.cuda.default_generators[x.device.index]
+    return torch.default_generator if x.is_cpu else None
+
+
 def dropout_mask(x2: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x2 dropped out, the kept mask): the same RNG call nn.Dropout makes (at::dropout is native_dropout on
-    CUDA; on the CPU both draw one bernoulli_ of x2's shape), so PEFT's masks under the same seed."""
+    """(x2 dropped out, its mask): the same RNG call nn.Dropout makes (at::dropout is native_dropout on CUDA;
+    on the CPU both draw one bernoulli_ of x2's shape), so PEFT's masks under the same seed. On CUDA only where
+    x2 has the dtype PEFT draws on: the kernel's vector width, which depends on the dtype, decides which random
+    number lands on which element, and under bf16 autocast PEFT draws on its fp32 copy (seen on an H200)."""
     return torch.native_dropout(x2, p, True)
 
 
-def redrop(x2: torch.Tensor, mask: torch.Tensor, p: float) -> torch.Tensor:
-    """The dropped input again, from the kept mask: dropout's own backward kernel, which on CUDA computes
-    x · mask · 1/(1-p) as its forward does."""
-    return torch.ops.aten.native_dropout_backward(x2, mask, 1.0 / (1.0 - p))
+def rewind(generator: torch.Generator, state: torch.Tensor) -> torch.Tensor:
+    """Set `generator` to `state`, a state it had in forward, so the masks drawn then are drawn again (as
+    torch.utils.checkpoint replays a recompute); returns the state it had, to be set back right after."""
+    now = generator.get_state()
+    generator.set_state(state)
+    return now
 
 
 class LoraLinear(torch.autograd.Function):
-    """With LoRA dropout p > 0 the adapter reads dropout(x): the mask (1 B per element) is kept, not the
-    dropped copy; backward rebuilds the copy from x, which the adapter keeps anyway (or a recipe stands for).
+    """With LoRA dropout p > 0 the adapter reads dropout(x). Neither the dropped copy nor the mask is kept: forward
+    keeps the generator's state before the draw (a few bytes on the host), and backward draws the same mask again
+    from it, from x, which the adapter keeps anyway (or a recipe stands for).
 
     four_bit: `weight` is a frozen 4-bit weight (quantized.py), dequantised for the forward GEMM and again for
     the input gradient, never kept in between (bitsandbytes' matmul_4bit does the same); the output is in x's
@@ -145,7 +158,8 @@ class LoraLinear(torch.autograd.Function):
         x2 = x.reshape(-1, in_shape[-1])
         if x2.dtype != dt:
             x2 = x2.to(dt)
-        xd2, mask = dropout_mask(x2, p) if p else (x2, None)
+        ctx.rng = dropout_generator(x2).get_state() if p else None  # not a saved tensor: hooks never see it
+        xd2 = dropout_mask(x2, p)[0] if p else x2
         if four_bit:
             w = quantized.dense(weight, dt)
         else:
@@ -158,7 +172,7 @@ class LoraLinear(torch.autograd.Function):
         y.addmm_(xa, sb.t(), alpha=1.0 / scaling)
         out = y.view(*in_shape[:-1], w.shape[0])
         ctx.packed = weight if four_bit else None  # the 4-bit weight itself, not a saved (hooked) tensor
-        ctx.save_for_backward(x2, mask, xa, None if four_bit else w, sa, sb)
+        ctx.save_for_backward(x2, xa, None if four_bit else w, sa, sb)
         ctx.scaling, ctx.p, ctx.in_shape = scaling, p, in_shape
         ctx.adapters, ctx.nodes = (lora_a, lora_b), nodes or (None, None)
         ctx.has_bias = bias is not None and ctx.needs_input_grad[3]
@@ -166,7 +180,7 @@ class LoraLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        x2, mask, xa, w, sa, sb = ctx.saved_tensors
+        x2, xa, w, sa, sb = ctx.saved_tensors
         needs = ctx.needs_input_grad
         dy2 = dy.reshape(-1, dy.shape[-1])
         if dy2.dtype != x2.dtype:
@@ -174,9 +188,16 @@ class LoraLinear(torch.autograd.Function):
         dxa = torch.mm(dy2, sb)  # dL/du, [tokens, r]
         (lora_a, lora_b), (node_a, node_b) = ctx.adapters, ctx.nodes
         grad_b = add_grad(lora_b, node_b, dy2.t(), xa) if needs[5] else None
-        grad_a = None
-        if needs[4]:
-            grad_a = add_grad(lora_a, node_a, dxa.t(), x2 if mask is None else redrop(x2, mask, ctx.p))
+        xd2, mask = x2, None
+        if ctx.rng is not None and (needs[4] or needs[0]):
+            generator = dropout_generator(x2)
+            entry = rewind(generator, ctx.rng)
+            try:
+                xd2, mask = dropout_mask(x2, ctx.p)  # forward's draw: the dropped input and its mask
+            finally:
+                generator.set_state(entry)  # later draws see the stream as if backward drew nothing
+        grad_a = add_grad(lora_a, node_a, dxa.t(), xd2) if needs[4] else None
+        del xd2
         grad_x = None
         if needs[0]:
             grad_x = torch.mm(dy2, w if ctx.packed is None else quantized.dense(ctx.packed, x2.dtype))
@@ -271,10 +292,13 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     # 4-bit in evaluation: PEFT's forward, where bitsandbytes has its own kernels for a few tokens (generation)
     if plan is None or plan.scaling == 0 or (plan.four_bit and not self.training):
         return type(self).forward(self, x, *args, **kwargs)
+    p = plan.dropout if self.training else 0.0
+    if p and dropout_generator(x) is None:  # its masks could not be drawn again in backward: PEFT keeps them
+        return type(self).forward(self, x)
     train = self.training and torch.is_grad_enabled()
     casts = self.__dict__.setdefault("_tw_casts", {}) if train else None
-    return LoraLinear.apply(x, plan.dropout if self.training else 0.0, plan.weight, plan.bias, plan.lora_a,
-                            plan.lora_b, plan.scaling, casts, plan.nodes if train else None, plan.four_bit)
+    return LoraLinear.apply(x, p, plan.weight, plan.bias, plan.lora_a, plan.lora_b, plan.scaling, casts,
+                            plan.nodes if train else None, plan.four_bit)
 
 
 def is_lora_linear(module, lora_linear: type) -> bool:

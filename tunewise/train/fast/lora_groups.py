@@ -8,8 +8,9 @@ while keeping PEFT's modules, names, saving and loading. Per Llama-3-8B layer at
 passes over a [tokens, 4096] tensor and ~20 kernel launches per step (bench/results/train_speed.md).
 
 With LoRA dropout each member draws its own mask, in member order (q, k, v; gate, up: the order the block
-calls them, so PEFT's masks under the same seed), and keeps the mask, not its dropped copy of the input: the
-group keeps the input once for all of them.
+calls them, so PEFT's masks under the same seed). The group keeps neither masks nor dropped copies: the input,
+once for all of them, and the generator's state before the first draw, from which backward draws the same masks
+again (lora.py).
 
 QLoRA: over 4-bit base layers (quantized.py) each member's weight is dequantised for its GEMM and again for
 its share of the input gradient, one at a time, and never kept.
@@ -38,12 +39,13 @@ from tunewise.train.fast.lora import (
     add_grad,
     base_output,
     compute_dtype,
+    dropout_generator,
     dropout_mask,
     grad_nodes,
     is_lora_linear,
     lora_plan,
     mm_grad,
-    redrop,
+    rewind,
 )
 
 ATTENTION = ("q_proj", "k_proj", "v_proj")
@@ -87,9 +89,9 @@ class GroupedLora(torch.autograd.Function):
         # the biases in the compute dtype (lora.py's rule), cast once per optimizer step as the adapters are
         bs = [None if b is None else cast(casts, ("bias", i), (b,), dt) for i, b in enumerate(biases or (None,) * n)]
         if dropouts is None:
-            xa, masks = torch.mm(x2, sa.t()), None  # [tokens, sum r] = s·u: one read of x for every adapter
+            xa, ctx.rng = torch.mm(x2, sa.t()), None  # [tokens, sum r] = s·u: one read of x for every adapter
         else:
-            xa, masks = _dropped_down(x2, sa, ranks, dropouts)
+            xa, ctx.rng = _dropped_down(x2, sa, ranks, dropouts)
         inv, lead, outs, start = 1.0 / scaling, in_shape[:-1], [], 0
         for w, b, sb, r in zip(ws, bs, sbs, ranks):
             if four_bit:
@@ -101,7 +103,7 @@ class GroupedLora(torch.autograd.Function):
             start += r
         del w
         ctx.packed = weights if four_bit else None  # the 4-bit weights themselves, not saved (hooked) tensors
-        ctx.save_for_backward(x2, xa, sa, *(() if four_bit else ws), *sbs, *(masks or ()))
+        ctx.save_for_backward(x2, xa, sa, *(() if four_bit else ws), *sbs)
         ctx.n, ctx.scaling, ctx.ranks, ctx.in_shape, ctx.dropouts = n, scaling, ranks, in_shape, dropouts
         ctx.adapters, ctx.nodes = (adapters_a, adapters_b), nodes or (None,) * (2 * n)
         return tuple(outs)
@@ -113,7 +115,7 @@ class GroupedLora(torch.autograd.Function):
         k = 0 if ctx.packed is not None else n  # dense weights saved
         x2, xa, sa = saved[0], saved[1], saved[2]
         ws = saved[3 : 3 + k] if k else ctx.packed
-        sbs, masks = saved[3 + k : 3 + k + n], saved[3 + k + n :] or None
+        sbs = saved[3 + k : 3 + k + n]
         (adapters_a, adapters_b), nodes = ctx.adapters, ctx.nodes
         needs = ctx.needs_input_grad
         tokens = x2.shape[0]
@@ -138,50 +140,57 @@ class GroupedLora(torch.autograd.Function):
                     w = quantized.dense(w, x2.dtype)
                 grad_x = torch.mm(dy2, w) if grad_x is None else grad_x.addmm_(dy2, w)
         a_needed = any(needs[P + n : P + 2 * n])
-        if masks is None:
+        if ctx.rng is None:
             grads_a = _stacked_grads(adapters_a, nodes[:n], dxa, x2, ranks) if a_needed else [None] * n
             if needs[0]:
                 inv = 1.0 / ctx.scaling
                 grad_x = torch.mm(dxa, sa).mul_(inv) if grad_x is None else grad_x.addmm_(dxa, sa, alpha=inv)
         else:
-            grads_a, grad_x = _dropped_backward(ctx, x2, dxa, sa, masks, nodes[:n], a_needed, grad_x)
+            grads_a, grad_x = _dropped_backward(ctx, x2, dxa, sa, nodes[:n], a_needed, grad_x)
         if needs[0]:
             grad_x = grad_x.view(ctx.in_shape)  # autograd casts it to the input's dtype if they differ
         return (grad_x, *([None] * (P - 1)), *([None] * n), *grads_a, *grads_b)
 
 
 def _dropped_down(x2: torch.Tensor, sa: torch.Tensor, ranks: tuple, dropouts: tuple) -> tuple:
-    """s·u of every member from its own dropped copy of x2, drawn in member order; returns (xa, masks).
-    Each copy lives only for its GEMM: the masks are what backward keeps."""
+    """s·u of every member from its own dropped copy of x2, drawn in member order; returns (xa, the generator's
+    state before the first draw). Each copy lives only for its GEMM, and its mask not even that long."""
     xa = x2.new_empty(x2.shape[0], sum(ranks))
-    masks, start = [], 0
+    state, start = dropout_generator(x2).get_state(), 0
     for r, p in zip(ranks, dropouts):
-        xd, mask = dropout_mask(x2, p) if p else (x2, None)
+        xd = dropout_mask(x2, p)[0] if p else x2
         torch.mm(xd, sa[start : start + r].t(), out=xa[:, start : start + r])
-        masks.append(mask)
         start += r
-    return xa, masks
+    return xa, state
 
 
-def _dropped_backward(ctx, x2, dxa, sa, masks, nodes, a_needed: bool, grad_x):
-    """Per member, with its mask: the A gradient from its dropped input (rebuilt, one member at a time) and
-    its share of the input gradient through dropout (mask · 1/(1-p))."""
+def _dropped_backward(ctx, x2, dxa, sa, nodes, a_needed: bool, grad_x):
+    """Per member, with its mask drawn again (forward's draws, in forward's order, one member at a time): the A
+    gradient from its dropped input and its share of the input gradient through dropout (mask · 1/(1-p))."""
     adapters_a, inv, grads_a, start = ctx.adapters[0], 1.0 / ctx.scaling, [], 0
-    for param, node, r, p, mask in zip(adapters_a, nodes, ctx.ranks, ctx.dropouts, masks):
-        part, rows = dxa[:, start : start + r], sa[start : start + r]
-        start += r
-        if a_needed and ctx.needs_input_grad[P + ctx.n + len(grads_a)]:
-            grads_a.append(add_grad(param, node, part.t(), redrop(x2, mask, p) if p else x2))
-        else:
-            grads_a.append(None)
-        if not ctx.needs_input_grad[0]:
-            continue
-        if not p:
-            grad_x = torch.mm(part, rows).mul_(inv) if grad_x is None else grad_x.addmm_(part, rows, alpha=inv)
-        elif grad_x is None:
-            grad_x = torch.mm(part, rows).mul_(mask).mul_(inv / (1.0 - p))
-        else:
-            grad_x.addcmul_(torch.mm(part, rows), mask, value=inv / (1.0 - p))
+    generator = dropout_generator(x2)
+    entry = rewind(generator, ctx.rng)
+    try:
+        for param, node, r, p in zip(adapters_a, nodes, ctx.ranks, ctx.dropouts):
+            part, rows = dxa[:, start : start + r], sa[start : start + r]
+            start += r
+            # drawn even where unused, so that the next member's draw is forward's
+            xd, mask = dropout_mask(x2, p) if p else (x2, None)
+            if a_needed and ctx.needs_input_grad[P + ctx.n + len(grads_a)]:
+                grads_a.append(add_grad(param, node, part.t(), xd))
+            else:
+                grads_a.append(None)
+            del xd
+            if not ctx.needs_input_grad[0]:
+                continue
+            if not p:
+                grad_x = torch.mm(part, rows).mul_(inv) if grad_x is None else grad_x.addmm_(part, rows, alpha=inv)
+            elif grad_x is None:
+                grad_x = torch.mm(part, rows).mul_(mask).mul_(inv / (1.0 - p))
+            else:
+                grad_x.addcmul_(torch.mm(part, rows), mask, value=inv / (1.0 - p))
+    finally:
+        generator.set_state(entry)  # later draws see the stream as if backward drew nothing
     return grads_a, grad_x
 
 
@@ -271,7 +280,7 @@ class LoraGroup:
         if not (layer.training and torch.is_grad_enabled()):
             return None
         args = self.arguments()
-        if args is None:
+        if args is None or args.dropouts is not None and dropout_generator(x) is None:
             return None
         outs = GroupedLora.apply(x, self.casts, args.scaling, args.ranks, args.nodes, args.dropouts, args.four_bit,
                                  args.biases, *args.params)

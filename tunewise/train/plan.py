@@ -64,9 +64,11 @@ def encode_data(cfg: RunConfig, data: PreparedData, tokenizer) -> EncodedData:
 
 
 def plan(cfg: RunConfig, model_dir: Path, lengths: list[int], device: str, gpus: int = 1,
-         device_memory_gib: float | None = None, shards: int = 1) -> Estimate:
+         device_memory_gib: float | None = None, shards: int = 1, attention: str | None = None) -> Estimate:
     """The run priced as plain transformers + PEFT, with the fast path's automatic plan beside it where the fast
-    path would run it (LoRA on a GPU, a supported model, train.fast not off)."""
+    path would run it (LoRA on a GPU, a supported model, train.fast not off). attention: the implementation the
+    run's model gets (tunewise.train.runtime.attention_implementation; None: transformers' default), which the
+    fast plan counts; plain transformers + PEFT keeps transformers' default."""
     t = cfg.train
     shape = read_shape(model_dir)
     est = estimate(
@@ -79,7 +81,7 @@ def plan(cfg: RunConfig, model_dir: Path, lengths: list[int], device: str, gpus:
             or shape.model_type not in SUPPORTED):
         return est
     memory = t.fast.memory_budget_gib or (BUDGET_SHARE * est.device_memory_gib if est.device_memory_gib else None)
-    fast = plan_for(shape, t, max(lengths), budget_gib=memory, device=device, shards=shards)
+    fast = plan_for(shape, t, max(lengths), budget_gib=memory, device=device, shards=shards, attention=attention)
     return replace(est, fast_plan={**fast.to_json(), "why": fast.describe(), "hours": est.hours / fast.speedup})
 
 

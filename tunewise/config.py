@@ -135,8 +135,10 @@ class ModelConfig(_Strict):
     base: str = Field(EMBEDDED_MODEL, description="embedded:<name>, a local HF folder, or a .gguf file")
     cache_dir: Path | None = Field(None, description="converted models; default ~/.cache/tunewise/models")
     max_length: int = Field(256, gt=8, description="tokens per training example (longer ones are left out)")
-    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
-        "auto", description="auto: flash_attention_2 on CUDA when installed, else sdpa"
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "flex_attention"] = Field(
+        "auto", description="auto: flash_attention_2 on CUDA when installed; for a model transformers cannot run "
+        "with SDPA (Gemma 2: soft-capped attention logits) flex_attention on CUDA, eager on CPU; else sdpa. "
+        "flex_attention needs CUDA (no backward on CPU)"
     )
 
 

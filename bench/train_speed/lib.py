@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from bench.train_speed.rows import ATTENTION, SIDES
+from bench.train_speed.rows import SIDES
 from tunewise.train.fast.quiet_gc import frozen_gc
 
 
@@ -19,9 +19,10 @@ def device_and_dtype() -> tuple[str, torch.dtype]:
     return ("cuda", torch.bfloat16) if torch.cuda.is_available() else ("cpu", torch.float32)
 
 
-def build_model(shape: dict, seed: int, attn: str = "sdpa"):
+def build_model(shape: dict, seed: int):
     """A random-weight CausalLM from config fields; shape["model_type"] (default llama) picks the family's
-    config class, and ATTENTION its attention where SDPA cannot run it."""
+    config class. Attention is transformers' default for it (sdpa; eager for Gemma 2, which SDPA cannot
+    soft-cap): what plain HF + PEFT runs. prepare() sets the tunewise sides' own."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     fields = dict(shape)
@@ -29,8 +30,7 @@ def build_model(shape: dict, seed: int, attn: str = "sdpa"):
     device, dtype = device_and_dtype()
     torch.manual_seed(seed)
     with torch.device(device):  # random init straight on the GPU: seconds, not minutes on the CPU
-        return AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **fields), dtype=dtype,
-                                                attn_implementation=ATTENTION.get(family, attn))
+        return AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **fields), dtype=dtype)
 
 
 
@@ -52,17 +52,22 @@ def prepare(model, side: str, method: str, gc: bool, seed: int, dropout: float =
     the same LoRA dropout (--lora-dropout). Returns (model, description, micro-batch size or None, whether
     training runs with the GC frozen, as `tunewise train` does when the fast path says so). seq: the sequence
     length, which the automatic plan needs (as `tunewise train` passes its longest example). budget_gib:
-    train.fast.memory_budget_gib for the automatic plan (the sides matched to another side's memory)."""
+    train.fast.memory_budget_gib for the automatic plan (the sides matched to another side's memory). A tunewise
+    side runs the attention `tunewise train` picks on this device (model.attn_implementation auto), or its
+    spec's "attn"; base keeps the model's (transformers' default)."""
     device, _ = device_and_dtype()
     torch.manual_seed(seed + 1)  # identical adapter initialisation on both sides
     if side != "base":
         from tunewise.train.fast import apply_fast_path
         from tunewise.train.methods import apply_method
+        from tunewise.train.runtime import attention_implementation
 
+        attn = SIDES[side].get("attn") or attention_implementation("auto", device, type(model))[0]
+        model.set_attn_implementation(attn)
         cfg = _train_cfg(side, method, gc, dropout, budget_gib).model_copy(update={"batch_size": batch})
         model = apply_method(model, cfg)
         fast = apply_fast_path(model, cfg, device, log=False, seq_len=seq)
-        return model, fast.describe(), fast.micro_batch_size, fast.freeze_gc
+        return model, f"attention {attn}; {fast.describe()}", fast.micro_batch_size, fast.freeze_gc
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     model.config.use_cache = False
@@ -80,7 +85,7 @@ def prepare(model, side: str, method: str, gc: bool, seed: int, dropout: float =
                 r=16, lora_alpha=32, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM"
             ),
         )
-    return model, "plain transformers + PEFT", None, False
+    return model, f"plain transformers + PEFT, attention {model.config._attn_implementation}", None, False
 
 
 def flops_per_token(shape: dict, seq: int, full: bool, r: int = 16) -> float:

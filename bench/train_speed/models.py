@@ -92,8 +92,6 @@ def measure_banking77(spec: dict, row, side: str) -> dict:
     groups = [g for g in groups if len(g) == row.batch]
     packed = side != "base" and SIDES[side].get("packing", False)
     collate = packed_collator() if packed else PadCollator(tok.pad_token_id)
-    if side != "base" and SIDES[side].get("attn"):
-        model.set_attn_implementation(SIDES[side]["attn"])
     model, described, _, freeze = prepare(model, side, "full", False, seed=0)
     tokens = [sum(len(f["input_ids"]) for f in g) for g in groups]
     res = train_loop(model, [collate(g) for g in groups], spec["warmup"], tokens, freeze_gc=freeze)

@@ -67,8 +67,6 @@ GEMMA2_9B = dict(  # google/gemma-2-9b: head_dim 256 (16 × 256 ≠ hidden), sof
     tie_word_embeddings=True,
 )
 MODELS = {"llama3-8b": LLAMA3_8B, "qwen25-7b": QWEN25_7B, "mistral-7b": MISTRAL_7B, "gemma2-9b": GEMMA2_9B}
-# model_type → attention for both sides where SDPA cannot run it (it has no attention-logit soft-capping)
-ATTENTION = {"gemma2": "eager"}
 TINY = dict(
     hidden_size=64,
     intermediate_size=128,
@@ -118,7 +116,9 @@ ROWS = {
     "ablate-2048x2": Row("LoRA 8B 2048×2 GC off", "lora", 2048, 2, False, ABLATION),
     "qwen25-7b-2048x4-gc": Row("LoRA Qwen2.5-7B 2048×4 GC on", "lora", 2048, 4, True, model="qwen25-7b"),
     "mistral-7b-2048x4-gc": Row("LoRA Mistral-7B 2048×4 GC on", "lora", 2048, 4, True, model="mistral-7b"),
-    "gemma2-9b-2048x4-gc": Row("LoRA Gemma-2-9B 2048×4 GC on", "lora", 2048, 4, True, model="gemma2-9b"),
+    "gemma2-9b-2048x4-gc": Row(
+        "LoRA Gemma-2-9B 2048×4 GC on", "lora", 2048, 4, True, ("tunewise", "t-eager"), model="gemma2-9b"
+    ),
     "qlora-2048x1": Row("QLoRA 8B 2048×1 GC on", "qlora", 2048, 1, True),
     "maxctx": Row("LoRA 8B batch 1 GC on, longest context", "maxctx", 0, 1, True),
     "qlora-maxctx": Row("QLoRA 8B batch 1 GC on, longest context, GPU capped at 80 GiB", "qlora-maxctx", 0, 1, True),
@@ -132,8 +132,10 @@ ROWS = {
     ),
 }
 OFF = {"loss": "off", "kernels": False, "fused_lora": False}
-SIDES = {  # tunewise variants: train.fast overrides, plus packing / attention for the banking77 row
+SIDES = {  # tunewise variants: train.fast overrides, plus packing and attention (else what `tunewise train` picks)
     "tunewise": {"fast": {}},
+    # the fast path on transformers' default eager attention (Gemma 2: seq² scores) instead of FlexAttention
+    "t-eager": {"fast": {}, "attn": "eager"},
     "t-none": {"fast": OFF},  # the fast path with every component off: the noise floor against base
     "t-loss": {"fast": {**OFF, "loss": "chunked"}},
     "t-liger-loss": {"fast": {**OFF, "loss": "liger"}},

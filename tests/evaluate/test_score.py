@@ -209,3 +209,18 @@ def test_a_kernel_without_custom_masks_is_swapped_for_sdpa_while_scoring(tiny_mo
     assert scored.method == "label tree"
     assert model.config._attn_implementation == "flex_attention"
     assert scored.logprobs == [pytest.approx(e, abs=1e-4) for e in expected]
+
+
+def test_gemma2_trained_on_flex_attention_is_scored_on_eager(tiny_tokenizer):
+    """Gemma 2 trains on FlexAttention (CUDA) and transformers refuses it SDPA: the label tree swaps it to eager,
+    whose masks it takes, and back."""
+    from tunewise.testing import build_family_model
+
+    model = build_family_model("gemma2", len(tiny_tokenizer), sliding_window=512).eval()
+    prompts = tree_prompts([])
+    label_ids = [answer_ids(tiny_tokenizer, prompts[0], lab) for lab in TREE_LABELS]
+    expected = [[naive_logprob(model, encode_prompt(tiny_tokenizer, p), c) for c in label_ids] for p in prompts]
+    model.set_attn_implementation("flex_attention")
+    _, scored = score_labels(model, tiny_tokenizer, prompts, TREE_LABELS)
+    assert scored.method == "label tree" and model.config._attn_implementation == "flex_attention"
+    assert scored.logprobs == [pytest.approx(e, abs=1e-4) for e in expected]

@@ -243,3 +243,20 @@ def test_gemma2_9b_fast_path_with_every_layer_checkpointed_predicts_the_measured
     assert fast == pytest.approx(25.2, rel=0.03) and fast < plain < 47.7
     with pytest.raises(ValueError, match="seq_len"):
         lora_activation_bytes(shape, 8192, fast=True)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_eager_scores_are_counted_only_where_the_model_runs_eager(fast):
+    """eager=None is transformers' default (Gemma 2: eager); eager=False (FlexAttention, SDPA) counts no seq²
+    term: the same tokens cost the same in one 8192-token sequence as in four of 2048."""
+    from tunewise.models.estimate import GIB, lora_activation_bytes
+
+    shape = ModelShape.from_config(GEMMA2_9B)
+
+    def acts(seq, **kw):
+        return lora_activation_bytes(shape, 8192, fast=fast, seq_len=seq, **kw)
+
+    assert acts(2048) == acts(2048, eager=True) and acts(8192) == acts(8192, eager=True)
+    assert acts(8192, eager=True) - acts(2048, eager=True) > 10 * GIB
+    assert acts(8192, eager=False) == acts(2048, eager=False) < acts(2048)
+    assert lora_activation_bytes(shape, 8192, fast=fast, eager=False) == acts(2048, eager=False)  # no seq_len needed

@@ -56,3 +56,12 @@ def test_a_full_model_folder_needs_safetensors(tiny_model_dir, tmp_path):
         load_weights(pickled, tiny_model_dir, "cpu")
     with pytest.raises(ModelError, match="neither a PEFT adapter"):
         weights_kind(tmp_path)
+
+
+def test_causal_lm_class_is_what_load_model_builds_read_from_config_json_alone(tiny_model_dir, tmp_path):
+    from tunewise.models import causal_lm_class
+
+    folder = tmp_path / "config-only"
+    folder.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", folder)
+    assert causal_lm_class(folder) is type(load_model(tiny_model_dir, "cpu"))

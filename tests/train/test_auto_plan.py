@@ -137,6 +137,29 @@ def test_over_a_grid_no_plan_with_eager_attention_is_above_plain():
             assert plan.peak_gib <= budget
 
 
+def test_gemma2_under_flex_attention_plans_without_seq2_scores_against_plain_on_eager():
+    """tunewise trains Gemma 2 with FlexAttention on CUDA (tunewise.train.runtime): the fast path's activations
+    count as SDPA's, with no seq² term, so the same tokens cost the same memory in long or short sequences; the
+    cap, plain transformers + PEFT, keeps transformers' default eager attention and its seq² scores."""
+    kw = dict(gradient_checkpointing=True, budget_gib=None, checkpoint_layers=0.5, recompute_elementwise=False,
+              device="H200")
+    short, long = ({attn: choose_plan(GEMMA2_9B, batch_size=b, micro_batch_size=b, seq_len=s, attention=attn, **kw)
+                    for attn in (None, "eager", "flex_attention", "sdpa")} for b, s in ((4, 2048), (1, 8192)))
+    for plans in (short, long):
+        assert len({p.plain_peak_gib for p in plans.values()}) == 1  # plain: eager whatever the fast path runs
+        assert plans[None] == plans["eager"] and plans["flex_attention"] == plans["sdpa"]
+        assert plans["flex_attention"].peak_gib < plans["eager"].peak_gib
+    assert long["flex_attention"].peak_gib == pytest.approx(short["flex_attention"].peak_gib, abs=1e-9)
+    assert long["eager"].peak_gib > short["eager"].peak_gib + 10  # 4x the scores per token
+
+
+def test_gemma2_9b_2048x4_under_flex_attention_checkpoints_fewer_layers_than_under_eager():
+    kw = dict(batch_size=4, seq_len=2048, gradient_checkpointing=True, budget_gib=126, device="H200")
+    eager, flex = (choose_plan(GEMMA2_9B, **kw, attention=a) for a in ("eager", "flex_attention"))
+    assert flex.fits and flex.peak_gib <= flex.plain_peak_gib == eager.plain_peak_gib
+    assert flex.checkpointed_layers < eager.checkpointed_layers and flex.speedup > eager.speedup
+
+
 def _model(vocab: int = 97):
     from tunewise.config import LoraConfig
     from tunewise.testing import build_model
@@ -190,15 +213,19 @@ def test_without_cuda_or_a_sequence_length_auto_keeps_the_previous_defaults():
         assert (report.micro_batch_size, report.checkpointed_layers, report.recompute_layers) == (None, 2, 0)
 
 
-def test_gemma2_eager_attention_is_planned_and_other_eager_models_are_not():
+def test_gemma2_is_planned_under_eager_and_flex_attention_and_other_eager_models_are_not():
     from tunewise.config import LoraConfig
     from tunewise.testing import build_family_model
     from tunewise.train.fast import apply_fast_path
     from tunewise.train.lora import apply_lora
 
-    gemma = apply_lora(build_family_model("gemma2", 5000, attn_implementation="eager"), LoraConfig(r=4, alpha=8))
-    report = apply_fast_path(gemma, _train(), "cuda", seq_len=2048, log=False)
-    assert report.plan["peak_gib"] <= report.plan["plain_peak_gib"] and "auto plan" in report.plan["why"]
+    plans = {}
+    for attn in ("eager", "flex_attention"):  # flex: what tunewise train runs on CUDA
+        gemma = apply_lora(build_family_model("gemma2", 5000, attn_implementation=attn), LoraConfig(r=4, alpha=8))
+        plans[attn] = apply_fast_path(gemma, _train(), "cuda", seq_len=2048, log=False).plan
+        assert plans[attn]["peak_gib"] <= plans[attn]["plain_peak_gib"] and "auto plan" in plans[attn]["why"]
+    assert plans["flex_attention"]["plain_peak_gib"] == plans["eager"]["plain_peak_gib"]
+    assert plans["flex_attention"]["peak_gib"] < plans["eager"]["peak_gib"]
     llama = _model()
     llama.get_base_model().config._attn_implementation = "eager"
     report = apply_fast_path(llama, _train(), "cuda", seq_len=2048, log=False)

@@ -1,6 +1,7 @@
 """GPU-only checks of the fast path's CUDA pieces (skipped without CUDA; run on the device machine with
 `python tests/train/test_fast_gpu.py`): with Liger's kernels, the elementwise recipes recompute exactly the
-tensors they replace, so every gradient is bit-identical to the same path keeping the tensors."""
+tensors they replace, so every gradient is bit-identical to the same path keeping the tensors; Gemma 2 on the fast
+path under FlexAttention (what `tunewise train` runs it with on CUDA) matches plain PEFT under eager."""
 
 import copy
 
@@ -120,6 +121,71 @@ def test_lora_dropout_masks_drawn_again_in_backward_are_peft_s_on_cuda(extra):
     with pytest.raises(AssertionError):
         _assert_same(want, _loss_and_grads(fast, batch, seed=1))
 
+
+GEMMA2_FAST = {"no-checkpoint": {"checkpoint_layers": 0.0, "recompute_elementwise": False},
+               "checkpoint-and-recipes": {"checkpoint_layers": 0.5, "recompute_elementwise": True}}
+
+
+def _gemma2_flex_and_eager(fast: dict, dtype=torch.float32, **overrides) -> tuple:
+    """A tiny soft-capped Gemma 2 on CUDA, LoRA-wrapped with nonzero B (test_fast_families' model): plain PEFT on
+    transformers' default eager attention, and a copy on the fast path with `fast` under the FlexAttention that
+    `tunewise train` picks for it on CUDA."""
+    from transformers import Gemma2ForCausalLM
+
+    from tests.train.test_fast_families import _lora_model
+    from tunewise.config import TrainConfig
+    from tunewise.train.fast import apply_fast_path
+    from tunewise.train.runtime import attention_implementation
+
+    plain = _lora_model("gemma2", **overrides).to("cuda")
+    for name, p in plain.named_parameters():
+        if "lora_" not in name:  # adapters stay float32, as PEFT keeps them on a bf16 base
+            p.data = p.data.to(dtype)
+    assert plain.get_base_model().config._attn_implementation == "eager"
+    flex = copy.deepcopy(plain)
+    auto = attention_implementation("auto", "cuda", Gemma2ForCausalLM)[0]
+    assert auto in ("flex_attention", "flash_attention_2")  # flash_attn first when installed
+    flex.get_base_model().set_attn_implementation("flex_attention")
+    report = apply_fast_path(flex, TrainConfig(fast={"enabled": True, **fast}, gradient_checkpointing=True), "cuda",
+                             log=False)
+    assert report.enabled and report.fused_lora_layers == 14
+    return plain, flex
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("fast", GEMMA2_FAST.values(), ids=GEMMA2_FAST.keys())
+def test_gemma2_fast_path_under_flex_attention_matches_plain_peft_under_eager(fast):
+    """float32, a right-padded batch, a sliding and a global layer, soft-capped attention and final logits: the
+    fast path under FlexAttention (the cap as a score_mod, the masks as block masks; with checkpointing and the
+    recipes' saved-tensor hooks around its compiled kernel) gives plain PEFT's eager loss and every adapter
+    gradient within 1e-3."""
+    from tests.train.test_fast import _assert_same, _batch, _loss_and_grads
+    from tunewise.train.tokenize import PadCollator
+
+    plain, flex = _gemma2_flex_and_eager(fast)
+    batch = {k: v.cuda() for k, v in PadCollator(pad_id=3)(_batch(seed=21)).items()}
+    want, got = _loss_and_grads(plain, batch), _loss_and_grads(flex, batch)
+    assert len(want[1]) == 2 * 7 * 2
+    _assert_same(want, got)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_gemma2_flex_attention_at_head_dim_256_trains_in_bf16_like_eager():
+    """Gemma-2-9B's head_dim 256 (FlexAttention's Triton kernels must fit it, backward included) at 512 tokens
+    (several 128-token blocks, a 200-token sliding window) under bf16 autocast: the fast path on FlexAttention
+    against plain PEFT on eager, same loss and gradients up to bf16 rounding."""
+    plain, flex = _gemma2_flex_and_eager({"checkpoint_layers": 0.5}, torch.bfloat16, head_dim=256,
+                                         query_pre_attn_scalar=256, sliding_window=200)
+    ids = torch.randint(4, 97, (2, 512), device="cuda", generator=torch.Generator("cuda").manual_seed(5))
+    batch = {"input_ids": ids, "labels": ids}
+    (loss_p, grads_p), (loss_f, grads_f) = _grads(plain, batch), _grads(flex, batch)
+    assert abs(loss_f - loss_p) / abs(loss_p) < 1e-2
+    assert grads_p.keys() == grads_f.keys() and grads_p
+    for n in grads_p:
+        rel = ((grads_f[n].float() - grads_p[n].float()).norm() / grads_p[n].float().norm()).item()
+        assert rel < 5e-2, (n, rel)
+
+
 if __name__ == "__main__":
     test_recipes_with_liger_kernels_give_bit_identical_gradients()
     print("ok: recipes give bit-identical gradients on", torch.cuda.get_device_name())
@@ -131,3 +197,7 @@ if __name__ == "__main__":
     for extra in ({}, {"grouped_lora": False}, {"recompute_elementwise": True}, {"gc": True, "checkpoint_layers": 0.5}):
         test_lora_dropout_masks_drawn_again_in_backward_are_peft_s_on_cuda(extra)
     print("ok: LoRA dropout masks drawn again in backward give PEFT's gradients and RNG stream")
+    for settings in GEMMA2_FAST.values():
+        test_gemma2_fast_path_under_flex_attention_matches_plain_peft_under_eager(settings)
+    test_gemma2_flex_attention_at_head_dim_256_trains_in_bf16_like_eager()
+    print("ok: Gemma 2's fast path under FlexAttention matches plain PEFT under eager (fp32; bf16 at head_dim 256)")

@@ -171,3 +171,18 @@ def result_log(cfg) -> list[dict]:
     import json
 
     return json.loads((cfg.run_dir / "train_log.json").read_text())
+
+
+def test_gemma2_trains_on_cpu_with_eager_attention_and_the_log_says_why(tmp_path, capsys):
+    """auto asked transformers for SDPA, which it refuses for Gemma 2 (soft-capped attention logits); on CPU the
+    run takes eager (FlexAttention has no backward there) and says so in one line."""
+    from tunewise.models import ResolvedModel
+    from tunewise.testing import build_family_model, build_tokenizer
+
+    tok, folder = build_tokenizer(), tmp_path / "gemma2"
+    build_family_model("gemma2", len(tok)).save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    result = train(tiny_config(tmp_path), tiny_data(), ResolvedModel("gemma2", folder, "sha"))
+    assert result.attn_implementation == "eager" and all(math.isfinite(v) for _, v in result.train_loss)
+    assert ("tunewise train: attention eager (auto: transformers' Gemma2ForCausalLM cannot run SDPA, and "
+            "FlexAttention has no backward on cpu)") in capsys.readouterr().out.splitlines()

@@ -99,13 +99,14 @@ def encode_prefix(model, prefix: list[int]) -> SharedPrefix:
 
 @contextmanager
 def maskable_attention(model) -> Iterator[None]:
-    """The model on sdpa inside the block if its attention kernel takes no custom mask (flash attention): the
-    same attention, another kernel. A model that cannot switch is left as it is."""
+    """The model on sdpa inside the block if its attention kernel takes no custom mask (flash or flex attention):
+    the same attention, another kernel; on eager for a model transformers cannot run with SDPA (Gemma 2, which
+    trains on FlexAttention). A model that cannot switch is left as it is."""
     current = getattr(model.config, "_attn_implementation", None)
     if current in MASKABLE_ATTENTION or not hasattr(model, "set_attn_implementation"):
         yield
         return
-    model.set_attn_implementation("sdpa")
+    model.set_attn_implementation("sdpa" if getattr(model, "_supports_sdpa", True) else "eager")
     try:
         yield
     finally:

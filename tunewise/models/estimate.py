@@ -94,7 +94,9 @@ EAGER_SCORE_BYTES = 8
 # The layer being backpropagated holds more during its softmax's backward: the probabilities' fp32 gradient
 # and the fp32 gradient it returns, while the bf16 probabilities are freed: 2 + 4 + 4 + 4 = 14 B at once.
 EAGER_BACKWARD_BYTES = 6
-EAGER_ATTENTION = {"gemma2"}  # model types tunewise trains with eager attention
+# Model types transformers runs eager by default (no SDPA) and whose eager scores are counted here; tunewise's
+# own runs of Gemma 2 take FlexAttention on CUDA (tunewise.train.runtime), which keeps no seq² tensors.
+EAGER_ATTENTION = {"gemma2"}
 
 # Fast-path step time: per decoder layer and micro-step the forward and the backward each take the longer of
 # the host's time to launch them and the GPU's arithmetic; a checkpointed layer runs its forward again. Fitted
@@ -159,7 +161,9 @@ class ModelShape:
 
     @property
     def eager(self) -> bool:
-        """Trained with eager attention (seq² scores per layer): Gemma 2, whose logits SDPA cannot soft-cap."""
+        """Eager attention (seq² scores per layer) is transformers' default for it: Gemma 2, whose logits SDPA
+        cannot soft-cap. What plain transformers + PEFT runs; the fast path may run another (lora_activation_bytes'
+        eager)."""
         return self.model_type in EAGER_ATTENTION
 
     def eager_layer_bytes(self, seq_len: int, *, fast: bool) -> int:
@@ -234,28 +238,29 @@ def fast_lora_layer_bytes(shape: ModelShape, target_modules="all-linear", *, rec
 def lora_activation_bytes(shape: ModelShape, tokens: int, *, fast: bool, checkpointed: int = 0,
                           recipes: bool = False, dropout: float = 0.0, target_modules="all-linear",
                           kernels: bool = True, loss_chunk_tokens: int | None = None,
-                          seq_len: int | None = None) -> float:
+                          seq_len: int | None = None, eager: bool | None = None) -> float:
     """Peak bytes above weights, gradients and optimizer state of one LoRA micro-step of `tokens` tokens on CUDA,
     plain (transformers + PEFT) or on the fast path. `checkpointed` layers keep their input only and one at a
     time is recomputed whole in backward (checkpointed layers keep no recipes). loss_chunk_tokens: the fast
     path's pure-torch loss (None: Liger's, whose chunks scale with the tokens and are in FAST_OTHER_BYTES).
-    seq_len: the sequences' length, needed where the model runs eager attention (shape.eager), whose seq²
-    scores every layer keeps and whose backward holds more in the layer it is in (EAGER_BACKWARD_BYTES).
-    dropout: LoRA dropout, which costs memory on the plain path only (PEFT keeps its masks)."""
+    seq_len: the sequences' length, needed where the model runs eager attention, whose seq² scores every layer
+    keeps and whose backward holds more in the layer it is in (EAGER_BACKWARD_BYTES). eager: whether it does
+    (None: transformers' default for the model, shape.eager; SDPA, FlexAttention and FlashAttention keep no seq²
+    tensors). dropout: LoRA dropout, which costs memory on the plain path only (PEFT keeps its masks)."""
     keep = shape.layers - checkpointed
     ckpt = checkpointed * CHECKPOINT_BYTES * shape.hidden
-    eager = backward = 0
-    if shape.eager:
+    scores = backward = 0
+    if shape.eager if eager is None else eager:
         if not seq_len:
             raise ValueError(f"{shape.model_type} runs eager attention: its activations need seq_len")
-        eager = shape.eager_layer_bytes(seq_len, fast=fast)
+        scores = shape.eager_layer_bytes(seq_len, fast=fast)
         backward = EAGER_BACKWARD_BYTES * shape.heads * seq_len
     if not fast:
-        layer = plain_lora_layer_bytes(shape, target_modules, dropout) + eager
+        layer = plain_lora_layer_bytes(shape, target_modules, dropout) + scores
         return tokens * (ckpt + keep * layer +
                          max(PLAIN_LOSS_BYTES * shape.vocab, (layer if checkpointed else 0) + backward))
-    layer = fast_lora_layer_bytes(shape, target_modules, recipes=recipes, kernels=kernels) + eager
-    rerun = fast_lora_layer_bytes(shape, target_modules, kernels=kernels) + eager if checkpointed else 0
+    layer = fast_lora_layer_bytes(shape, target_modules, recipes=recipes, kernels=kernels) + scores
+    rerun = fast_lora_layer_bytes(shape, target_modules, kernels=kernels) + scores if checkpointed else 0
     chunk = CHUNK_LOSS_BYTES * shape.vocab * min(loss_chunk_tokens, tokens) if loss_chunk_tokens else 0
     return tokens * (ckpt + keep * layer + rerun + backward + FAST_OTHER_BYTES * shape.hidden) + chunk
 

@@ -39,6 +39,13 @@ def load_model(path: Path, device: str | None = None, dtype: torch.dtype | None 
     return model.to(device)
 
 
+def causal_lm_class(path: Path):
+    """The transformers class load_model builds from `path` (its config.json alone: no weights are read)."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig  # heavy
+
+    return MODEL_FOR_CAUSAL_LM_MAPPING[type(AutoConfig.from_pretrained(path, trust_remote_code=False))]
+
+
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 SAFE_ONLY = "tunewise loads weights from safetensors only (re-save with save_pretrained(path, safe_serialization=True))"
 

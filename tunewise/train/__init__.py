@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tunewise.config import RunConfig
 from tunewise.data import PreparedData
-from tunewise.models import ResolvedModel, load_model, load_tokenizer, pick_device
+from tunewise.models import ResolvedModel, causal_lm_class, load_model, load_tokenizer, pick_device
 from tunewise.train.checkpoints import (
     last_complete_checkpoint,
     load_trained,
@@ -118,13 +118,15 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
     tokenizer = load_tokenizer(base.path)
     enc = encode_data(cfg, data, tokenizer)
     fsdp = uses_fsdp(cfg)
+    attn, why = attention_implementation(cfg.model.attn_implementation, device, causal_lm_class(base.path))
     # Per device: the micro-batch is per device, and FSDP splits weights, gradients and optimizer state.
     est = plan(cfg, base.path, enc.lengths, cfg.estimate.device if device == "cuda" else "CPU",
-               world_size(), device_memory_gib(device), shards=world_size() if fsdp else 1)
+               world_size(), device_memory_gib(device), shards=world_size() if fsdp else 1, attention=attn)
     check_fits(est, force)
     if is_main_process():
         print(f"tunewise train: {cfg.train.method}, {describe_batch(cfg)}{', FSDP' if fsdp else ''}", flush=True)
-    attn = attention_implementation(cfg, device)
+        if why:
+            print(f"tunewise train: attention {attn} ({why})", flush=True)
     packing = use_packing(cfg, device, attn)
     model = _prepare_model(cfg, base, device, attn, model)
     fast = apply_fast_path(model, cfg.train, device, log=is_main_process(), seq_len=max(enc.lengths),

@@ -10,13 +10,14 @@ from tunewise.data import PreparedData, prepare
 from tunewise.data.encode import Encoded, encode_example
 from tunewise.data.prompt import fine_tuned_labels, prompt_messages
 from tunewise.errors import DataError
-from tunewise.models import load_tokenizer, resolve_model
+from tunewise.models import causal_lm_class, load_tokenizer, resolve_model
 from tunewise.models.estimate import DEVICES, Estimate, estimate, read_shape
 from tunewise.models.prices import device_key
 from tunewise.train.fast import SUPPORTED
 from tunewise.train.fast.auto_plan import BUDGET_SHARE, plan_for, planned
 from tunewise.train.gen_metric import ValAnswers, val_answers
 from tunewise.train.replay import replay_records
+from tunewise.train.runtime import attention_implementation
 
 
 @dataclass
@@ -64,9 +65,11 @@ def encode_data(cfg: RunConfig, data: PreparedData, tokenizer) -> EncodedData:
 
 
 def plan(cfg: RunConfig, model_dir: Path, lengths: list[int], device: str, gpus: int = 1,
-         device_memory_gib: float | None = None, shards: int = 1) -> Estimate:
+         device_memory_gib: float | None = None, shards: int = 1, attention: str | None = None) -> Estimate:
     """The run priced as plain transformers + PEFT, with the fast path's automatic plan beside it where the fast
-    path would run it (LoRA on a GPU, a supported model, train.fast not off)."""
+    path would run it (LoRA on a GPU, a supported model, train.fast not off). attention: the implementation the
+    run's model gets (tunewise.train.runtime.attention_implementation; None: transformers' default), which the
+    fast plan counts; plain transformers + PEFT keeps transformers' default."""
     t = cfg.train
     shape = read_shape(model_dir)
     est = estimate(
@@ -79,7 +82,7 @@ def plan(cfg: RunConfig, model_dir: Path, lengths: list[int], device: str, gpus:
             or shape.model_type not in SUPPORTED):
         return est
     memory = t.fast.memory_budget_gib or (BUDGET_SHARE * est.device_memory_gib if est.device_memory_gib else None)
-    fast = plan_for(shape, t, max(lengths), budget_gib=memory, device=device, shards=shards)
+    fast = plan_for(shape, t, max(lengths), budget_gib=memory, device=device, shards=shards, attention=attention)
     return replace(est, fast_plan={**fast.to_json(), "why": fast.describe(), "hours": est.hours / fast.speedup})
 
 
@@ -89,4 +92,7 @@ def estimate_config(cfg: RunConfig) -> Estimate:
     model_dir = base if (base / "config.json").is_file() else resolve_model(cfg.model.base, cfg.model.cache_dir).path
     enc = encode_data(cfg, prepare(cfg), load_tokenizer(model_dir))
     gpus = cfg.estimate.gpus
-    return plan(cfg, model_dir, enc.lengths, cfg.estimate.device, gpus, shards=gpus if cfg.train.fsdp else 1)
+    # as `tunewise train` would choose on CUDA: only the fast plan, made for GPUs alone, reads it
+    attn, _ = attention_implementation(cfg.model.attn_implementation, "cuda", causal_lm_class(model_dir))
+    return plan(cfg, model_dir, enc.lengths, cfg.estimate.device, gpus, shards=gpus if cfg.train.fsdp else 1,
+                attention=attn)

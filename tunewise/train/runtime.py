@@ -17,13 +17,28 @@ class TrainError(TunewiseError):
     exit_code = 1
 
 
-def attention_implementation(cfg: RunConfig, device: str) -> str:
-    want = cfg.model.attn_implementation
+def attention_implementation(want: str, device: str, model_class) -> tuple[str, str]:
+    """model.attn_implementation resolved for a transformers model class on `device`: (implementation, why it
+    runs, "" for sdpa). auto: flash_attention_2 on CUDA when installed; for a class that cannot run SDPA
+    (transformers' _supports_sdpa false: Gemma 2, whose soft-capped logits SDPA cannot compute) FlexAttention
+    on CUDA when the class supports it (the soft-cap in its kernel, no seq² tensors) and eager elsewhere; else
+    sdpa."""
     if want != "auto":
-        return want
+        if want == "flex_attention" and device != "cuda":
+            raise TrainError(f"model.attn_implementation: flex_attention needs CUDA (FlexAttention has no backward "
+                             f"on {device}); use auto or eager")
+        return want, "" if want == "sdpa" else "model.attn_implementation"
     if device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
+        return "flash_attention_2", "auto: CUDA and flash_attn installed"
+    if getattr(model_class, "_supports_sdpa", True):
+        return "sdpa", ""
+    name = getattr(model_class, "__name__", "this model")
+    if not getattr(model_class, "_supports_flex_attn", False):
+        return "eager", f"auto: transformers' {name} supports neither SDPA nor FlexAttention"
+    if device == "cuda":
+        return "flex_attention", (f"auto: transformers' {name} cannot run SDPA; FlexAttention keeps attention "
+                                  "O(seq) in memory where eager keeps seq² scores per layer")
+    return "eager", f"auto: transformers' {name} cannot run SDPA, and FlexAttention has no backward on {device}"
 
 
 def use_packing(cfg: RunConfig, device: str, attn: str) -> bool:

@@ -217,14 +217,15 @@ def auto_plan(hf, train: TrainConfig, device: str, result: FastPath, seq_len: in
             or not seq_len:
         return None
     shape = ModelShape.from_config(hf.config.to_dict())
-    if getattr(hf.config, "_attn_implementation", None) == "eager" and not shape.eager:
+    attention = getattr(hf.config, "_attn_implementation", None)
+    if attention == "eager" and not shape.eager:
         # eager attention keeps seq² probabilities per layer, which the memory model counts for Gemma 2 only
         result.plan = {"why": "no automatic plan: eager attention's seq² probabilities are not in the memory "
                        f"model for {shape.model_type or 'this model'}; every layer checkpointed as configured"}
         return None
     return plan_for(shape, train, seq_len,
                     budget_gib=memory_budget_gib(train.fast, device), device=_device_name(device),
-                    kernels=result.kernels, shards=shards,
+                    kernels=result.kernels, shards=shards, attention=attention,
                     loss_chunk_tokens=train.fast.loss_chunk_tokens if result.loss == "chunked" else None)
 
 

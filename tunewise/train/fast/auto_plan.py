@@ -76,11 +76,14 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
                 dropout: float = 0.0, target_modules="all-linear", budget_gib: float | None = None,
                 device: str = "H100", kernels: bool = True, loss_chunk_tokens: int | None = None,
                 micro_batch_size: int | None = None, checkpoint_layers: float | None = None,
-                recompute_elementwise: bool | None = None, shards: int = 1) -> Plan:
+                recompute_elementwise: bool | None = None, shards: int = 1, attention: str | None = None) -> Plan:
     """The plan for LoRA on the fast path (see the module docstring). micro_batch_size, checkpoint_layers (a
     share of the layers) and recompute_elementwise, when given, are kept; None lets the plan choose.
     budget_gib: the most the predicted peak may be (None: no limit but plain's). kernels: Liger's kernels run;
-    loss_chunk_tokens: the pure-torch chunked loss runs instead of Liger's (tunewise.train.fast.loss)."""
+    loss_chunk_tokens: the pure-torch chunked loss runs instead of Liger's (tunewise.train.fast.loss).
+    attention: the implementation the fast path's model runs (None: transformers' default for it); plain
+    transformers + PEFT, the cap, runs transformers' default (eager for Gemma 2)."""
+    fast_eager = shape.eager if attention is None else attention == "eager"
     spec = DEVICES[device_key(device, DEVICES) or "H100"]
     fixed = fixed_bytes(shape, "lora", r, target_modules, shards=shards)
     tokens = batch_size * seq_len
@@ -107,7 +110,7 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
                 peak = (fixed + lora_activation_bytes(
                     shape, micro_tokens, fast=True, checkpointed=ckpt, recipes=rc, dropout=dropout,
                     target_modules=target_modules, kernels=kernels, loss_chunk_tokens=loss_chunk_tokens,
-                    seq_len=seq_len)) / GIB
+                    seq_len=seq_len, eager=fast_eager)) / GIB
                 peak += SPLIT_EXTRA_GIB if micro < batch_size else 0.0
                 seconds = fast_lora_step_seconds(
                     shape, seq_len=seq_len, micro_tokens=micro_tokens, micro_steps=batch_size // micro,
@@ -124,7 +127,8 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
 
 
 def plan_for(shape: ModelShape, train: TrainConfig, seq_len: int, *, budget_gib: float | None, device: str = "H100",
-             kernels: bool = True, loss_chunk_tokens: int | None = None, shards: int = 1) -> Plan:
+             kernels: bool = True, loss_chunk_tokens: int | None = None, shards: int = 1,
+             attention: str | None = None) -> Plan:
     """choose_plan for a training config: train.fast's explicit micro_batch_size (null: no split),
     checkpoint_layers and recompute_elementwise are kept, "auto" ones chosen (recipes stay off under
     fast.compile: dynamo does not trace their saved-tensor hooks)."""
@@ -134,7 +138,7 @@ def plan_for(shape: ModelShape, train: TrainConfig, seq_len: int, *, budget_gib:
     return choose_plan(
         shape, batch_size=train.batch_size, seq_len=seq_len, gradient_checkpointing=train.gradient_checkpointing,
         r=lora.r, dropout=lora.dropout, target_modules=lora.target_modules, budget_gib=budget_gib, device=device,
-        kernels=kernels, loss_chunk_tokens=loss_chunk_tokens, shards=shards,
+        kernels=kernels, loss_chunk_tokens=loss_chunk_tokens, shards=shards, attention=attention,
         micro_batch_size=None if micro == "auto" else min(micro or train.batch_size, train.batch_size),
         checkpoint_layers=None if fast.checkpoint_layers == "auto" else fast.checkpoint_layers,
         recompute_elementwise=None if recompute == "auto" else recompute)

@@ -31,7 +31,7 @@ WARMUP=${WARMUP:-3}
 MAIN_ROW=${MAIN_ROW-lora-2048x4-gc}
 MAIN_SIDES=${MAIN_SIDES:-tunewise,hf-liger,unsloth}
 FAM_ROWS=${FAM_ROWS-qwen25-7b-2048x4-gc,mistral-7b-2048x4-gc,gemma2-9b-2048x4-gc}
-FAM_SIDES=${FAM_SIDES:-tunewise}
+FAM_SIDES=${FAM_SIDES-tunewise}  # empty: each row's own sides (Gemma 2: tunewise and t-eager)
 QLORA_ROW=${QLORA_ROW-qlora-2048x1}
 QLORA_SIDES=${QLORA_SIDES:-tunewise,unsloth}
 TIMEOUT=${TIMEOUT:-420}
@@ -77,7 +77,7 @@ bench() {  # bench NAME ROWS SIDES DEADLINE_S: skipped once DEADLINE_S seconds h
     return
   fi
   echo "== $(date -u +%T) ${elapsed}s: $n-$name: --rows $rows --sides $sides"
-  "$PY" -m bench.train_speed ${TINY:+--tiny} --rows "$rows" --sides "$sides" --steps "$STEPS" --warmup "$WARMUP" \
+  "$PY" -m bench.train_speed ${TINY:+--tiny} --rows "$rows" ${sides:+--sides "$sides"} --steps "$STEPS" --warmup "$WARMUP" \
     --timeout "$TIMEOUT" ${DROPOUT:+--lora-dropout "$DROPOUT"} --out "$RESULTS/$n-$name.md" || echo "!! $n-$name exited $?"
 }
 

@@ -54,7 +54,7 @@ def prepare(model, side: str, method: str, gc: bool, seed: int, dropout: float =
     length, which the automatic plan needs (as `tunewise train` passes its longest example). budget_gib:
     train.fast.memory_budget_gib for the automatic plan (the sides matched to another side's memory). A tunewise
     side runs the attention `tunewise train` picks on this device (model.attn_implementation auto), or its
-    spec's "attn"; base keeps the model's (transformers' default)."""
+    spec's "attn"; base keeps the model's (transformers' default), eager where SDPA is not exact (sdpa_exact)."""
     device, _ = device_and_dtype()
     torch.manual_seed(seed + 1)  # identical adapter initialisation on both sides
     if side != "base":
@@ -70,6 +70,10 @@ def prepare(model, side: str, method: str, gc: bool, seed: int, dropout: float =
         return model, f"attention {attn}; {fast.describe()}", fast.micro_batch_size, fast.freeze_gc
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    from tunewise.train.runtime import sdpa_exact
+
+    if not sdpa_exact(type(model)):  # Gemma 2 as HF trains it: eager (SDPA, where a release allows it, drops the cap)
+        model.set_attn_implementation("eager")
     model.config.use_cache = False
     ckpt = {"use_reentrant": False}
     if method == "qlora":

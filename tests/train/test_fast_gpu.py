@@ -141,7 +141,7 @@ def _gemma2_flex_and_eager(fast: dict, dtype=torch.float32, **overrides) -> tupl
     for name, p in plain.named_parameters():
         if "lora_" not in name:  # adapters stay float32, as PEFT keeps them on a bf16 base
             p.data = p.data.to(dtype)
-    assert plain.get_base_model().config._attn_implementation == "eager"
+    plain.get_base_model().set_attn_implementation("eager")  # some transformers releases default Gemma 2 to SDPA
     flex = copy.deepcopy(plain)
     auto = attention_implementation("auto", "cuda", Gemma2ForCausalLM)[0]
     assert auto in ("flex_attention", "flash_attention_2")  # flash_attn first when installed

@@ -17,6 +17,18 @@ class TrainError(TunewiseError):
     exit_code = 1
 
 
+def sdpa_exact(model_class) -> bool:
+    """Whether SDPA computes this architecture's attention: transformers allows it, and its config does not
+    soft-cap attention logits by default (Gemma 2: some transformers releases allow SDPA there and drop the cap)."""
+    if not getattr(model_class, "_supports_sdpa", True):
+        return False
+    config_class = getattr(model_class, "config_class", None)
+    try:
+        return getattr(config_class(), "attn_logit_softcapping", None) is None
+    except Exception:  # a config class that needs arguments: nothing known against SDPA
+        return True
+
+
 def attention_implementation(want: str, device: str, model_class) -> tuple[str, str]:
     """model.attn_implementation resolved for a transformers model class on `device`: (implementation, why it
     runs, "" for sdpa). auto: flash_attention_2 on CUDA when installed; for a class that cannot run SDPA
@@ -30,7 +42,7 @@ def attention_implementation(want: str, device: str, model_class) -> tuple[str, 
         return want, "" if want == "sdpa" else "model.attn_implementation"
     if device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2", "auto: CUDA and flash_attn installed"
-    if getattr(model_class, "_supports_sdpa", True):
+    if sdpa_exact(model_class):
         return "sdpa", ""
     name = getattr(model_class, "__name__", "this model")
     if not getattr(model_class, "_supports_flex_attn", False):

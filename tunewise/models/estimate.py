@@ -78,6 +78,9 @@ LOSS_TRANSIENT_BYTES = 8
 # plain: the loss's backward holds the fp32 log-softmax, its gradient and the gradient it returns (12 B per
 # vocabulary entry); it is the peak unless a recomputed layer is larger.
 PLAIN_LOSS_BYTES = 12
+# Soft-capped final logits (Gemma 2: logits / cap, tanh, x cap before the loss) hold 2 B more per vocabulary entry
+# at plain's peak: fitted on the one measured row (Gemma-2-9B 2048×4, 47.7 GiB against 43.8 predicted without it).
+SOFTCAP_LOSS_BYTES = 2
 # fast path: the labelled hidden states the loss gathers, their gradient (computed in its forward), the final
 # norm's input: 6 B per hidden unit, the one fitted constant (Llama-3-8B rows; 5.9–6.4 from each row alone).
 FAST_OTHER_BYTES = 6
@@ -94,6 +97,10 @@ EAGER_SCORE_BYTES = 8
 # The layer being backpropagated holds more during its softmax's backward: the probabilities' fp32 gradient
 # and the fp32 gradient it returns, while the bf16 probabilities are freed: 2 + 4 + 4 + 4 = 14 B at once.
 EAGER_BACKWARD_BYTES = 6
+# transformers 5.17's FlexAttention path keeps key and value repeated to every query head (repeat_kv): 2 B each per
+# query unit and token in a layer that is not checkpointed. Matches the measured Gemma-2-9B rows (47.0-47.3 GiB,
+# 43.3 predicted without it); later releases skip the copy for power-of-two head counts, which this over-counts.
+FLEX_KV_BYTES = 4
 # Model types transformers runs eager by default (no SDPA) and whose eager scores are counted here; tunewise's
 # own runs of Gemma 2 take FlexAttention on CUDA (tunewise.train.runtime), which keeps no seq² tensors.
 EAGER_ATTENTION = {"gemma2"}
@@ -130,6 +137,7 @@ class ModelShape:
     tied: bool
     gated: bool
     model_type: str = ""
+    softcap_logits: bool = False  # final logits soft-capped (Gemma 2): plain's loss holds more (SOFTCAP_LOSS_BYTES)
 
     @classmethod
     def from_config(cls, c: dict) -> ModelShape:
@@ -145,7 +153,7 @@ class ModelShape:
         return cls(hidden, get("intermediate_size", "n_inner", "ffn_dim", default=4 * hidden), layers, heads,
                    get("num_key_value_heads", default=heads), get("head_dim", default=hidden // heads),
                    c["vocab_size"], bool(c.get("tie_word_embeddings", False)), not non_gated,
-                   c.get("model_type") or "")
+                   c.get("model_type") or "", c.get("final_logit_softcapping") is not None)
 
     def linears(self) -> dict[str, tuple[int, int]]:
         """The linear layers of one decoder layer: name → (in, out)."""
@@ -238,7 +246,7 @@ def fast_lora_layer_bytes(shape: ModelShape, target_modules="all-linear", *, rec
 def lora_activation_bytes(shape: ModelShape, tokens: int, *, fast: bool, checkpointed: int = 0,
                           recipes: bool = False, dropout: float = 0.0, target_modules="all-linear",
                           kernels: bool = True, loss_chunk_tokens: int | None = None,
-                          seq_len: int | None = None, eager: bool | None = None) -> float:
+                          seq_len: int | None = None, eager: bool | None = None, flex: bool = False) -> float:
     """Peak bytes above weights, gradients and optimizer state of one LoRA micro-step of `tokens` tokens on CUDA,
     plain (transformers + PEFT) or on the fast path. `checkpointed` layers keep their input only and one at a
     time is recomputed whole in backward (checkpointed layers keep no recipes). loss_chunk_tokens: the fast
@@ -246,7 +254,8 @@ def lora_activation_bytes(shape: ModelShape, tokens: int, *, fast: bool, checkpo
     seq_len: the sequences' length, needed where the model runs eager attention, whose seq² scores every layer
     keeps and whose backward holds more in the layer it is in (EAGER_BACKWARD_BYTES). eager: whether it does
     (None: transformers' default for the model, shape.eager; SDPA, FlexAttention and FlashAttention keep no seq²
-    tensors). dropout: LoRA dropout, which costs memory on the plain path only (PEFT keeps its masks)."""
+    tensors). flex: the fast path runs FlexAttention (FLEX_KV_BYTES). dropout: LoRA dropout, which costs memory on
+    the plain path only (PEFT keeps its masks)."""
     keep = shape.layers - checkpointed
     ckpt = checkpointed * CHECKPOINT_BYTES * shape.hidden
     scores = backward = 0
@@ -257,8 +266,10 @@ def lora_activation_bytes(shape: ModelShape, tokens: int, *, fast: bool, checkpo
         backward = EAGER_BACKWARD_BYTES * shape.heads * seq_len
     if not fast:
         layer = plain_lora_layer_bytes(shape, target_modules, dropout) + scores
-        return tokens * (ckpt + keep * layer +
-                         max(PLAIN_LOSS_BYTES * shape.vocab, (layer if checkpointed else 0) + backward))
+        loss = (PLAIN_LOSS_BYTES + SOFTCAP_LOSS_BYTES * shape.softcap_logits) * shape.vocab
+        return tokens * (ckpt + keep * layer + max(loss, (layer if checkpointed else 0) + backward))
+    if flex and shape.kv_heads < shape.heads:
+        scores += FLEX_KV_BYTES * shape.heads * shape.head_dim
     layer = fast_lora_layer_bytes(shape, target_modules, recipes=recipes, kernels=kernels) + scores
     rerun = fast_lora_layer_bytes(shape, target_modules, kernels=kernels) + scores if checkpointed else 0
     chunk = CHUNK_LOSS_BYTES * shape.vocab * min(loss_chunk_tokens, tokens) if loss_chunk_tokens else 0

@@ -110,7 +110,7 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
                 peak = (fixed + lora_activation_bytes(
                     shape, micro_tokens, fast=True, checkpointed=ckpt, recipes=rc, dropout=dropout,
                     target_modules=target_modules, kernels=kernels, loss_chunk_tokens=loss_chunk_tokens,
-                    seq_len=seq_len, eager=fast_eager)) / GIB
+                    seq_len=seq_len, eager=fast_eager, flex=attention == "flex_attention")) / GIB
                 peak += SPLIT_EXTRA_GIB if micro < batch_size else 0.0
                 seconds = fast_lora_step_seconds(
                     shape, seq_len=seq_len, micro_tokens=micro_tokens, micro_steps=batch_size // micro,

@@ -13,7 +13,7 @@ tunewise/train/fast/longctx.py). One loaded model does it all:
    min(8 GiB, 10 %) free) would stay on the GPU, and the search allocates exactly that much GPU memory beside
    the step ("host_short_gib").
 3. confirm (--ctx-confirm N, -1 = the longest found): one full 32-layer step at N tokens, nothing simulated.
-LoRA dropout is --lora-dropout (tunewise's default 0.05; Unsloth's published 342,733 tokens are at its default,
+LoRA dropout is --lora-dropout (tunewise's default, 0; Unsloth's published 342,733 tokens are at its default,
 0): with PEFT's 4-bit LoRA layers it keeps a dropped copy of each attention projection's input."""
 
 from __future__ import annotations

@@ -147,8 +147,9 @@ class LoraConfig(_Strict):
     alpha: int = Field(32, gt=0)
     dropout: float = Field(
         0.0, ge=0, lt=1,
-        description="LoRA dropout on the adapter input. 0 (PEFT's own default): on Banking77 validation, 3 seeds, 0.05 "
-        "was no better (bench/results/lora_dropout_quality.md), and on the fast path it costs ~14 % of the tokens/s")
+        description="LoRA dropout on the adapter input. 0 (PEFT's own default): on Banking77 validation over 4 seeds "
+        "0.05 was no better (0 scored +0.030 accuracy, CI +0.013 to +0.048; bench/results/lora_dropout_quality.md), "
+        "and on the fast path it costs ~14 % of the tokens/s")
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
 
 

@@ -21,8 +21,8 @@ def device_and_dtype() -> tuple[str, torch.dtype]:
 
 def build_model(shape: dict, seed: int):
     """A random-weight CausalLM from config fields; shape["model_type"] (default llama) picks the family's
-    config class. Attention is transformers' default for it (sdpa; eager for Gemma 2, which SDPA cannot
-    soft-cap): what plain HF + PEFT runs. prepare() sets the tunewise sides' own."""
+    config class, with transformers' default attention for it; prepare() sets each side's own (plain HF + PEFT:
+    eager where SDPA is not exact, as for Gemma 2)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     fields = dict(shape)
@@ -70,9 +70,9 @@ def prepare(model, side: str, method: str, gc: bool, seed: int, dropout: float =
         return model, f"attention {attn}; {fast.describe()}", fast.micro_batch_size, fast.freeze_gc
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from tunewise.train.runtime import sdpa_exact
+    from tunewise.models import sdpa_exact
 
-    if not sdpa_exact(type(model)):  # Gemma 2 as HF trains it: eager (SDPA, where a release allows it, drops the cap)
+    if not sdpa_exact(model):  # Gemma 2 as HF trains it: eager (SDPA, where a release allows it, drops the cap)
         model.set_attn_implementation("eager")
     model.config.use_cache = False
     ckpt = {"use_reentrant": False}

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tunewise.models import sdpa_exact
+
 # Attention implementations that take a custom additive 4D mask as given (flash/flex kernels do not).
 MASKABLE_ATTENTION = ("sdpa", "eager")
 
@@ -100,13 +102,13 @@ def encode_prefix(model, prefix: list[int]) -> SharedPrefix:
 @contextmanager
 def maskable_attention(model) -> Iterator[None]:
     """The model on sdpa inside the block if its attention kernel takes no custom mask (flash or flex attention):
-    the same attention, another kernel; on eager for a model transformers cannot run with SDPA (Gemma 2, which
+    the same attention, another kernel; on eager where SDPA would not compute it (sdpa_exact: Gemma 2, which
     trains on FlexAttention). A model that cannot switch is left as it is."""
     current = getattr(model.config, "_attn_implementation", None)
     if current in MASKABLE_ATTENTION or not hasattr(model, "set_attn_implementation"):
         yield
         return
-    model.set_attn_implementation("sdpa" if getattr(model, "_supports_sdpa", True) else "eager")
+    model.set_attn_implementation("sdpa" if sdpa_exact(model) else "eager")
     try:
         yield
     finally:

@@ -13,9 +13,10 @@ from tunewise.models.load import (
     pick_device,
     pick_dtype,
     pickled_only,
+    sdpa_exact,
     weights_kind,
 )
 
 __all__ = ["ResolvedModel", "base_weights", "causal_lm_class", "check_adapter", "check_full_model", "has_adapter",
            "load_adapter", "load_model", "load_tokenizer", "load_weights", "pick_device", "pick_dtype", "pickled_only",
-           "resolve_model", "weights_kind"]
+           "resolve_model", "sdpa_exact", "weights_kind"]

@@ -46,6 +46,21 @@ def causal_lm_class(path: Path):
     return MODEL_FOR_CAUSAL_LM_MAPPING[type(AutoConfig.from_pretrained(path, trust_remote_code=False))]
 
 
+def sdpa_exact(model) -> bool:
+    """Whether SDPA computes this architecture's attention, for a transformers model class or instance (a PEFT
+    wrapper too): transformers allows it, and the config (an instance's own, a class's default) does not soft-cap
+    attention logits. Gemma 2: some transformers releases allow SDPA there and drop the cap."""
+    if not getattr(model, "_supports_sdpa", True):
+        return False
+    if not isinstance(model, type):
+        return getattr(model.config, "attn_logit_softcapping", None) is None
+    try:
+        config = model.config_class()
+    except Exception:  # no config class, or one that needs arguments: nothing known against SDPA
+        return True
+    return getattr(config, "attn_logit_softcapping", None) is None
+
+
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 SAFE_ONLY = "tunewise loads weights from safetensors only (re-save with save_pretrained(path, safe_serialization=True))"
 

@@ -9,24 +9,13 @@ import torch
 
 from tunewise.config import RunConfig
 from tunewise.errors import TunewiseError
+from tunewise.models import sdpa_exact
 from tunewise.models.estimate import Estimate
 from tunewise.train.distributed import local_rank
 
 
 class TrainError(TunewiseError):
     exit_code = 1
-
-
-def sdpa_exact(model_class) -> bool:
-    """Whether SDPA computes this architecture's attention: transformers allows it, and its config does not
-    soft-cap attention logits by default (Gemma 2: some transformers releases allow SDPA there and drop the cap)."""
-    if not getattr(model_class, "_supports_sdpa", True):
-        return False
-    config_class = getattr(model_class, "config_class", None)
-    try:
-        return getattr(config_class(), "attn_logit_softcapping", None) is None
-    except Exception:  # a config class that needs arguments: nothing known against SDPA
-        return True
 
 
 def attention_implementation(want: str, device: str, model_class) -> tuple[str, str]:

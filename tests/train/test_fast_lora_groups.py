@@ -138,8 +138,7 @@ def test_a_replay_that_does_not_set_the_generator_back_fails_the_stream_check(mo
         generator.set_state(state)
         return state  # what backward "sets back" afterwards
 
-    monkeypatch.setattr(lora_groups, "rewind", rewind_for_good)
-    monkeypatch.setattr(lora, "rewind", rewind_for_good)
+    monkeypatch.setattr(lora, "rewind", rewind_for_good)  # groups and single layers replay through lora.replaying
     batch = PadCollator(pad_id=3)(_batch(seed=15))
     after = []
     for model in (plain, fast):

@@ -11,6 +11,8 @@ gradients."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import MethodType
 from typing import NamedTuple
 
@@ -141,6 +143,18 @@ def rewind(generator: torch.Generator, state: torch.Tensor) -> torch.Tensor:
     return now
 
 
+@contextmanager
+def replaying(x: torch.Tensor, state: torch.Tensor) -> Iterator[None]:
+    """Inside the block, the generator of x's device draws from `state` again (rewind); after it, the generator is
+    where it was, so later draws see the stream as if backward drew nothing."""
+    generator = dropout_generator(x)
+    entry = rewind(generator, state)
+    try:
+        yield
+    finally:
+        generator.set_state(entry)
+
+
 class LoraLinear(torch.autograd.Function):
     """With LoRA dropout p > 0 the adapter reads dropout(x). Neither the dropped copy nor the mask is kept: forward
     keeps the generator's state before the draw (a few bytes on the host), and backward draws the same mask again
@@ -190,12 +204,8 @@ class LoraLinear(torch.autograd.Function):
         grad_b = add_grad(lora_b, node_b, dy2.t(), xa) if needs[5] else None
         xd2, mask = x2, None
         if ctx.rng is not None and (needs[4] or needs[0]):
-            generator = dropout_generator(x2)
-            entry = rewind(generator, ctx.rng)
-            try:
+            with replaying(x2, ctx.rng):
                 xd2, mask = dropout_mask(x2, ctx.p)  # forward's draw: the dropped input and its mask
-            finally:
-                generator.set_state(entry)  # later draws see the stream as if backward drew nothing
         grad_a = add_grad(lora_a, node_a, dxa.t(), xd2) if needs[4] else None
         del xd2
         grad_x = None

@@ -45,7 +45,7 @@ from tunewise.train.fast.lora import (
     is_lora_linear,
     lora_plan,
     mm_grad,
-    rewind,
+    replaying,
 )
 
 ATTENTION = ("q_proj", "k_proj", "v_proj")
@@ -168,9 +168,7 @@ def _dropped_backward(ctx, x2, dxa, sa, nodes, a_needed: bool, grad_x):
     """Per member, with its mask drawn again (forward's draws, in forward's order, one member at a time): the A
     gradient from its dropped input and its share of the input gradient through dropout (mask · 1/(1-p))."""
     adapters_a, inv, grads_a, start = ctx.adapters[0], 1.0 / ctx.scaling, [], 0
-    generator = dropout_generator(x2)
-    entry = rewind(generator, ctx.rng)
-    try:
+    with replaying(x2, ctx.rng):
         for param, node, r, p in zip(adapters_a, nodes, ctx.ranks, ctx.dropouts):
             part, rows = dxa[:, start : start + r], sa[start : start + r]
             start += r
@@ -189,8 +187,6 @@ def _dropped_backward(ctx, x2, dxa, sa, nodes, a_needed: bool, grad_x):
                 grad_x = torch.mm(part, rows).mul_(mask).mul_(inv / (1.0 - p))
             else:
                 grad_x.addcmul_(torch.mm(part, rows), mask, value=inv / (1.0 - p))
-    finally:
-        generator.set_state(entry)  # later draws see the stream as if backward drew nothing
     return grads_a, grad_x
 
 

@@ -1,9 +1,9 @@
-"""LoRA dropout 0 vs 0.05 (tunewise's default): fine-tuned accuracy on a Banking77 validation set, paired over
-training seeds. Each seed trains twice on the same data with the same seed (LoRA init, data order), only
-`train.lora.dropout` differing, through tunewise's own training entry (`tunewise.train.train`), and scores the
-model through tunewise's evaluation (`tunewise.evaluate.score_model`). Validation and training rows are drawn
-once (fixed --data-seed, per class, disjoint, de-leaked) from Banking77's train.csv; the official test set is not
-used (this is a validation decision).
+"""LoRA dropout 0 (tunewise's default since this comparison) vs 0.05 (the default before it): fine-tuned accuracy on
+a Banking77 validation set, paired over training seeds. Each seed trains twice on the same data with the same seed
+(LoRA init, data order), only `train.lora.dropout` differing, through tunewise's own training entry
+(`tunewise.train.train`), and scores the model through tunewise's evaluation (`tunewise.evaluate.score_model`).
+Validation and training rows are drawn once (fixed --data-seed, per class, disjoint, de-leaked) from Banking77's
+train.csv; the official test set is not used (this is a validation decision).
 
     python -m bench.lora_dropout_quality [--data ../shared/data/banking77/train.csv] [--seeds 0 1 2 3]
         [--train-per-class 6] [--val-per-class 4] [--epochs 2] [--mode generate]

@@ -27,8 +27,8 @@ attention backward:
                                                                                                     ~= 96 KB/token
   (the MLP backward before it: 36 + h_mid 8 + norm2 out 8 + grads 24 = 76 KB/token + one tile ~1.6 GB; forward:
   ~48 KB/token; the loss: ~32 KB/token + a [1024, vocab] chunk ~1 GB).
-  LoRA dropout > 0 (tunewise's default 0.05) adds, per adapted attention projection, the dropped input copy and
-  its mask that PEFT's 4-bit LoRA layer keeps, 12 KB: ~144 KB/token for q, k, v and o (fused LoRA keeps
+  LoRA dropout > 0 (e.g. 0.05; tunewise's default is 0) adds, per adapted attention projection, the dropped input
+  copy and its mask that PEFT's 4-bit LoRA layer keeps, 12 KB: ~144 KB/token for q, k, v and o (fused LoRA keeps
   neither: backward draws the mask again).
 Fixed: NF4 weights 3.6 GB, bf16 embedding + LM head 2.1 GB, LoRA weights/grads/AdamW 0.7 GB ~= 6 GiB, + ~1 GiB
 of allocator slack. GPU memory alone, capped at 80 GiB: (80 - 7) GiB / 96 KB ~= 800k tokens.

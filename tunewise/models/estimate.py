@@ -26,13 +26,16 @@ GIB = 1024**3
 # = ~0.08 TFLOP/s), so mfu is 1; small shapes run far below it (the toy CPU bench is dominated by per-op
 # overhead). memory_gib: what CUDA reports (H200: nvidia-smi's 143771 MiB on the H200 machines this project is lent).
 DEVICES: dict[str, dict] = {
-    "H200": {"memory_gib": 140.4, "peak_tflops": 989.0, "mfu": 0.29},
+    "H200": {"memory_gib": 140.4, "peak_tflops": 989.0, "mfu": 0.29, "host_link_gbs": 55.3},
     "H100": {"memory_gib": 79.6, "peak_tflops": 989.0, "mfu": 0.29},
     "A100": {"memory_gib": 79.2, "peak_tflops": 312.0, "mfu": 0.29},
     "L4": {"memory_gib": 22.0, "peak_tflops": 121.0, "mfu": 0.29},
     "RTX4090": {"memory_gib": 23.6, "peak_tflops": 165.0, "mfu": 0.29},
     "CPU": {"memory_gib": None, "peak_tflops": 0.1, "mfu": 1.0},
 }
+# host_link_gbs: GPU↔pinned-host copy rate one way, GB/s (10^9), where measured: the H200's 55.3 each way (101.5 both
+# at once; bench/train_speed/host_link.py, 2026-11-29, nvidia-h200-x2). The automatic plan offloads kept
+# activations only on devices with a measured rate (tunewise.train.fast.offload).
 # bitsandbytes dequantises every 4-bit weight before each matmul: measured 576 vs 464 ms a step for 8B at
 # 1x4096 on the H100 (bench/results/estimate_accuracy.md).
 QLORA_SLOWDOWN = 1.24
@@ -246,7 +249,8 @@ def fast_lora_layer_bytes(shape: ModelShape, target_modules="all-linear", *, rec
 def lora_activation_bytes(shape: ModelShape, tokens: int, *, fast: bool, checkpointed: int = 0,
                           recipes: bool = False, dropout: float = 0.0, target_modules="all-linear",
                           kernels: bool = True, loss_chunk_tokens: int | None = None,
-                          seq_len: int | None = None, eager: bool | None = None, flex: bool = False) -> float:
+                          seq_len: int | None = None, eager: bool | None = None, flex: bool = False,
+                          offloaded: int = 0) -> float:
     """Peak bytes above weights, gradients and optimizer state of one LoRA micro-step of `tokens` tokens on CUDA,
     plain (transformers + PEFT) or on the fast path. `checkpointed` layers keep their input only and one at a
     time is recomputed whole in backward (checkpointed layers keep no recipes). loss_chunk_tokens: the fast
@@ -255,8 +259,10 @@ def lora_activation_bytes(shape: ModelShape, tokens: int, *, fast: bool, checkpo
     keeps and whose backward holds more in the layer it is in (EAGER_BACKWARD_BYTES). eager: whether it does
     (None: transformers' default for the model, shape.eager; SDPA, FlexAttention and FlashAttention keep no seq²
     tensors). flex: the fast path runs FlexAttention (FLEX_KV_BYTES). dropout: LoRA dropout, which costs memory on
-    the plain path only (PEFT keeps its masks)."""
-    keep = shape.layers - checkpointed
+    the plain path only (PEFT keeps its masks). offloaded: fast-path layers that are not checkpointed and keep
+    their saved tensors in host memory (tunewise.train.fast.offload): none of them on the GPU at the peak but
+    the one whose tensors are coming back."""
+    keep = shape.layers - checkpointed - offloaded
     ckpt = checkpointed * CHECKPOINT_BYTES * shape.hidden
     scores = backward = 0
     if shape.eager if eager is None else eager:
@@ -273,7 +279,8 @@ def lora_activation_bytes(shape: ModelShape, tokens: int, *, fast: bool, checkpo
     layer = fast_lora_layer_bytes(shape, target_modules, recipes=recipes, kernels=kernels) + scores
     rerun = fast_lora_layer_bytes(shape, target_modules, kernels=kernels) + scores if checkpointed else 0
     chunk = CHUNK_LOSS_BYTES * shape.vocab * min(loss_chunk_tokens, tokens) if loss_chunk_tokens else 0
-    return tokens * (ckpt + keep * layer + rerun + backward + FAST_OTHER_BYTES * shape.hidden) + chunk
+    fetched = layer if offloaded else 0
+    return tokens * (ckpt + keep * layer + fetched + rerun + backward + FAST_OTHER_BYTES * shape.hidden) + chunk
 
 
 def fixed_bytes(shape: ModelShape, method: str, r: int, target_modules="all-linear", *, bf16: bool = True,
@@ -282,11 +289,9 @@ def fixed_bytes(shape: ModelShape, method: str, r: int, target_modules="all-line
     return sum(_memory(shape, method, trainable_params(shape, method, r, target_modules), bf16)) / shards
 
 
-def fast_lora_step_seconds(shape: ModelShape, *, seq_len: int, micro_tokens: int, micro_steps: int,
-                           checkpointed: int, recipes: bool, dropout: float = 0.0, r: int = 16,
-                           target_modules="all-linear", peak_tflops: float = 989.0) -> float:
-    """One optimizer step's seconds on the fast path: `micro_steps` micro-steps of `micro_tokens` tokens in
-    sequences of `seq_len` (the constants above)."""
+def fast_lora_layer_seconds(shape: ModelShape, *, seq_len: int, micro_tokens: int, r: int = 16,
+                            target_modules="all-linear", peak_tflops: float = 989.0) -> tuple[float, float]:
+    """One decoder layer's forward and backward seconds in one micro-step on the fast path (the constants above)."""
     adapted = _targets(shape, target_modules)
     host_f, host_b = (t * (1 + len(adapted)) / 8 for t in FAST_HOST_S)  # host time grows with the adapters
     lora = r * sum(i + o for i, o in adapted.values())
@@ -294,8 +299,17 @@ def fast_lora_step_seconds(shape: ModelShape, *, seq_len: int, micro_tokens: int
     attention = seq_len * shape.heads * shape.head_dim  # causal: half of the 4·seq·q of full attention
     gpu_f = micro_tokens * (2 * dense + 2 * attention + 2 * lora) / (FAST_RATE[0] * peak_tflops * 1e12)
     gpu_b = micro_tokens * (2 * dense + 5 * attention + 4 * lora) / (FAST_RATE[1] * peak_tflops * 1e12)
-    forward = max(host_f, gpu_f)
-    layer = forward + max(host_b, gpu_b)
+    return max(host_f, gpu_f), max(host_b, gpu_b)
+
+
+def fast_lora_step_seconds(shape: ModelShape, *, seq_len: int, micro_tokens: int, micro_steps: int,
+                           checkpointed: int, recipes: bool, dropout: float = 0.0, r: int = 16,
+                           target_modules="all-linear", peak_tflops: float = 989.0) -> float:
+    """One optimizer step's seconds on the fast path: `micro_steps` micro-steps of `micro_tokens` tokens in
+    sequences of `seq_len` (the constants above)."""
+    forward, backward = fast_lora_layer_seconds(shape, seq_len=seq_len, micro_tokens=micro_tokens, r=r,
+                                                target_modules=target_modules, peak_tflops=peak_tflops)
+    layer = forward + backward
     rerun = forward + FAST_RERUN_S_PER_TOKEN * micro_tokens * 989.0 / peak_tflops
     loss = micro_tokens * 4 * shape.vocab * shape.hidden / (FAST_RATE[0] * peak_tflops * 1e12)
     keep = shape.layers - checkpointed

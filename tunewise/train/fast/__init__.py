@@ -12,11 +12,13 @@ Components, each switchable in `train.fast` and measured one at a time in bench/
 - recompute_elementwise: recipes instead of the norm outputs and SwiGLU product (recompute.py)
 - micro_batch_size: the device batch in several micro-steps
 - compile:     torch.compile of each decoder layer
+- offload_kept_layers: the first kept layers' saved tensors in pinned CPU memory, copied beside the compute
+               (offload.py)
 - offload_activations / tile_mlp_tokens: long context, checkpointed layer inputs in CPU memory and the MLP a tile
                of tokens at a time (longctx.py, which has the per-token memory arithmetic)
-checkpoint_layers, recompute_elementwise and micro_batch_size are chosen by an automatic plan for LoRA on CUDA
-unless set (auto_plan.py): the fastest predicted plan whose predicted peak memory is no more than plain
-transformers + PEFT's and the budget.
+checkpoint_layers, recompute_elementwise, offload_kept_layers and micro_batch_size are chosen by an automatic
+plan for LoRA on CUDA unless set (auto_plan.py): the fastest predicted plan whose predicted peak memory is no more
+than plain transformers + PEFT's and the budget.
 Padding-free packing is the collator's job (train.packing); the loss here handles packed rows unchanged."""
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ from tunewise.train.fast.layers import (
     prefer_sdpa_backend,
     use_torch_rms_norm,
 )
-from tunewise.train.fast.longctx import enable_long_context
+from tunewise.train.fast.longctx import HOST_RESERVE, enable_long_context, host_available
 from tunewise.train.fast.lora import fuse_lora_layers, fused_4bit_layers
 from tunewise.train.fast.lora_groups import group_lora_projections
 from tunewise.train.fast.loss import causal_lm_loss
+from tunewise.train.fast.offload import enable_offload
 from tunewise.train.fast.recompute import enable_recompute
 
 SUPPORTED = set(LIGER_PATCH)  # decoder families whose CausalLM forward is model → lm_head (→ soft-cap) → loss
@@ -65,6 +68,7 @@ class FastPath:
     micro_batch_size: int | None = None  # None: the device batch is one micro-batch
     sdpa_backend: str = "default"
     recompute_layers: int = 0  # layers keeping recipes for norm outputs / SwiGLU product (recompute.py)
+    host_kept_layers: int = 0  # kept layers whose saved tensors wait in pinned host memory (offload.py)
     compiled_layers: int = 0
     freeze_gc: bool = False  # gc.freeze() while training (quiet_gc.py; tunewise.train.train applies it)
     bf16_frozen_head: bool = False  # QLoRA: embeddings / LM head kept in bf16 instead of PEFT's fp32 upcast
@@ -85,6 +89,7 @@ class FastPath:
         extra += f", LoRA groups {self.lora_groups}" if self.lora_groups else ""
         extra += f", torch RMSNorm in {self.torch_norms}" if self.torch_norms else ""
         extra += f", elementwise recompute in {self.recompute_layers} layers" if self.recompute_layers else ""
+        extra += f", saved tensors of {self.host_kept_layers} layers in host memory" if self.host_kept_layers else ""
         extra += f", long context ({self.long_context})" if self.offload_layers or self.tiled_mlps else ""
         if self.family_off:
             extra += "; off for this model: " + "; ".join(f"{k} ({v})" for k, v in self.family_off.items())
@@ -223,7 +228,9 @@ def auto_plan(hf, train: TrainConfig, device: str, result: FastPath, seq_len: in
         result.plan = {"why": "no automatic plan: eager attention's seq² probabilities are not in the memory "
                        f"model for {shape.model_type or 'this model'}; every layer checkpointed as configured"}
         return None
-    return plan_for(shape, train, seq_len,
+    host = host_available()
+    return plan_for(shape, train, seq_len, host_gib=None if host is None else
+                    max(0.0, host[0] - min(HOST_RESERVE, host[1] // 10)) / GIB,
                     budget_gib=memory_budget_gib(train.fast, device), device=_device_name(device),
                     kernels=result.kernels, shards=shards, attention=attention,
                     loss_chunk_tokens=train.fast.loss_chunk_tokens if result.loss == "chunked" else None)
@@ -269,16 +276,21 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
             result.plan = {**plan.to_json(), "why": plan.describe()}
             micro = plan.micro_batch_size if plan.micro_batch_size < train.batch_size else None
             share, recompute = plan.checkpoint_fraction, plan.recompute_elementwise
+            offload = plan.offloaded_layers
         else:
             share = 1.0 if fast.checkpoint_layers == "auto" else fast.checkpoint_layers
             recompute = fast.recompute_elementwise is True
+            offload = 0 if fast.offload_kept_layers == "auto" else fast.offload_kept_layers
+        offload = 0 if fast.compile else offload  # dynamo does not trace saved-tensor hooks
         if train.gradient_checkpointing:
-            result.checkpointed_layers = enable_checkpointing(hf, share)
+            result.checkpointed_layers = enable_checkpointing(hf, share, first=offload)
         if fast.sdpa_backend != "default" and device == "cuda" and "SDPA backend" not in limits:
             prefer_sdpa_backend(hf, fast.sdpa_backend)
             result.sdpa_backend = fast.sdpa_backend
         if recompute and not fast.compile:  # dynamo does not trace saved-tensor hooks
             result.recompute_layers = enable_recompute(decoder_layers(hf), result.kernels)
+        if offload:
+            result.host_kept_layers = enable_offload(hf, decoder_layers(hf), offload)
         if fast.compile:
             result.compiled_layers = compile_layers(hf, fast.compile_mode)
         else:  # dynamo does not trace saved-tensor hooks

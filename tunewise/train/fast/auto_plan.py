@@ -19,6 +19,8 @@ from tunewise.models.estimate import (
     DEVICES,
     GIB,
     ModelShape,
+    fast_lora_layer_bytes,
+    fast_lora_layer_seconds,
     fast_lora_step_seconds,
     fixed_bytes,
     lora_activation_bytes,
@@ -31,6 +33,11 @@ from tunewise.models.prices import device_key
 SPLIT_EXTRA_GIB = 0.3
 # Of the memory there is, the share a plan may take: the allocator's cache and fragmentation need the rest.
 BUDGET_SHARE = 0.9
+# Of the host link's rate × the forward's time, the share offloaded layers' saved bytes may take (offload.py: what
+# is still in flight at the forward's end is on the GPU at the peak), and the host memory they may pin (torch's
+# pinned allocator rounds each block up to a power of two: up to twice the bytes).
+LINK_SHARE = 0.8
+PIN_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class Plan:
     checkpointed_layers: int
     layers: int
     recompute_elementwise: bool
+    offloaded_layers: int  # kept layers whose saved tensors wait in pinned host memory (offload.py)
     peak_gib: float  # predicted
     plain_peak_gib: float  # predicted, plain transformers + PEFT on the same config
     budget_gib: float | None
@@ -59,8 +67,10 @@ class Plan:
     def describe(self) -> str:
         budget = f", budget {self.budget_gib:.1f} GiB" if self.budget_gib is not None else ""
         head = (f"auto plan: micro-batch {self.micro_batch_size} of {self.batch_size}, "
-                f"{self.checkpointed_layers} of {self.layers} layers checkpointed, elementwise recipes "
-                f"{'on' if self.recompute_elementwise else 'off'}; predicted peak {self.peak_gib:.1f} GiB against "
+                f"{self.checkpointed_layers} of {self.layers} layers checkpointed"
+                f"{f', {self.offloaded_layers} offloaded to host memory' if self.offloaded_layers else ''}, "
+                f"elementwise recipes {'on' if self.recompute_elementwise else 'off'}; "
+                f"predicted peak {self.peak_gib:.1f} GiB against "
                 f"plain transformers + PEFT's {self.plain_peak_gib:.1f}{budget}, ~{self.speedup:.2f}x its tokens/s")
         if self.fits:
             return f"{head} (the fastest predicted of {self.considered} plans within both)"
@@ -76,13 +86,16 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
                 dropout: float = 0.0, target_modules="all-linear", budget_gib: float | None = None,
                 device: str = "H100", kernels: bool = True, loss_chunk_tokens: int | None = None,
                 micro_batch_size: int | None = None, checkpoint_layers: float | None = None,
-                recompute_elementwise: bool | None = None, shards: int = 1, attention: str | None = None) -> Plan:
+                recompute_elementwise: bool | None = None, shards: int = 1, attention: str | None = None,
+                offload_layers: int | None = 0, host_gib: float | None = None) -> Plan:
     """The plan for LoRA on the fast path (see the module docstring). micro_batch_size, checkpoint_layers (a
     share of the layers) and recompute_elementwise, when given, are kept; None lets the plan choose.
     budget_gib: the most the predicted peak may be (None: no limit but plain's). kernels: Liger's kernels run;
     loss_chunk_tokens: the pure-torch chunked loss runs instead of Liger's (tunewise.train.fast.loss).
     attention: the implementation the fast path's model runs (None: transformers' default for it); plain
-    transformers + PEFT, the cap, runs transformers' default (eager for Gemma 2)."""
+    transformers + PEFT, the cap, runs transformers' default (eager for Gemma 2). offload_layers: kept layers
+    whose saved tensors go to pinned host memory (None: chosen, on devices with a measured host link, within
+    LINK_SHARE of what the link moves during the forward and host_gib / PIN_FACTOR of host memory)."""
     fast_eager = shape.eager if attention is None else attention == "eager"
     spec = DEVICES[device_key(device, DEVICES) or "H100"]
     fixed = fixed_bytes(shape, "lora", r, target_modules, shards=shards)
@@ -100,40 +113,63 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
     else:
         ckpts = list(range(shape.layers + 1)) if gradient_checkpointing else [0]
     recipes = [recompute_elementwise] if recompute_elementwise is not None else [False, True]
+    link = spec.get("host_link_gbs")
     scored = []
     for micro in micros:
         micro_tokens = micro * seq_len
+        forward, _ = fast_lora_layer_seconds(shape, seq_len=seq_len, micro_tokens=micro_tokens, r=r,
+                                             target_modules=target_modules, peak_tflops=spec["peak_tflops"])
         for ckpt in ckpts:
             for rc in recipes:
                 if rc and ckpt == shape.layers and recompute_elementwise is None:
                     continue  # recipes are for layers that are not checkpointed: none here
-                peak = (fixed + lora_activation_bytes(
-                    shape, micro_tokens, fast=True, checkpointed=ckpt, recipes=rc, dropout=dropout,
-                    target_modules=target_modules, kernels=kernels, loss_chunk_tokens=loss_chunk_tokens,
-                    seq_len=seq_len, eager=fast_eager, flex=attention == "flex_attention")) / GIB
-                peak += SPLIT_EXTRA_GIB if micro < batch_size else 0.0
-                seconds = fast_lora_step_seconds(
-                    shape, seq_len=seq_len, micro_tokens=micro_tokens, micro_steps=batch_size // micro,
-                    checkpointed=ckpt, recipes=rc, dropout=dropout, r=r, target_modules=target_modules,
-                    peak_tflops=spec["peak_tflops"])
-                scored.append((peak, tokens / seconds, micro, ckpt, rc))
+                for off in _offload_choices(shape, micro_tokens, ckpt, rc, offload_layers, link, forward,
+                                            host_gib, target_modules, kernels):
+                    peak = (fixed + lora_activation_bytes(
+                        shape, micro_tokens, fast=True, checkpointed=ckpt, recipes=rc, dropout=dropout,
+                        target_modules=target_modules, kernels=kernels, loss_chunk_tokens=loss_chunk_tokens,
+                        seq_len=seq_len, eager=fast_eager, flex=attention == "flex_attention",
+                        offloaded=off)) / GIB
+                    peak += SPLIT_EXTRA_GIB if micro < batch_size else 0.0
+                    seconds = fast_lora_step_seconds(
+                        shape, seq_len=seq_len, micro_tokens=micro_tokens, micro_steps=batch_size // micro,
+                        checkpointed=ckpt, recipes=rc, dropout=dropout, r=r, target_modules=target_modules,
+                        peak_tflops=spec["peak_tflops"])
+                    scored.append((peak, tokens / seconds, micro, ckpt, rc, off))
     fitting = [s for s in scored if s[0] <= cap]
     if fitting:
-        peak, rate, micro, ckpt, rc = min(fitting, key=lambda s: (-round(s[1]), s[3], -s[2], s[4]))
+        peak, rate, micro, ckpt, rc, off = min(fitting, key=lambda s: (-round(s[1]), s[3], s[5], -s[2], s[4]))
     else:
-        peak, rate, micro, ckpt, rc = min(scored, key=lambda s: (s[0], -s[1]))
-    return Plan(micro, batch_size, ckpt, shape.layers, rc, peak, plain_peak, budget_gib, rate,
+        peak, rate, micro, ckpt, rc, off = min(scored, key=lambda s: (s[0], -s[1]))
+    return Plan(micro, batch_size, ckpt, shape.layers, rc, off, peak, plain_peak, budget_gib, rate,
                 tokens / plain_s, bool(fitting), len(scored))
+
+
+def _offload_choices(shape: ModelShape, micro_tokens: int, ckpt: int, recipes: bool, asked: int | None,
+                     link_gbs: float | None, forward_s: float, host_gib: float | None, target_modules,
+                     kernels: bool) -> range | list[int]:
+    """How many of the kept layers may offload: `asked` when given (at most the kept layers), else from 0 up to what
+    the host link moves in LINK_SHARE of the forward and the host can pin."""
+    keep = shape.layers - ckpt
+    if asked is not None:
+        return [min(asked, keep)]
+    if not link_gbs or not keep:
+        return [0]
+    layer = micro_tokens * fast_lora_layer_bytes(shape, target_modules, recipes=recipes, kernels=kernels)
+    most = int(LINK_SHARE * link_gbs * 1e9 * shape.layers * forward_s // layer)
+    if host_gib is not None:
+        most = min(most, int(host_gib * GIB / PIN_FACTOR // layer))
+    return range(min(most, keep) + 1)
 
 
 def plan_for(shape: ModelShape, train: TrainConfig, seq_len: int, *, budget_gib: float | None, device: str = "H100",
              kernels: bool = True, loss_chunk_tokens: int | None = None, shards: int = 1,
-             attention: str | None = None) -> Plan:
+             attention: str | None = None, host_gib: float | None = None) -> Plan:
     """choose_plan for a training config: train.fast's explicit micro_batch_size (null: no split),
     checkpoint_layers and recompute_elementwise are kept, "auto" ones chosen (recipes stay off under
     fast.compile: dynamo does not trace their saved-tensor hooks)."""
     fast, lora = train.fast, train.lora
-    micro = fast.micro_batch_size
+    micro, offload = fast.micro_batch_size, fast.offload_kept_layers
     recompute = False if fast.recompute_elementwise == "auto" and fast.compile else fast.recompute_elementwise
     return choose_plan(
         shape, batch_size=train.batch_size, seq_len=seq_len, gradient_checkpointing=train.gradient_checkpointing,
@@ -141,11 +177,12 @@ def plan_for(shape: ModelShape, train: TrainConfig, seq_len: int, *, budget_gib:
         kernels=kernels, loss_chunk_tokens=loss_chunk_tokens, shards=shards, attention=attention,
         micro_batch_size=None if micro == "auto" else min(micro or train.batch_size, train.batch_size),
         checkpoint_layers=None if fast.checkpoint_layers == "auto" else fast.checkpoint_layers,
-        recompute_elementwise=None if recompute == "auto" else recompute)
+        recompute_elementwise=None if recompute == "auto" else recompute, host_gib=host_gib,
+        offload_layers=None if offload == "auto" and not fast.compile else 0 if offload == "auto" else offload)
 
 
 def planned(train: TrainConfig) -> bool:
     """Whether the automatic plan has anything to choose: LoRA, with one of its fields on auto."""
     fast = train.fast
     return train.method == "lora" and "auto" in (fast.micro_batch_size, fast.checkpoint_layers,
-                                                 fast.recompute_elementwise)
+                                                 fast.recompute_elementwise, fast.offload_kept_layers)

@@ -104,9 +104,10 @@ def decoder_layers(hf_model) -> list:
     return list(hf_model.model.layers)
 
 
-def enable_checkpointing(hf_model, fraction: float) -> int:
-    """Activation checkpointing on round(fraction × layers) decoder layers, spread evenly; returns how many.
-    Every non-checkpointed layer keeps its activations (memory) and skips its forward recompute (time)."""
+def enable_checkpointing(hf_model, fraction: float, first: int = 0) -> int:
+    """Activation checkpointing on round(fraction × layers) decoder layers, spread evenly over the layers past the
+    `first` (which offload.py may take); returns how many. Every non-checkpointed layer keeps its activations
+    (memory) and skips its forward recompute (time)."""
     kwargs = {"use_reentrant": False}
     if hasattr(hf_model, "activation_checkpointing_enable"):  # transformers >= 5.2x renamed it
         hf_model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
@@ -114,7 +115,9 @@ def enable_checkpointing(hf_model, fraction: float) -> int:
         hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     layers = decoder_layers(hf_model)
     n = round(fraction * len(layers))
-    chosen = {i for i in range(len(layers)) if (i + 1) * n // len(layers) > i * n // len(layers)}
+    first = min(first, len(layers) - n)
+    rest = len(layers) - first
+    chosen = {first + i for i in range(rest) if (i + 1) * n // rest > i * n // rest}
     for i, layer in enumerate(layers):
         layer.gradient_checkpointing = i in chosen
     return len(chosen)

@@ -18,30 +18,41 @@ import torch
 from tunewise.train.fast.layers import gated_activation, torch_rms_norm
 
 _RECIPE = object()
+_OUTER_SAVED = object()
+# The saved-tensor hooks (pack, unpack) that recipe contexts sit inside, innermost last (offload.py): torch uses
+# the innermost hooks only, so a recipe context hands what it does not replace on to these.
+OUTER: list = []
 
 
 class RecomputeSaved(torch.autograd.graph.saved_tensors_hooks):
     """Inside this context, a tensor saved for backward that starts where `target` starts is stored as its view
-    geometry; its first unpack recomputes `target` with `fn()` (no grad) and takes the view."""
+    geometry; its first unpack recomputes `target` with `fn(*sources)` (no grad) and takes the view. Inside
+    outer hooks (OUTER), the sources and every other saved tensor are stored through them."""
 
-    def __init__(self, target: torch.Tensor, fn):
+    def __init__(self, target: torch.Tensor, fn, sources: tuple = ()):
         # The closures must not capture `target` itself: that would keep the very tensor alive they replace.
         # Matched by first element's address (cheaper than asking for the storage: every tensor the block saves
         # passes through here): the savers this is for keep `target` reshaped, never offset, and `target` is
         # alive while the context is, so no other tensor can start at that address.
         start, dtype, cache = target.data_ptr(), target.dtype, {}
+        outer = OUTER[-1] if OUTER else None
+        kept = tuple(outer[0](s) for s in sources) if outer else sources
 
         def pack(t: torch.Tensor):
             if t.data_ptr() == start and t.dtype == dtype:
                 return (_RECIPE, t.shape, t.stride(), t.storage_offset())
-            return t
+            return (_OUTER_SAVED, outer[1], outer[0](t)) if outer else t
 
         def unpack(packed):
-            if not (isinstance(packed, tuple) and packed and packed[0] is _RECIPE):
+            if not (isinstance(packed, tuple) and packed):
+                return packed
+            if packed[0] is _OUTER_SAVED:
+                return packed[1](packed[2])
+            if packed[0] is not _RECIPE:
                 return packed
             if "value" not in cache:
                 with torch.no_grad():
-                    cache["value"] = fn()
+                    cache["value"] = fn(*(outer[1](k) for k in kept) if outer else kept)
             return cache["value"].as_strided(packed[1], packed[2], packed[3])
 
         super().__init__(pack, unpack)
@@ -83,6 +94,10 @@ def _act_mul_value(act: str, gate: torch.Tensor, up: torch.Tensor, liger: bool) 
     return act_mul(act, gate, up, liger)
 
 
+def _recipe_act_mul(act: str, liger: bool, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    return _act_mul_value(act, gate, up, liger)
+
+
 def _norm_value(norm, x: torch.Tensor) -> torch.Tensor:
     if getattr(norm, "_tw_torch_rms", False) and x.dtype == norm.weight.dtype:
         return torch_rms_norm(norm, x)
@@ -113,7 +128,7 @@ def _recipe_for(layer, slot: str, norm, x: torch.Tensor):
     setattr(layer, slot, None)  # the references live on in the recipe only as long as the graph needs them
     if src is None or src[1] is not x:
         return nullcontext()
-    return RecomputeSaved(x, partial(_norm_value, norm, src[0]))
+    return RecomputeSaved(x, partial(_norm_value, norm), (src[0],))
 
 
 def _attn_forward(layer, forward, hidden_states, *args, **kwargs):
@@ -134,7 +149,7 @@ def _mlp_forward(layer, act: str, liger: bool, x):
     h = act_mul(act, gate, up, liger)
     if not _active(layer):
         return mlp.down_proj(h)
-    with RecomputeSaved(h, partial(_act_mul_value, act, gate, up, liger)):
+    with RecomputeSaved(h, partial(_recipe_act_mul, act, liger), (gate, up)):
         return mlp.down_proj(h)
 
 

@@ -50,6 +50,10 @@ def measure(spec: dict) -> dict:
             res["gaps"] = {"error": repr(err)[:300]}
     if "tokens_per_s" in res:
         res["mfu"] = res["tokens_per_s"] * flops_per_token(shape, seq, False) / (spec["peak_tflops"] * 1e12)
+    offload = getattr(getattr(model, "get_base_model", lambda: model)(), "_tw_offload", None)
+    if offload is not None:  # train/fast/offload.py's counters over every step (warm-up included)
+        res["offload"] = {"host_gb": offload.host_bytes / 1e9, "copies": offload.copies,
+                          "fetch_waits": offload.fetch_waits}
     return {**res, "path": described, "seq": seq, "batch": row.batch}
 
 

@@ -136,6 +136,8 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing and attention
     "tunewise": {"fast": {}},
     # the fast path on transformers' default eager attention (Gemma 2: seq² scores) instead of FlexAttention
     "t-eager": {"fast": {}, "attn": "eager"},
+    # the automatic plan without offloaded kept layers (train/fast/offload.py): what it chose before them
+    "t-nooff": {"fast": {"offload_kept_layers": 0}},
     "t-none": {"fast": OFF},  # the fast path with every component off: the noise floor against base
     "t-loss": {"fast": {**OFF, "loss": "chunked"}},
     "t-liger-loss": {"fast": {**OFF, "loss": "liger"}},

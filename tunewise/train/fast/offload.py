@@ -9,9 +9,10 @@ fetches on first use; FSDP's and DeepSpeed's offload move parameters or optimize
 How it stays honest about memory:
 - forward: a layer's saved tensors stay referenced until its copy's event has passed (no record_stream, whose
   frees look done to torch's allocator statistics while the copy still reads them), so the measured peak counts
-  copies still in flight. The copies of a layer are issued when its forward returns, one stream wait per layer;
-  they run while the next layers compute. The first layers go, since they have the longest until the peak at the
-  end of the forward (auto_plan.py sizes `count` to the host link's rate: tunewise.models.estimate.HOST_LINK_BPS).
+  copies still in flight; every decoder layer's forward end drops those that are done. The copies of a layer are
+  issued when its forward returns, one stream wait per layer; they run while the next layers compute. The first
+  layers go, since they have the longest until the peak at the end of the forward (auto_plan.py sizes `count` to
+  the host link's rate, DEVICES' host_link_gbs in tunewise.models.estimate).
 - backward: each decoder layer's backward start (a hook on its output's gradient) fetches the next offloaded
   layers in backward order while the allocated memory plus the fetch stays under the peak so far less one
   layer's worth (room for the backward's own work); a layer whose tensors are not back when its backward starts
@@ -206,7 +207,9 @@ def _offloaded_forward(state: ActivationOffload, layer, index: int, forward, *ar
     return out
 
 
-def _backward_hook(state: ActivationOffload, index: int, module, args, output) -> None:
+def _after_forward(state: ActivationOffload, index: int, module, args, output) -> None:
+    """Every decoder layer's forward end: drop what has reached the host, and hook the layer's backward start."""
+    state.poll()
     hidden = output[0] if isinstance(output, tuple) else output
     if module.training and torch.is_tensor(hidden) and hidden.requires_grad:
         hidden.register_hook(lambda grad: state.on_backward(index) or grad)
@@ -223,6 +226,6 @@ def enable_offload(hf_model, layers: list, count: int, min_bytes: int | None = N
     for i in chosen:
         layers[i].forward = partial(_offloaded_forward, state, layers[i], i, layers[i].forward)
     for i, layer in enumerate(layers):
-        layer.register_forward_hook(partial(_backward_hook, state, i))
+        layer.register_forward_hook(partial(_after_forward, state, i))
     hf_model._tw_offload = state
     return len(chosen)

@@ -53,7 +53,7 @@ def measure(spec: dict) -> dict:
     offload = getattr(getattr(model, "get_base_model", lambda: model)(), "_tw_offload", None)
     if offload is not None:  # train/fast/offload.py's counters over every step (warm-up included)
         res["offload"] = {"host_gb": offload.host_bytes / 1e9, "copies": offload.copies,
-                          "fetch_waits": offload.fetch_waits}
+                          "fetch_waits": offload.fetch_waits, "late_gb": offload.late_bytes / 1e9}
     return {**res, "path": described, "seq": seq, "batch": row.batch}
 
 

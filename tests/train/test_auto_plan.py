@@ -207,12 +207,13 @@ def test_apply_fast_path_applies_what_the_plan_says(monkeypatch):
     from tunewise.train.fast.auto_plan import Plan
 
     chosen = Plan(micro_batch_size=2, batch_size=4, checkpointed_layers=1, layers=2, recompute_elementwise=True,
-                  peak_gib=1.0, plain_peak_gib=2.0, budget_gib=3.0, tokens_per_s=2.0, plain_tokens_per_s=1.0,
-                  fits=True, considered=9)
+                  offloaded_layers=1, peak_gib=1.0, plain_peak_gib=2.0, budget_gib=3.0, tokens_per_s=2.0,
+                  plain_tokens_per_s=1.0, fits=True, considered=9)
     monkeypatch.setattr(fast_path, "plan_for", lambda *args, **kwargs: chosen)
     model = _model()
     report = fast_path.apply_fast_path(model, _train(), "cuda", seq_len=2048, log=False)
     assert (report.micro_batch_size, report.checkpointed_layers, report.recompute_layers) == (2, 1, 2)
+    assert report.host_kept_layers == 1  # the first layer: checkpointing takes the layers after the offloaded
     assert [layer.gradient_checkpointing for layer in model.get_base_model().model.layers] == [False, True]
     assert report.plan["speedup"] == 2.0 and report.describe().endswith(chosen.describe())
 
@@ -248,8 +249,8 @@ def test_gemma2_is_planned_under_eager_and_flex_attention_and_other_eager_models
 def test_explicit_values_win_over_the_plan():
     from tunewise.train.fast import apply_fast_path
 
-    report = apply_fast_path(_model(), _train(micro_batch_size=2, checkpoint_layers=0.5, recompute_elementwise=True),
-                             "cuda", seq_len=512, log=False)
+    report = apply_fast_path(_model(), _train(micro_batch_size=2, checkpoint_layers=0.5, recompute_elementwise=True,
+                                              offload_kept_layers=0), "cuda", seq_len=512, log=False)
     assert report.plan is None  # nothing left on auto
     assert (report.micro_batch_size, report.checkpointed_layers, report.recompute_layers) == (2, 1, 2)
     report = apply_fast_path(_model(), _train(micro_batch_size=None), "cuda", seq_len=512, log=False)

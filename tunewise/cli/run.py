@@ -137,7 +137,8 @@ def estimate_cmd(config: Path = CONFIG,
     plan = est.fast_plan
     if plan:  # the fast path's automatic plan (tunewise.train.fast.auto_plan)
         rows += [("fast path plan", f"micro-batch {plan['micro_batch_size']} of {plan['batch_size']}, "
-                                    f"{plan['checkpointed_layers']}/{plan['layers']} layers checkpointed, recipes "
+                                    f"{plan['checkpointed_layers']}/{plan['layers']} layers checkpointed, "
+                                    f"{plan.get('offloaded_layers', 0)} offloaded to host memory, recipes "
                                     f"{'on' if plan['recompute_elementwise'] else 'off'}"),
                  ("fast path peak memory", f"{plan['peak_gib']:.2f} GiB"),
                  ("fast path speed", f"~{plan['speedup']:.2f}x plain, {plan['hours']:.2f} h in total")]

@@ -119,6 +119,11 @@ FAST_HOST_S = (2.2e-3, 4.9e-3)
 FAST_RATE = (0.607, 0.566)
 FAST_RERUN_S_PER_TOKEN = 0.3e-6
 FAST_RECIPE_S = 0.1e-3
+# An offloaded layer's backward waits for its saved bytes to come back over the host link when that takes longer
+# than the backward of one layer: this share of the difference, per offloaded layer and micro-step. Fitted on the
+# first offload rows (H200, 8,192-token micro-steps, 9-11 offloaded layers: Llama-3-8B 0.65, Qwen2.5-7B 0.47,
+# Mistral-7B 0.36 of the difference, against each model's own prediction without offload; the worst taken).
+OFFLOAD_STALL_SHARE = 0.65
 # LoRA dropout > 0 costs the plain path 7-8 % of its tokens/s (H100, 2048×4 and 2048×2: 6,554 against 7,054-7,166
 # and 8,969 against 9,635-9,783); DEVICES' mfu was fitted with dropout 0.05. Assumed the same on the fast path.
 DROPOUT_SLOWDOWN = 1.08

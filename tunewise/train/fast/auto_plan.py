@@ -18,6 +18,7 @@ from tunewise.config import TrainConfig
 from tunewise.models.estimate import (
     DEVICES,
     GIB,
+    OFFLOAD_STALL_SHARE,
     ModelShape,
     fast_lora_layer_bytes,
     fast_lora_layer_seconds,
@@ -117,8 +118,8 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
     scored = []
     for micro in micros:
         micro_tokens = micro * seq_len
-        forward, _ = fast_lora_layer_seconds(shape, seq_len=seq_len, micro_tokens=micro_tokens, r=r,
-                                             target_modules=target_modules, peak_tflops=spec["peak_tflops"])
+        forward, backward = fast_lora_layer_seconds(shape, seq_len=seq_len, micro_tokens=micro_tokens, r=r,
+                                                    target_modules=target_modules, peak_tflops=spec["peak_tflops"])
         for ckpt in ckpts:
             for rc in recipes:
                 if rc and ckpt == shape.layers and recompute_elementwise is None:
@@ -135,6 +136,11 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
                         shape, seq_len=seq_len, micro_tokens=micro_tokens, micro_steps=batch_size // micro,
                         checkpointed=ckpt, recipes=rc, dropout=dropout, r=r, target_modules=target_modules,
                         peak_tflops=spec["peak_tflops"])
+                    if off:  # each offloaded layer's backward waits for the part of its fetch it cannot hide
+                        layer = micro_tokens * fast_lora_layer_bytes(shape, target_modules, recipes=rc,
+                                                                     kernels=kernels)
+                        wait = max(0.0, layer / (link * 1e9) - backward)
+                        seconds += batch_size // micro * off * OFFLOAD_STALL_SHARE * wait
                     scored.append((peak, tokens / seconds, micro, ckpt, rc, off))
     fitting = [s for s in scored if s[0] <= cap]
     if fitting:

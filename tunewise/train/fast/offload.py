@@ -14,9 +14,10 @@ How it stays honest about memory:
   layers go, since they have the longest until the peak at the end of the forward (auto_plan.py sizes `count` to
   the host link's rate, DEVICES' host_link_gbs in tunewise.models.estimate).
 - backward: each decoder layer's backward start (a hook on its output's gradient) fetches the next offloaded
-  layers in backward order while the allocated memory plus the fetch stays under the peak so far less one
-  layer's worth (room for the backward's own work); a layer whose tensors are not back when its backward starts
-  is fetched then and waited for. A layer's fetched tensors are dropped when the layer below starts its backward.
+  layers in backward order while the allocated memory plus the fetch stays at or under what was allocated when
+  the backward started (the layers above free room as their backward ends); a layer whose tensors are not back
+  when its backward starts is fetched then and waited for. A layer's fetched tensors are dropped when the layer
+  below starts its backward.
 - dedup: views of one storage (q, k and v of one projection; a tensor two ops save) travel once.
 Parameters and tensors under `min_bytes` (LoRA's x·A, the attention's log-sum-exp, RoPE's shared cos/sin at short
 lengths) stay where they are. On CPU (tests) the same bookkeeping runs with synchronous copies."""
@@ -77,11 +78,14 @@ class ActivationOffload:
         self.stores: list[LayerStore] = []  # this forward's, in forward order
         self.inflight: deque[LayerStore] = deque()  # copied to the host, not yet known done
         self.host_bytes = self.copies = self.packs = self.fetch_waits = 0  # counters (the bench reports them)
+        self.limit: int | None = None  # allocated bytes when this forward's backward started (CUDA)
+        self.late_bytes = 0  # most bytes still on their way to the host when a backward started
 
     # ---- forward ----
     def begin(self, index: int) -> LayerStore:
         if self.stores and index <= self.stores[-1].index:
             self.stores = []  # a new forward: the last one's stores live on only in its graph, if it still has one
+            self.limit = None
         self.poll()
         store = LayerStore(index)
         self.stores.append(store)
@@ -144,8 +148,13 @@ class ActivationOffload:
             store.to_device.record()
 
     def on_backward(self, index: int) -> None:
-        """Layer `index` starts its backward: release the layers above it, fetch ahead what fits."""
+        """Layer `index` starts its backward: release the layers above it, fetch ahead what fits: while the
+        allocated bytes stay at or under those at the backward's start (not the peak so far, which each fetch on
+        top of a backward's own work would raise a little, step after step)."""
         self.poll()
+        if self.cuda and self.limit is None:
+            self.limit = torch.cuda.memory_allocated()
+            self.late_bytes = max(self.late_bytes, sum(s.nbytes for s in self.inflight))
         for store in self.stores:
             if store.index > index:
                 store.release_fetched()
@@ -156,9 +165,8 @@ class ActivationOffload:
         if not self.cuda:
             self.fetch(ahead[0])
             return
-        limit = torch.cuda.max_memory_allocated() - max(s.nbytes for s in self.stores)
         for store in ahead:
-            if torch.cuda.memory_allocated() + store.nbytes > limit:
+            if torch.cuda.memory_allocated() + store.nbytes > self.limit:
                 break
             self.fetch(store)
 

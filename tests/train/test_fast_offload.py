@@ -27,7 +27,7 @@ def test_offloaded_layers_give_peft_s_loss_and_gradients(dropout, recipes, ckpt)
     fast = copy.deepcopy(plain)
     extra = {} if ckpt is None else {"checkpoint_layers": ckpt}
     report = _fast(fast, gc=ckpt is not None, offload_kept_layers=2, recompute_elementwise=recipes, **extra)
-    assert report.host_kept_layers == (1 if ckpt else 2)  # a checkpointed layer keeps only its input: never offloaded
+    assert report.host_kept_layers == (1 if ckpt else 2)  # a checkpointed layer keeps only its input: none offloaded
     batch = PadCollator(pad_id=3)(_batch())
     for step in range(2):  # the second forward starts new stores
         _assert_same(_loss_and_grads(plain, batch, seed=step), _loss_and_grads(fast, batch, seed=step))
@@ -107,3 +107,17 @@ def test_the_plan_offloads_only_where_the_host_link_is_measured_and_within_its_r
     assert h200.checkpointed_layers < h100.checkpointed_layers and h200.speedup > h100.speedup
     assert h200.peak_gib <= h200.plain_peak_gib
     assert small_host.offloaded_layers < h200.offloaded_layers
+
+
+def test_offloaded_layers_are_spread_so_their_copies_do_not_pile_up():
+    """A copy takes longer than a layer's forward: offloaded layers start at the first and never sit side by side
+    while there is room; the checkpointed ones take the others."""
+    from tunewise.train.fast.layers import enable_checkpointing
+
+    spread = sorted(offload.offloaded_indices(32, 11))
+    assert spread[0] == 0 and len(spread) == 11 and min(b - a for a, b in zip(spread, spread[1:])) >= 2
+    assert offload.offloaded_indices(4, 0) == frozenset() and offload.offloaded_indices(2, 5) == {0, 1}
+    model = _lora_model()
+    hf = model.get_base_model()
+    assert enable_checkpointing(hf, 0.5, avoid=offload.offloaded_indices(2, 1)) == 1
+    assert [layer.gradient_checkpointing for layer in hf.model.layers] == [False, True]

@@ -46,7 +46,7 @@ from tunewise.train.fast.longctx import HOST_RESERVE, enable_long_context, host_
 from tunewise.train.fast.lora import fuse_lora_layers, fused_4bit_layers
 from tunewise.train.fast.lora_groups import group_lora_projections
 from tunewise.train.fast.loss import causal_lm_loss
-from tunewise.train.fast.offload import enable_offload
+from tunewise.train.fast.offload import enable_offload, offloaded_indices
 from tunewise.train.fast.recompute import enable_recompute
 
 SUPPORTED = set(LIGER_PATCH)  # decoder families whose CausalLM forward is model → lm_head (→ soft-cap) → loss
@@ -282,8 +282,12 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
             recompute = fast.recompute_elementwise is True
             offload = 0 if fast.offload_kept_layers == "auto" else fast.offload_kept_layers
         offload = 0 if fast.compile else offload  # dynamo does not trace saved-tensor hooks
+        layers = len(decoder_layers(hf))
+        if train.gradient_checkpointing:  # a checkpointed layer keeps only its input: nothing to offload
+            offload = min(offload, layers - round(share * layers))
         if train.gradient_checkpointing:
-            result.checkpointed_layers = enable_checkpointing(hf, share, first=offload)
+            avoid = offloaded_indices(layers, offload)
+            result.checkpointed_layers = enable_checkpointing(hf, share, avoid=avoid)
         if fast.sdpa_backend != "default" and device == "cuda" and "SDPA backend" not in limits:
             prefer_sdpa_backend(hf, fast.sdpa_backend)
             result.sdpa_backend = fast.sdpa_backend

@@ -104,9 +104,9 @@ def decoder_layers(hf_model) -> list:
     return list(hf_model.model.layers)
 
 
-def enable_checkpointing(hf_model, fraction: float, first: int = 0) -> int:
-    """Activation checkpointing on round(fraction × layers) decoder layers, spread evenly over the layers past the
-    `first` (which offload.py may take); returns how many. Every non-checkpointed layer keeps its activations
+def enable_checkpointing(hf_model, fraction: float, avoid: frozenset = frozenset()) -> int:
+    """Activation checkpointing on round(fraction × layers) decoder layers, spread evenly over the layers not in
+    `avoid` (those offload.py takes); returns how many. Every non-checkpointed layer keeps its activations
     (memory) and skips its forward recompute (time)."""
     kwargs = {"use_reentrant": False}
     if hasattr(hf_model, "activation_checkpointing_enable"):  # transformers >= 5.2x renamed it
@@ -114,10 +114,9 @@ def enable_checkpointing(hf_model, fraction: float, first: int = 0) -> int:
     else:
         hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     layers = decoder_layers(hf_model)
-    n = round(fraction * len(layers))
-    first = min(first, len(layers) - n)
-    rest = len(layers) - first
-    chosen = {first + i for i in range(rest) if (i + 1) * n // rest > i * n // rest}
+    rest = [i for i in range(len(layers)) if i not in avoid]
+    n = min(round(fraction * len(layers)), len(rest))
+    chosen = {rest[i] for i in range(len(rest)) if (i + 1) * n // len(rest) > i * n // len(rest)}
     for i, layer in enumerate(layers):
         layer.gradient_checkpointing = i in chosen
     return len(chosen)

@@ -227,10 +227,11 @@ class FastConfig(_Strict):
         None, gt=0, description="the most the automatic plan's predicted peak may be, weights included (GiB per "
         "device); default: 90 % of what the GPU has free when training starts plus what this process holds")
     offload_kept_layers: Literal["auto"] | Annotated[int, Field(ge=0)] = Field(
-        "auto", description="this many of the first decoder layers that are not checkpointed send what they save for "
-        "backward to pinned CPU memory during the forward and get it back ahead of their backward, on copy streams "
-        "beside the compute (CUDA): memory without recompute, as fast as the host link allows. auto: the automatic "
-        "plan's choice (LoRA on CUDA, on GPUs whose host link rate is measured), else 0")
+        0, description="this many decoder layers that are not checkpointed (spread evenly from the first) send what "
+        "they save for backward to pinned CPU memory during the forward and get it back ahead of their backward, on "
+        "copy streams beside the compute (CUDA): memory without recompute, as fast as the host link allows. auto: "
+        "the automatic plan's choice (LoRA on CUDA, on GPUs whose host link rate is measured). Opt-in: its peak "
+        "memory at 8,192-token micro-steps is not yet measured within plain's (docs/training.md)")
     offload_activations: Literal["auto"] | bool = Field(
         "auto", description="with gradient_checkpointing: keep each checkpointed decoder layer's input in CPU "
         "memory (not pinned) from its forward until its backward, while the host has room (else it stays on the "

@@ -136,7 +136,8 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing and attention
     "tunewise": {"fast": {}},
     # the fast path on transformers' default eager attention (Gemma 2: seq² scores) instead of FlexAttention
     "t-eager": {"fast": {}, "attn": "eager"},
-    # the automatic plan without offloaded kept layers (train/fast/offload.py): what it chose before them
+    # the automatic plan free to offload kept layers (train/fast/offload.py; opt-in), and explicitly not
+    "t-offload": {"fast": {"offload_kept_layers": "auto"}},
     "t-nooff": {"fast": {"offload_kept_layers": 0}},
     "t-none": {"fast": OFF},  # the fast path with every component off: the noise floor against base
     "t-loss": {"fast": {**OFF, "loss": "chunked"}},
@@ -205,6 +206,8 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing and attention
     # (run that side first): tunewise at Unsloth's or HF + Liger's memory, the issue's like-for-like rows.
     "t-at-unsloth": {"fast": {}, "match": "unsloth"},
     "t-at-hf-liger": {"fast": {}, "match": "hf-liger"},
+    "t-offload-at-unsloth": {"fast": {"offload_kept_layers": "auto"}, "match": "unsloth"},
+    "t-offload-at-hf-liger": {"fast": {"offload_kept_layers": "auto"}, "match": "hf-liger"},
     "t-packed": {"fast": {}, "packing": True},
     "t-packed-flex": {"fast": {}, "packing": True, "attn": "flex_attention"},
 }

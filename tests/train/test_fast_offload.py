@@ -121,3 +121,30 @@ def test_offloaded_layers_are_spread_so_their_copies_do_not_pile_up():
     hf = model.get_base_model()
     assert enable_checkpointing(hf, 0.5, avoid=offload.offloaded_indices(2, 1)) == 1
     assert [layer.gradient_checkpointing for layer in hf.model.layers] == [False, True]
+
+
+class _Copy:
+    """A copy to the host the GPU has not finished until the host waits for it."""
+
+    def __init__(self, log: list, name: str):
+        self.log, self.name, self.done = log, name, False
+
+    def query(self) -> bool:
+        return self.done
+
+    def synchronize(self) -> None:
+        self.log.append(self.name)
+        self.done = True
+
+
+def test_a_new_offloaded_layer_waits_until_at_most_one_earlier_copy_is_in_flight():
+    """The host runs ahead of the GPU, so copies it has not seen finish hold their GPU memory: an offloaded layer's
+    forward starts only with MAX_INFLIGHT earlier copies left. A bound that never waits would fail this."""
+    state = offload.ActivationOffload(_lora_model(), 3, min_bytes=0)
+    waited = []
+    for index in range(3):
+        store = state.begin(index)
+        store.to_host = _Copy(waited, f"copy {index}")
+        state.inflight.append(store)  # what flush() does on CUDA
+        assert len(state.inflight) <= offload.MAX_INFLIGHT + 1
+    assert waited == ["copy 0"] and [s.index for s in state.inflight] == [1, 2]

@@ -124,6 +124,9 @@ FAST_RECIPE_S = 0.1e-3
 # first offload rows (H200, 8,192-token micro-steps, 9-11 offloaded layers: Llama-3-8B 0.65, Qwen2.5-7B 0.47,
 # Mistral-7B 0.36 of the difference, against each model's own prediction without offload; the worst taken).
 OFFLOAD_STALL_SHARE = 0.65
+# Offloaded layers' saved bytes that may still be on the GPU at the peak: the copies in flight as the host sees
+# them (offload.MAX_INFLIGHT + 1), or in the backward the layer fetched back beside the one in use.
+OFFLOAD_INFLIGHT_LAYERS = 2
 # LoRA dropout > 0 costs the plain path 7-8 % of its tokens/s (H100, 2048×4 and 2048×2: 6,554 against 7,054-7,166
 # and 8,969 against 9,635-9,783); DEVICES' mfu was fitted with dropout 0.05. Assumed the same on the fast path.
 DROPOUT_SLOWDOWN = 1.08
@@ -266,7 +269,7 @@ def lora_activation_bytes(shape: ModelShape, tokens: int, *, fast: bool, checkpo
     tensors). flex: the fast path runs FlexAttention (FLEX_KV_BYTES). dropout: LoRA dropout, which costs memory on
     the plain path only (PEFT keeps its masks). offloaded: fast-path layers that are not checkpointed and keep
     their saved tensors in host memory (tunewise.train.fast.offload): none of them on the GPU at the peak but
-    the one whose tensors are coming back."""
+    OFFLOAD_INFLIGHT_LAYERS."""
     keep = shape.layers - checkpointed - offloaded
     ckpt = checkpointed * CHECKPOINT_BYTES * shape.hidden
     scores = backward = 0
@@ -284,7 +287,7 @@ def lora_activation_bytes(shape: ModelShape, tokens: int, *, fast: bool, checkpo
     layer = fast_lora_layer_bytes(shape, target_modules, recipes=recipes, kernels=kernels) + scores
     rerun = fast_lora_layer_bytes(shape, target_modules, kernels=kernels) + scores if checkpointed else 0
     chunk = CHUNK_LOSS_BYTES * shape.vocab * min(loss_chunk_tokens, tokens) if loss_chunk_tokens else 0
-    fetched = layer if offloaded else 0
+    fetched = OFFLOAD_INFLIGHT_LAYERS * layer if offloaded else 0
     return tokens * (ckpt + keep * layer + fetched + rerun + backward + FAST_OTHER_BYTES * shape.hidden) + chunk
 
 

@@ -9,7 +9,12 @@ fetches on first use; FSDP's and DeepSpeed's offload move parameters or optimize
 How it stays honest about memory:
 - forward: a layer's saved tensors stay referenced until its copy's event has passed (no record_stream, whose
   frees look done to torch's allocator statistics while the copy still reads them), so the measured peak counts
-  copies still in flight; every decoder layer's forward end drops those that are done. The copies of a layer are
+  copies still in flight; every decoder layer's forward end drops those that are done. Done means done as the
+  host sees it, and the host runs ahead of the GPU: with several layers' kernels queued, copies the GPU would
+  have finished in time still count (measured on the H200 before the bound below: 4.0-4.9 GiB over the
+  prediction at 8,192-token micro-steps, none at 2,048, where the host is the bottleneck). So an offloaded layer's
+  forward waits on the host until at most MAX_INFLIGHT earlier copies are in flight; the GPU keeps the layers
+  queued in between to work on. The copies of a layer are
   issued when its forward returns, one stream wait per layer; they run while the next layers compute. The
   offloaded layers are spread evenly from the first layer on (offloaded_indices): one layer's copy takes longer
   than one layer's forward (H200, Llama-3-8B: ~14 against ~6 ms at 8,192 tokens), so consecutive offloaded layers
@@ -35,6 +40,9 @@ import torch
 from tunewise.train.fast import recompute
 
 MIN_BYTES = 4 * 2**20  # smaller saved tensors stay on the GPU: a copy's fixed cost outweighs what it frees
+# Offloaded layers whose copies may be in flight, as the host sees them, when another one starts its forward: with
+# that one's, MAX_INFLIGHT + 1 layers' saved bytes (tunewise.models.estimate.OFFLOAD_INFLIGHT_LAYERS counts them).
+MAX_INFLIGHT = 1
 _OFF = object()
 
 
@@ -90,6 +98,9 @@ class ActivationOffload:
             self.stores = []  # a new forward: the last one's stores live on only in its graph, if it still has one
             self.limit = None
         self.poll()
+        while len(self.inflight) > MAX_INFLIGHT:
+            self.inflight[0].to_host.synchronize()  # the host waits (see the module docstring), the GPU does not
+            self.inflight.popleft().release_device()
         store = LayerStore(index)
         self.stores.append(store)
         return store

@@ -1,7 +1,7 @@
-"""Kept activations in pinned CPU memory while the GPU computes: the first `count` decoder layers that are not
-checkpointed send every tensor they save for backward to the host on a copy stream, and their backward gets them
-back on another, ahead of use. No recompute and, at the step's peak, none of their activations on the GPU: the
-memory-for-time trade that checkpointing makes with arithmetic, made here with the host link instead.
+"""Kept activations in pinned CPU memory while the GPU computes: `count` decoder layers that are not checkpointed
+send every tensor they save for backward to the host on a copy stream, and their backward gets them back on
+another, ahead of use. No recompute and, at the step's peak, at most two of those layers' saved bytes on the GPU:
+the memory-for-time trade that checkpointing makes with arithmetic, made here with the host link instead.
 
 Why by hand: torch.autograd.graph.save_on_cpu copies on the compute stream (the GPU waits for each copy) and
 fetches on first use; FSDP's and DeepSpeed's offload move parameters or optimizer state, not saved activations.
@@ -37,7 +37,7 @@ from functools import partial
 
 import torch
 
-from tunewise.train.fast import recompute
+from tunewise.train.fast.recompute import OUTER
 
 MIN_BYTES = 4 * 2**20  # smaller saved tensors stay on the GPU: a copy's fixed cost outweighs what it frees
 # Offloaded layers whose copies may be in flight, as the host sees them, when another one starts its forward: with
@@ -211,11 +211,11 @@ class _Saving(torch.autograd.graph.saved_tensors_hooks):
         super().__init__(*self.hooks)
 
     def __enter__(self):
-        recompute.OUTER.append(self.hooks)
+        OUTER.append(self.hooks)
         return super().__enter__()
 
     def __exit__(self, *exc):
-        recompute.OUTER.pop()
+        OUTER.pop()
         return super().__exit__(*exc)
 
 

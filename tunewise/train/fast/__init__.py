@@ -12,8 +12,8 @@ Components, each switchable in `train.fast` and measured one at a time in bench/
 - recompute_elementwise: recipes instead of the norm outputs and SwiGLU product (recompute.py)
 - micro_batch_size: the device batch in several micro-steps
 - compile:     torch.compile of each decoder layer
-- offload_kept_layers: the first kept layers' saved tensors in pinned CPU memory, copied beside the compute
-               (offload.py)
+- offload_kept_layers: some kept layers' saved tensors in pinned CPU memory, copied beside the compute
+               (offload.py; opt-in)
 - offload_activations / tile_mlp_tokens: long context, checkpointed layer inputs in CPU memory and the MLP a tile
                of tokens at a time (longctx.py, which has the per-token memory arithmetic)
 checkpoint_layers, recompute_elementwise, offload_kept_layers and micro_batch_size are chosen by an automatic
@@ -282,6 +282,8 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
             recompute = fast.recompute_elementwise is True
             offload = 0 if fast.offload_kept_layers == "auto" else fast.offload_kept_layers
         offload = 0 if fast.compile else offload  # dynamo does not trace saved-tensor hooks
+        # under FSDP the unsharded weights a layer saves are not the parameters offload.py knows: never run together
+        offload = 0 if shards > 1 else offload
         layers = len(decoder_layers(hf))
         if train.gradient_checkpointing:  # a checkpointed layer keeps only its input: nothing to offload
             offload = min(offload, layers - round(share * layers))

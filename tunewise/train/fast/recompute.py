@@ -82,7 +82,7 @@ def act_mul(act: str, gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torc
 # The recipes run in backward, where the host already limits the step (bench/train_speed/host_overhead.py): with Liger's
 # kernels they call its kernel launchers directly, without the autograd Function around them (same kernels,
 # same inputs, so the same bits).
-def _act_mul_value(act: str, gate: torch.Tensor, up: torch.Tensor, liger: bool) -> torch.Tensor:
+def _act_mul_value(act: str, liger: bool, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     if liger and act == "silu":
         from liger_kernel.ops.swiglu import swiglu_forward  # optional
 
@@ -92,10 +92,6 @@ def _act_mul_value(act: str, gate: torch.Tensor, up: torch.Tensor, liger: bool) 
 
         return geglu_forward(gate.contiguous(), up.contiguous())[2]
     return act_mul(act, gate, up, liger)
-
-
-def _recipe_act_mul(act: str, liger: bool, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    return _act_mul_value(act, gate, up, liger)
 
 
 def _norm_value(norm, x: torch.Tensor) -> torch.Tensor:
@@ -149,7 +145,7 @@ def _mlp_forward(layer, act: str, liger: bool, x):
     h = act_mul(act, gate, up, liger)
     if not _active(layer):
         return mlp.down_proj(h)
-    with RecomputeSaved(h, partial(_recipe_act_mul, act, liger), (gate, up)):
+    with RecomputeSaved(h, partial(_act_mul_value, act, liger), (gate, up)):
         return mlp.down_proj(h)
 
 

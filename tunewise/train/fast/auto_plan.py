@@ -120,12 +120,14 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
         micro_tokens = micro * seq_len
         forward, backward = fast_lora_layer_seconds(shape, seq_len=seq_len, micro_tokens=micro_tokens, r=r,
                                                     target_modules=target_modules, peak_tflops=spec["peak_tflops"])
+        # one kept layer's saved bytes in this micro-step, with recipes and without: what an offloaded layer moves
+        moved = {rc: micro_tokens * fast_lora_layer_bytes(shape, target_modules, recipes=rc, kernels=kernels)
+                 for rc in recipes}
         for ckpt in ckpts:
             for rc in recipes:
                 if rc and ckpt == shape.layers and recompute_elementwise is None:
                     continue  # recipes are for layers that are not checkpointed: none here
-                for off in _offload_choices(shape, micro_tokens, ckpt, rc, offload_layers, link, forward,
-                                            host_gib, target_modules, kernels):
+                for off in _offload_choices(shape.layers, ckpt, moved[rc], offload_layers, link, forward, host_gib):
                     peak = (fixed + lora_activation_bytes(
                         shape, micro_tokens, fast=True, checkpointed=ckpt, recipes=rc, dropout=dropout,
                         target_modules=target_modules, kernels=kernels, loss_chunk_tokens=loss_chunk_tokens,
@@ -137,9 +139,7 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
                         checkpointed=ckpt, recipes=rc, dropout=dropout, r=r, target_modules=target_modules,
                         peak_tflops=spec["peak_tflops"])
                     if off:  # each offloaded layer's backward waits for the part of its fetch it cannot hide
-                        layer = micro_tokens * fast_lora_layer_bytes(shape, target_modules, recipes=rc,
-                                                                     kernels=kernels)
-                        wait = max(0.0, layer / (link * 1e9) - backward)
+                        wait = max(0.0, moved[rc] / (link * 1e9) - backward)
                         seconds += batch_size // micro * off * OFFLOAD_STALL_SHARE * wait
                     scored.append((peak, tokens / seconds, micro, ckpt, rc, off))
     fitting = [s for s in scored if s[0] <= cap]
@@ -151,18 +151,16 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
                 tokens / plain_s, bool(fitting), len(scored))
 
 
-def _offload_choices(shape: ModelShape, micro_tokens: int, ckpt: int, recipes: bool, asked: int | None,
-                     link_gbs: float | None, forward_s: float, host_gib: float | None, target_modules,
-                     kernels: bool) -> range | list[int]:
-    """How many of the kept layers may offload: `asked` when given (at most the kept layers), else from 0 up to what
-    the host link moves in LINK_SHARE of the forward and the host can pin."""
-    keep = shape.layers - ckpt
+def _offload_choices(layers: int, ckpt: int, layer: float, asked: int | None, link_gbs: float | None,
+                     forward_s: float, host_gib: float | None) -> range | list[int]:
+    """How many of the kept layers may offload, each moving `layer` bytes: `asked` when given (at most the kept
+    layers), else from 0 up to what the host link moves in LINK_SHARE of the forward and the host can pin."""
+    keep = layers - ckpt
     if asked is not None:
         return [min(asked, keep)]
     if not link_gbs or not keep:
         return [0]
-    layer = micro_tokens * fast_lora_layer_bytes(shape, target_modules, recipes=recipes, kernels=kernels)
-    most = int(LINK_SHARE * link_gbs * 1e9 * shape.layers * forward_s // layer)
+    most = int(LINK_SHARE * link_gbs * 1e9 * layers * forward_s // layer)
     if host_gib is not None:
         most = min(most, int(host_gib * GIB / PIN_FACTOR // layer))
     return range(min(most, keep) + 1)

@@ -140,7 +140,7 @@ class _Copy:
 def test_a_new_offloaded_layer_waits_until_at_most_one_earlier_copy_is_in_flight():
     """The host runs ahead of the GPU, so copies it has not seen finish hold their GPU memory: an offloaded layer's
     forward starts only with MAX_INFLIGHT earlier copies left. A bound that never waits would fail this."""
-    state = offload.ActivationOffload(_lora_model(), 3, min_bytes=0)
+    state = offload.ActivationOffload(_lora_model(), min_bytes=0)
     waited = []
     for index in range(3):
         store = state.begin(index)

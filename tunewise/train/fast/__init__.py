@@ -42,7 +42,7 @@ from tunewise.train.fast.layers import (
     prefer_sdpa_backend,
     use_torch_rms_norm,
 )
-from tunewise.train.fast.longctx import HOST_RESERVE, enable_long_context, host_available
+from tunewise.train.fast.longctx import enable_long_context, host_spare
 from tunewise.train.fast.lora import fuse_lora_layers, fused_4bit_layers
 from tunewise.train.fast.lora_groups import group_lora_projections
 from tunewise.train.fast.loss import causal_lm_loss
@@ -228,9 +228,8 @@ def auto_plan(hf, train: TrainConfig, device: str, result: FastPath, seq_len: in
         result.plan = {"why": "no automatic plan: eager attention's seq² probabilities are not in the memory "
                        f"model for {shape.model_type or 'this model'}; every layer checkpointed as configured"}
         return None
-    host = host_available()
-    return plan_for(shape, train, seq_len, host_gib=None if host is None else
-                    max(0.0, host[0] - min(HOST_RESERVE, host[1] // 10)) / GIB,
+    spare = host_spare()
+    return plan_for(shape, train, seq_len, host_gib=None if spare is None else max(0, spare) / GIB,
                     budget_gib=memory_budget_gib(train.fast, device), device=_device_name(device),
                     kernels=result.kernels, shards=shards, attention=attention,
                     loss_chunk_tokens=train.fast.loss_chunk_tokens if result.loss == "chunked" else None)
@@ -284,19 +283,19 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
         offload = 0 if fast.compile else offload  # dynamo does not trace saved-tensor hooks
         # under FSDP the unsharded weights a layer saves are not the parameters offload.py knows: never run together
         offload = 0 if shards > 1 else offload
-        layers = len(decoder_layers(hf))
+        layers = decoder_layers(hf)
         if train.gradient_checkpointing:  # a checkpointed layer keeps only its input: nothing to offload
-            offload = min(offload, layers - round(share * layers))
+            offload = min(offload, len(layers) - round(share * len(layers)))
+        offloaded = offloaded_indices(len(layers), offload)
         if train.gradient_checkpointing:
-            avoid = offloaded_indices(layers, offload)
-            result.checkpointed_layers = enable_checkpointing(hf, share, avoid=avoid)
+            result.checkpointed_layers = enable_checkpointing(hf, share, avoid=offloaded)
         if fast.sdpa_backend != "default" and device == "cuda" and "SDPA backend" not in limits:
             prefer_sdpa_backend(hf, fast.sdpa_backend)
             result.sdpa_backend = fast.sdpa_backend
         if recompute and not fast.compile:  # dynamo does not trace saved-tensor hooks
             result.recompute_layers = enable_recompute(decoder_layers(hf), result.kernels)
-        if offload:
-            result.host_kept_layers = enable_offload(hf, decoder_layers(hf), offload)
+        if offloaded:
+            result.host_kept_layers = enable_offload(hf, layers, offloaded)
         if fast.compile:
             result.compiled_layers = compile_layers(hf, fast.compile_mode)
         else:  # dynamo does not trace saved-tensor hooks

@@ -80,6 +80,16 @@ def host_available() -> tuple[int, int] | None:
     return mem.available, mem.total
 
 
+def host_spare() -> int | None:
+    """Host bytes that may still be taken, leaving HOST_RESERVE free (or 10 % of the host when smaller); None
+    where psutil cannot tell."""
+    mem = host_available()
+    if mem is None:
+        return None
+    available, total = mem
+    return available - min(HOST_RESERVE, total // 10)
+
+
 class LongContext:
     """The settings and counters shared by one model's patched layers. `offload` (auto | True | False) and
     `tile` (auto | tokens | 0) are read on every call, so they can be switched between steps (the bench compares
@@ -111,11 +121,8 @@ class LongContext:
         return tile if 0 < tile < tokens else 0
 
     def host_room(self, nbytes: int) -> bool:
-        mem = host_available()
-        if mem is None:
-            return True
-        available, total = mem
-        return available - nbytes >= min(HOST_RESERVE, total // 10)
+        spare = host_spare()
+        return spare is None or nbytes <= spare
 
 
 def _pack(state: LongContext, t: torch.Tensor):

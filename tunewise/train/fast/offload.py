@@ -71,6 +71,11 @@ class LayerStore:
         for e in self.entries.values():
             e.device_bytes = None
 
+    @property
+    def is_back(self) -> bool:
+        """Fetched back to the GPU (every entry is, or none: fetch takes the whole layer)."""
+        return any(e.fetched is not None for e in self.entries.values())
+
     def release_fetched(self) -> None:
         for e in self.entries.values():
             e.fetched = None
@@ -80,8 +85,8 @@ class LayerStore:
 class ActivationOffload:
     """The streams, the layers' stores of the current forward, and the copies in flight of one model."""
 
-    def __init__(self, model, count: int, min_bytes: int = MIN_BYTES):
-        self.count, self.min_bytes = count, min_bytes
+    def __init__(self, model, min_bytes: int = MIN_BYTES):
+        self.min_bytes = min_bytes
         self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
         self.cuda = next(model.parameters()).is_cuda and torch.cuda.is_available()
         self.d2h = torch.cuda.Stream() if self.cuda else None
@@ -97,10 +102,7 @@ class ActivationOffload:
         if self.stores and index <= self.stores[-1].index:
             self.stores = []  # a new forward: the last one's stores live on only in its graph, if it still has one
             self.limit = None
-        self.poll()
-        while len(self.inflight) > MAX_INFLIGHT:
-            self.inflight[0].to_host.synchronize()  # the host waits (see the module docstring), the GPU does not
-            self.inflight.popleft().release_device()
+        self.poll(keep=MAX_INFLIGHT)
         store = LayerStore(index)
         self.stores.append(store)
         return store
@@ -137,17 +139,19 @@ class ActivationOffload:
         self.host_bytes += store.nbytes
         self.copies += len(store.entries)
 
-    def poll(self, wait: bool = False) -> None:
-        """Drop the device copies of layers whose copy to the host has finished (all of them with `wait`)."""
-        while self.inflight and (wait or self.inflight[0].to_host.query()):
-            store = self.inflight.popleft()
-            if wait:
-                store.to_host.synchronize()
-            store.release_device()
+    def poll(self, keep: int | None = None) -> None:
+        """Drop the device copies of layers whose copy to the host has finished; with `keep`, first wait on the
+        host (see the module docstring; the GPU does not wait) until at most that many copies are in flight."""
+        while self.inflight:
+            if not self.inflight[0].to_host.query():
+                if keep is None or len(self.inflight) <= keep:
+                    break
+                self.inflight[0].to_host.synchronize()
+            self.inflight.popleft().release_device()
 
     # ---- backward ----
     def fetch(self, store: LayerStore) -> None:
-        if any(e.fetched is not None for e in store.entries.values()):
+        if store.is_back:
             return
         if not self.cuda:
             for e in store.entries.values():
@@ -172,8 +176,7 @@ class ActivationOffload:
         for store in self.stores:
             if store.index > index:
                 store.release_fetched()
-        ahead = [s for s in reversed(self.stores) if s.index < index and s.entries and s.to_device is None
-                 and not any(e.fetched is not None for e in s.entries.values())]
+        ahead = [s for s in reversed(self.stores) if s.index < index and s.entries and not s.is_back]
         if not ahead:
             return
         if not self.cuda:
@@ -244,16 +247,15 @@ def offloaded_indices(layers: int, count: int) -> frozenset:
     return frozenset(k * layers // count for k in range(count)) if count else frozenset()
 
 
-def enable_offload(hf_model, layers: list, count: int, min_bytes: int | None = None) -> int:
-    """offloaded_indices' layers offload what they save, where not checkpointed (call after checkpointing and
-    recompute.py are set up, before long context's patches; the shared state is hf_model._tw_offload). Returns
-    how many layers offload."""
-    spread = offloaded_indices(len(layers), count)
-    chosen = [i for i, layer in enumerate(layers) if i in spread and not getattr(layer, "gradient_checkpointing",
-                                                                                   False)]
+def enable_offload(hf_model, layers: list, indices: frozenset, min_bytes: int | None = None) -> int:
+    """The layers at `indices` (offloaded_indices) offload what they save, where not checkpointed (call after
+    checkpointing and recompute.py are set up, before long context's patches; the shared state is
+    hf_model._tw_offload). Returns how many layers offload."""
+    chosen = [i for i, layer in enumerate(layers) if i in indices and not getattr(layer, "gradient_checkpointing",
+                                                                                    False)]
     if not chosen:
         return 0
-    state = ActivationOffload(hf_model, len(chosen), MIN_BYTES if min_bytes is None else min_bytes)
+    state = ActivationOffload(hf_model, MIN_BYTES if min_bytes is None else min_bytes)
     for i in chosen:
         layers[i].forward = partial(_offloaded_forward, state, layers[i], i, layers[i].forward)
     for i, layer in enumerate(layers):

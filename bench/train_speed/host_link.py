@@ -14,7 +14,7 @@ import json
 import torch
 
 
-def _timed(fn, stream=None) -> float:
+def _timed(fn) -> float:
     """Seconds `fn` takes on the GPU (events on the current stream)."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()

@@ -136,7 +136,8 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing and attention
     "tunewise": {"fast": {}},
     # the fast path on transformers' default eager attention (Gemma 2: seq² scores) instead of FlexAttention
     "t-eager": {"fast": {}, "attn": "eager"},
-    # the automatic plan free to offload kept layers (train/fast/offload.py; opt-in), and explicitly not
+    # the automatic plan free to offload kept layers (train/fast/offload.py; opt-in), and explicitly not (the
+    # default since 2026-11-30: the name the recorded runs of that day use)
     "t-offload": {"fast": {"offload_kept_layers": "auto"}},
     "t-nooff": {"fast": {"offload_kept_layers": 0}},
     "t-none": {"fast": OFF},  # the fast path with every component off: the noise floor against base

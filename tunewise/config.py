@@ -227,11 +227,10 @@ class FastConfig(_Strict):
         None, gt=0, description="the most the automatic plan's predicted peak may be, weights included (GiB per "
         "device); default: 90 % of what the GPU has free when training starts plus what this process holds")
     offload_kept_layers: Literal["auto"] | Annotated[int, Field(ge=0)] = Field(
-        0, description="this many decoder layers that are not checkpointed (spread evenly from the first) send what "
-        "they save for backward to pinned CPU memory during the forward and get it back ahead of their backward, on "
-        "copy streams beside the compute (CUDA): memory without recompute, as fast as the host link allows. auto: "
-        "the automatic plan's choice (LoRA on CUDA, on GPUs whose host link rate is measured). Opt-in: its peak "
-        "memory at 8,192-token micro-steps is not yet measured within plain's (docs/training.md)")
+        "auto", description="this many decoder layers that are not checkpointed (spread evenly from the first) send "
+        "what they save for backward to pinned CPU memory during the forward and get it back ahead of their backward, "
+        "on copy streams beside the compute (CUDA): memory without recompute, as fast as the host link allows. auto: "
+        "the automatic plan's choice (LoRA on CUDA, on GPUs whose host link rate is measured, else none); 0 = never")
     offload_activations: Literal["auto"] | bool = Field(
         "auto", description="with gradient_checkpointing: keep each checkpointed decoder layer's input in CPU "
         "memory (not pinned) from its forward until its backward, while the host has room (else it stays on the "

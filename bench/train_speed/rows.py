@@ -136,10 +136,19 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing and attention
     "tunewise": {"fast": {}},
     # the fast path on transformers' default eager attention (Gemma 2: seq² scores) instead of FlexAttention
     "t-eager": {"fast": {}, "attn": "eager"},
-    # the automatic plan free to offload kept layers (train/fast/offload.py; opt-in), and explicitly not (the
-    # default since 2026-11-30: the name the recorded runs of that day use)
+    # the automatic plan free to offload kept layers (train/fast/offload.py; the default since the second
+    # 2026-11-30 run, the name the runs before it use), and not (the default before it)
     "t-offload": {"fast": {"offload_kept_layers": "auto"}},
     "t-nooff": {"fast": {"offload_kept_layers": 0}},
+    # QLoRA (no automatic plan: every layer checkpointed by default) with kept layers offloaded instead, all or half
+    "t-q-off32": {"fast": {"checkpoint_layers": 0.0, "recompute_elementwise": True, "offload_kept_layers": 32}},
+    "t-q-off16": {"fast": {"checkpoint_layers": 0.5, "recompute_elementwise": True, "offload_kept_layers": 16}},
+    # Mistral-7B at 2048×4 with more layers offloaded than the plan's link share allows (16 of 32, 15 checkpointed,
+    # predicted within plain's peak): does the host link carry them without the backward waiting?
+    "t-offload16": {
+        "fast": {"micro_batch_size": 4, "checkpoint_layers": 0.46875, "recompute_elementwise": True,
+                 "offload_kept_layers": 16}
+    },
     "t-none": {"fast": OFF},  # the fast path with every component off: the noise floor against base
     "t-loss": {"fast": {**OFF, "loss": "chunked"}},
     "t-liger-loss": {"fast": {**OFF, "loss": "liger"}},

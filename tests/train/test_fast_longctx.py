@@ -179,6 +179,14 @@ def test_inputs_stay_on_the_device_when_the_host_is_short(monkeypatch):
     assert (_state(offloaded).packed, _state(offloaded).kept) == (0, 2)
 
 
+def test_the_host_room_is_shared_by_the_ranks_on_the_host(monkeypatch):
+    monkeypatch.setattr(lc, "host_available", lambda: (40 * 2**30, 128 * 2**30))  # 40 GiB free, 8 kept back
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    alone = lc.host_spare()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # as torchrun --nproc-per-node 4 sets it
+    assert (alone, lc.host_spare()) == (32 * 2**30, 8 * 2**30)
+
+
 def test_offload_needs_checkpointed_layers():
     report = _fast(_model(), gc=False, offload_activations=True)
     assert report.offload_layers == 0

@@ -139,7 +139,9 @@ def test_the_dense_weight_is_not_kept(dequantized):
 
 @pytest.mark.parametrize("dropout,extra", [(0.0, {}), (0.05, {}), (0.05, {"grouped_lora": False}),
                                            (0.0, {"gc": True, "checkpoint_layers": 0.5}),
-                                           (0.05, {"gc": True, "checkpoint_layers": 1.0})])
+                                           (0.05, {"gc": True, "checkpoint_layers": 1.0}),
+                                           (0.05, {"gc": True, "checkpoint_layers": 0.0, "offload_kept_layers": 2,
+                                                   "recompute_elementwise": True})])
 @pytest.mark.parametrize("wrapper", [True, False])
 def test_model_gives_peft_loss_and_gradients(dropout, extra, wrapper, dequantized):
     plain, fast = _qlora_model(dropout, wrapper), _qlora_model(dropout, wrapper)  # built alike from one seed
@@ -149,6 +151,7 @@ def test_model_gives_peft_loss_and_gradients(dropout, extra, wrapper, dequantize
     grouped = extra.get("grouped_lora", True)
     assert report.fused_lora_layers == report.fused_4bit_layers == 14  # 2 layers × q,k,v,o,gate,up,down
     assert report.lora_groups == (4 if grouped else 0)
+    assert report.host_kept_layers == extra.get("offload_kept_layers", 0)
     assert "fused LoRA layers 14 (14 over 4-bit weights)" in report.describe()
     batch = PadCollator(pad_id=3)(_batch(seed=5))
     want = _loss_and_grads(plain, batch)

@@ -29,6 +29,11 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def local_world_size() -> int:
+    """Processes on this host (torchrun and accelerate launch set LOCAL_WORLD_SIZE): they share its memory."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def is_main_process() -> bool:
     """Rank 0 under torchrun / accelerate launch (RANK is set by both); a single process otherwise."""
     return int(os.environ.get("RANK", "0")) == 0

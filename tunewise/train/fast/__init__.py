@@ -13,7 +13,7 @@ Components, each switchable in `train.fast` and measured one at a time in bench/
 - micro_batch_size: the device batch in several micro-steps
 - compile:     torch.compile of each decoder layer
 - offload_kept_layers: some kept layers' saved tensors in pinned CPU memory, copied beside the compute
-               (offload.py; opt-in)
+               (offload.py)
 - offload_activations / tile_mlp_tokens: long context, checkpointed layer inputs in CPU memory and the MLP a tile
                of tokens at a time (longctx.py, which has the per-token memory arithmetic)
 checkpoint_layers, recompute_elementwise, offload_kept_layers and micro_batch_size are chosen by an automatic

@@ -49,6 +49,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from tunewise.errors import ConfigError
+from tunewise.train.distributed import local_world_size
 from tunewise.train.fast.recompute import act_mul, layer_activation
 
 LIGER_ELEMENTS = 2**31  # Liger's Triton kernels offset rows by row index × row stride in 32 bits
@@ -81,13 +82,14 @@ def host_available() -> tuple[int, int] | None:
 
 
 def host_spare() -> int | None:
-    """Host bytes that may still be taken, leaving HOST_RESERVE free (or 10 % of the host when smaller); None
-    where psutil cannot tell."""
+    """Host bytes this process may still take, leaving HOST_RESERVE free (or 10 % of the host when smaller) and
+    an equal share to every other process on the host (DDP ranks each offload their own); None where psutil
+    cannot tell."""
     mem = host_available()
     if mem is None:
         return None
     available, total = mem
-    return available - min(HOST_RESERVE, total // 10)
+    return (available - min(HOST_RESERVE, total // 10)) // local_world_size()
 
 
 class LongContext:

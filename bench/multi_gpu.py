@@ -88,8 +88,9 @@ def write_config(work: Path, model: Path, a: argparse.Namespace) -> Path:
     return path
 
 
-def launch(mode: str, config: Path, gpus: int) -> list[str]:
-    py, train = sys.executable, ["-m", "tunewise.cli", "train", str(config), "--set", f"name={mode}"]
+def launch(mode: str, config: Path, gpus: int, sets: list[str]) -> list[str]:
+    py, train = sys.executable, ["-m", "tunewise.cli", "train", str(config), "--set", f"name={mode}",
+                                 *(a for s in sets for a in ("--set", s))]
     torchrun = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus)]
     accelerate = [py, "-m", "accelerate.commands.launch", "--num_processes", str(gpus), "--config_file",
                   str(ROOT / "tunewise" / "configs" / "accelerate" / "fsdp.yaml")]
@@ -98,12 +99,12 @@ def launch(mode: str, config: Path, gpus: int) -> list[str]:
             "fsdp-accelerate": [*accelerate, *train]}[mode]
 
 
-def run_mode(mode: str, config: Path, gpus: int, timeout: int) -> dict:
+def run_mode(mode: str, config: Path, gpus: int, timeout: int, sets: list[str]) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     if mode == "single":
         env["CUDA_VISIBLE_DEVICES"] = env.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
-    cmd = launch(mode, config, gpus)
+    cmd = launch(mode, config, gpus, sets)
     print("$", " ".join(cmd), flush=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
@@ -116,23 +117,23 @@ def run_mode(mode: str, config: Path, gpus: int, timeout: int) -> dict:
             "tokens_per_second": result["tokens_per_second"], "val_loss": result["val_loss"][-1][1],
             "train_loss": result["train_loss"][-1][1], "steps": len(result["train_loss"]),
             "peak_gib": result["peak_gpu_memory_gib"], "est_gib": result["estimate"]["peak_memory_gib"],
-            "wall": wall}
+            "offloaded": (result.get("fast_path") or {}).get("host_kept_layers", 0), "wall": wall}
 
 
 def table(rows: list[dict]) -> list[str]:
     base = next((r for r in rows if r["mode"] == "single" and "error" not in r), None)
     lines = ["| mode | GPUs | global batch | tokens/s | final val loss | loss diff | speed-up | last train loss "
-             "| peak GiB (rank 0) | est. GiB/device | wall s |", "|" + "---|" * 11]
+             "| peak GiB (rank 0) | est. GiB/device | offloaded layers | wall s |", "|" + "---|" * 12]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['mode']} | failed: {r['error']} |" + " |" * 9)
+            lines.append(f"| {r['mode']} | failed: {r['error']} |" + " |" * 10)
             continue
         diff = f"{100 * (r['val_loss'] - base['val_loss']) / base['val_loss']:+.2f} %" if base else "–"
         speed = f"{r['tokens_per_second'] / base['tokens_per_second']:.2f}×" if base else "–"
         peak = "–" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
         lines.append(f"| {r['mode']} | {r['gpus']} | {r['global_batch']} | {r['tokens_per_second']:,.0f} | "
                      f"{r['val_loss']:.4f} | {diff} | {speed} | {r['train_loss']:.4f} | {peak} | "
-                     f"{r['est_gib']:.1f} | {r['wall']:.0f} |")
+                     f"{r['est_gib']:.1f} | {r['offloaded']} | {r['wall']:.0f} |")
     return lines
 
 
@@ -166,6 +167,8 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/tunewise-multigpu"))
     ap.add_argument("--timeout", type=int, default=240, help="seconds per run")
     ap.add_argument("--out", type=Path, help="also write the table as Markdown here")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every run, as `tunewise train --set` takes it (repeatable)")
     a = ap.parse_args()
     missing = [m for m in NEEDED if importlib.util.find_spec(m) is None]
     if missing:
@@ -186,7 +189,7 @@ def main() -> None:
     subprocess.run(["rm", "-rf", str(a.workdir / "runs")], check=True)  # a fresh run folder per bench
     rows = []
     for mode in modes:
-        rows.append(run_mode(mode, config, 1 if mode == "single" else a.gpus, a.timeout))
+        rows.append(run_mode(mode, config, 1 if mode == "single" else a.gpus, a.timeout, a.set))
         if "log" in rows[-1]:
             print(rows[-1]["log"], file=sys.stderr)
     device = torch.cuda.get_device_name(0) if cuda else "CPU"

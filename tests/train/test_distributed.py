@@ -134,3 +134,18 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(tmp
     a, b = (load_file(runs / n / "adapter" / "adapter_model.safetensors") for n in ("single", "ddp"))
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+@needs_torchrun
+def test_offloaded_layers_under_torchrun_match_one_process(tmp_path, tiny_model_dir):
+    # the fast path on the CPU with one of the tiny model's two layers offloaded (offload.py's hooks beside DDP's)
+    config = _config(tmp_path, tiny_model_dir)
+    fast = ("train.fast.enabled=true", "train.gradient_checkpointing=true", "train.fast.checkpoint_layers=0.0",
+            "train.fast.offload_kept_layers=1")
+    single, ddp = _train(config, "single", 1, *fast), _train(config, "ddp", 2, *fast)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "saved tensors of 1 layers in host memory" in ddp.stderr, ddp.stderr[-3000:]
+    runs = tmp_path / "runs"
+    a, b = (load_file(runs / n / "adapter" / "adapter_model.safetensors") for n in ("single", "ddp"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4

@@ -109,6 +109,19 @@ def test_the_plan_offloads_only_where_the_host_link_is_measured_and_within_its_r
     assert small_host.offloaded_layers < h200.offloaded_layers
 
 
+def test_a_set_offload_count_is_planned_where_the_link_is_not_measured():
+    from tunewise.models.estimate import ModelShape
+    from tunewise.train.fast.auto_plan import choose_plan
+
+    llama = ModelShape.from_config(dict(  # Llama-3-8B's shape
+        model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False))
+    plans = {d: choose_plan(llama, batch_size=4, seq_len=2048, gradient_checkpointing=True, device=d,
+                            checkpoint_layers=0.5, offload_layers=4) for d in ("H100", "H200")}
+    assert plans["H100"].offloaded_layers == plans["H200"].offloaded_layers == 4
+    assert plans["H100"].tokens_per_s < plans["H200"].tokens_per_s  # the assumed link is slower: longer waits
+
+
 def test_offloaded_layers_are_spread_so_their_copies_do_not_pile_up():
     """A copy takes longer than a layer's forward: offloaded layers start at the first and never sit side by side
     while there is room; the checkpointed ones take the others."""

@@ -127,6 +127,9 @@ OFFLOAD_STALL_SHARE = 0.65
 # Offloaded layers' saved bytes that may still be on the GPU at the peak: the copies in flight as the host sees
 # them (offload.MAX_INFLIGHT + 1), or in the backward the layer fetched back beside the one in use.
 OFFLOAD_INFLIGHT_LAYERS = 2
+# The host link assumed where it is not measured (DEVICES' host_link_gbs), for a count of offloaded layers the
+# user sets: PCIe 4.0 x16's 32 GB/s less its protocol overhead, the slowest link of the GPUs in DEVICES.
+UNMEASURED_HOST_LINK_GBS = 25.0
 # LoRA dropout > 0 costs the plain path 7-8 % of its tokens/s (H100, 2048×4 and 2048×2: 6,554 against 7,054-7,166
 # and 8,969 against 9,635-9,783); DEVICES' mfu was fitted with dropout 0.05. Assumed the same on the fast path.
 DROPOUT_SLOWDOWN = 1.08

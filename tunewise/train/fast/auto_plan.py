@@ -19,6 +19,7 @@ from tunewise.models.estimate import (
     DEVICES,
     GIB,
     OFFLOAD_STALL_SHARE,
+    UNMEASURED_HOST_LINK_GBS,
     ModelShape,
     fast_lora_layer_bytes,
     fast_lora_layer_seconds,
@@ -139,7 +140,7 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
                         checkpointed=ckpt, recipes=rc, dropout=dropout, r=r, target_modules=target_modules,
                         peak_tflops=spec["peak_tflops"])
                     if off:  # each offloaded layer's backward waits for the part of its fetch it cannot hide
-                        wait = max(0.0, moved[rc] / (link * 1e9) - backward)
+                        wait = max(0.0, moved[rc] / ((link or UNMEASURED_HOST_LINK_GBS) * 1e9) - backward)
                         seconds += batch_size // micro * off * OFFLOAD_STALL_SHARE * wait
                     scored.append((peak, tokens / seconds, micro, ckpt, rc, off))
     fitting = [s for s in scored if s[0] <= cap]

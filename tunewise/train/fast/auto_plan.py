@@ -1,7 +1,8 @@
-"""The fast path's automatic plan: how many examples per micro-step, how many decoder layers to checkpoint and
-whether the others keep elementwise recipes, chosen from the model's shape, the device batch, the sequence
-length and the memory there is (train.fast.micro_batch_size / checkpoint_layers / recompute_elementwise
-"auto"; an explicit value is kept and the rest chosen around it).
+"""The fast path's automatic plan: how many examples per micro-step, how many decoder layers to checkpoint,
+whether the others keep elementwise recipes and how many of those keep their saved tensors in host memory, chosen
+from the model's shape, the device batch, the sequence length and the memory there is (train.fast.
+micro_batch_size / checkpoint_layers / recompute_elementwise / offload_kept_layers "auto"; an explicit value is
+kept and the rest chosen around it).
 
 The rule: a plan never needs more predicted peak memory than plain transformers + PEFT on the same config (the
 user's gradient_checkpointing, the device batch in one micro-step) nor more than the budget; among those that

@@ -136,8 +136,8 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing and attention
     "tunewise": {"fast": {}},
     # the fast path on transformers' default eager attention (Gemma 2: seq² scores) instead of FlexAttention
     "t-eager": {"fast": {}, "attn": "eager"},
-    # the automatic plan free to offload kept layers (train/fast/offload.py; the default since the second
-    # 2026-11-30 run, the name the runs before it use), and not (the default before it)
+    # the automatic plan free to offload kept layers (train/fast/offload.py; the name earlier runs use for what is
+    # the default since round off5 of 2026-11-30), and not offloading (the default before it)
     "t-offload": {"fast": {"offload_kept_layers": "auto"}},
     "t-nooff": {"fast": {"offload_kept_layers": 0}},
     # QLoRA (no automatic plan: every layer checkpointed by default) with kept layers offloaded instead, all or half

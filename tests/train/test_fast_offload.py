@@ -36,6 +36,22 @@ def test_offloaded_layers_give_peft_s_loss_and_gradients(dropout, recipes, ckpt)
     assert state.host_bytes > 0 and all(s.entries for s in state.stores)
 
 
+def test_after_training_evaluation_and_generation_give_plain_outputs():
+    """The hooks stay on the model after training: a no-grad forward in eval mode and generate() must not notice."""
+    plain = _lora_model()
+    fast = copy.deepcopy(plain)
+    _fast(fast, offload_kept_layers=2, recompute_elementwise=True)
+    batch = PadCollator(pad_id=3)(_batch())
+    _assert_same(_loss_and_grads(plain, batch), _loss_and_grads(fast, batch))
+    for model in (plain, fast):
+        model.eval()
+    with torch.no_grad():
+        assert torch.allclose(plain(**batch).logits, fast(**batch).logits, atol=1e-5)
+        prompt = batch["input_ids"][:1, :5]
+        kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=3)
+        assert torch.equal(plain.generate(input_ids=prompt, **kw), fast.generate(input_ids=prompt, **kw))
+
+
 def test_views_of_one_storage_travel_once_and_parameters_stay():
     model = _lora_model()
     _fast(model, offload_kept_layers=2, recompute_elementwise=True)

@@ -10,17 +10,16 @@ How it stays honest about memory:
 - forward: a layer's saved tensors stay referenced until its copy's event has passed (no record_stream, whose frees
   look done to torch's allocator statistics while the copy still reads them), so the measured peak counts copies still
   in flight; every decoder layer's forward end drops those that are done. Done means done as the host sees it, and the
-  host runs ahead of the GPU (the likely cause of the excess below, not yet confirmed by a run with the bound): with
-  several layers' kernels queued, copies the GPU would have finished in time still count (measured on the H200 before
-  the bound below: 4.0-4.9 GiB over the prediction at 8,192-token micro-steps, none at 2,048, where the host is the
-  bottleneck). So an offloaded layer's forward waits on the host until at most MAX_INFLIGHT earlier copies are in
-  flight; the GPU keeps the layers queued in between to work on. The copies of a layer are issued when its forward
-  returns, one stream wait per layer; they run while the next layers compute. The offloaded layers are spread evenly
-  from the first layer on (offloaded_indices): one layer's copy takes longer than one layer's forward (H200,
-  Llama-3-8B: ~14 against ~6 ms at 8,192 tokens), so consecutive offloaded layers would pile copies up on the GPU
-  (spreading 11 of them cut Mistral-7B's measured excess from 4.9 to 4.0 GiB; the rest is the host running ahead,
-  above). auto_plan.py sizes `count` to the host link's rate (DEVICES' host_link_gbs in tunewise.models.estimate),
-  which keeps the layers between two offloaded ones enough compute to hide one copy.
+  host runs ahead of the GPU: with several layers' kernels queued, copies the GPU would have finished in time still
+  count (H200, 8,192-token micro-steps, without the bound below: 4.0-4.9 GiB over the prediction; none at 2,048,
+  where the host is the bottleneck). So an offloaded layer's forward waits on the host until at most MAX_INFLIGHT
+  earlier copies are in flight; the GPU keeps the layers queued in between to work on (with the bound every measured
+  peak was within the prediction: bench/results/train_speed.md, 2026-11-30 round off4). The copies of a layer are
+  issued when its forward returns, one stream wait per layer; they run while the next layers compute. The offloaded
+  layers are spread evenly from the first layer on (offloaded_indices): one layer's copy takes longer than one
+  layer's forward (H200, Llama-3-8B: ~14 against ~6 ms at 8,192 tokens), so consecutive offloaded layers would pile
+  copies up on the GPU. auto_plan.py sizes `count` to the host link's rate (DEVICES' host_link_gbs in
+  tunewise.models.estimate), which keeps the layers between two offloaded ones enough compute to hide one copy.
 - backward: each decoder layer's backward start (a hook on its output's gradient) fetches the next offloaded
   layers in backward order while the allocated memory plus the fetch stays at or under what was allocated when
   the backward started (the layers above free room as their backward ends); a layer whose tensors are not back

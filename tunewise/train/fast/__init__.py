@@ -280,9 +280,10 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
             share = 1.0 if fast.checkpoint_layers == "auto" else fast.checkpoint_layers
             recompute = fast.recompute_elementwise is True
             offload = 0 if fast.offload_kept_layers == "auto" else fast.offload_kept_layers
-        offload = 0 if fast.compile else offload  # dynamo does not trace saved-tensor hooks
-        # under FSDP the unsharded weights a layer saves are not the parameters offload.py knows: never run together
-        offload = 0 if shards > 1 else offload
+        # never under fast.compile (dynamo does not trace saved-tensor hooks) nor FSDP (the unsharded weights a
+        # layer saves are not the parameters offload.py knows)
+        if fast.compile or shards > 1:
+            offload = 0
         layers = decoder_layers(hf)
         if train.gradient_checkpointing:  # a checkpointed layer keeps only its input: nothing to offload
             offload = min(offload, len(layers) - round(share * len(layers)))
@@ -293,14 +294,14 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
             prefer_sdpa_backend(hf, fast.sdpa_backend)
             result.sdpa_backend = fast.sdpa_backend
         if recompute and not fast.compile:  # dynamo does not trace saved-tensor hooks
-            result.recompute_layers = enable_recompute(decoder_layers(hf), result.kernels)
+            result.recompute_layers = enable_recompute(layers, result.kernels)
         if offloaded:
             result.host_kept_layers = enable_offload(hf, layers, offloaded)
         if fast.compile:
             result.compiled_layers = compile_layers(hf, fast.compile_mode)
         else:  # dynamo does not trace saved-tensor hooks
             _, result.offload_layers, result.tiled_mlps = enable_long_context(
-                hf, decoder_layers(hf), fast.offload_activations, fast.tile_mlp_tokens, result.kernels)
+                hf, layers, fast.offload_activations, fast.tile_mlp_tokens, result.kernels)
             result.long_context = (f"offload {fast.offload_activations} in {result.offload_layers} layers, "
                                    f"MLP tiles {fast.tile_mlp_tokens} in {result.tiled_mlps}")
         asked = {"torch RMSNorm": result.kernels and fast.rms_norm == "torch",

@@ -172,11 +172,12 @@ def plan_for(shape: ModelShape, train: TrainConfig, seq_len: int, *, budget_gib:
              kernels: bool = True, loss_chunk_tokens: int | None = None, shards: int = 1,
              attention: str | None = None, host_gib: float | None = None) -> Plan:
     """choose_plan for a training config: train.fast's explicit micro_batch_size (null: no split),
-    checkpoint_layers and recompute_elementwise are kept, "auto" ones chosen (recipes stay off under
-    fast.compile: dynamo does not trace their saved-tensor hooks)."""
+    checkpoint_layers, recompute_elementwise and offload_kept_layers are kept, "auto" ones chosen."""
     fast, lora = train.fast, train.lora
-    micro, offload = fast.micro_batch_size, fast.offload_kept_layers
+    micro = fast.micro_batch_size
+    # recipes and offload stay off under fast.compile: dynamo does not trace their saved-tensor hooks
     recompute = False if fast.recompute_elementwise == "auto" and fast.compile else fast.recompute_elementwise
+    offload = 0 if fast.offload_kept_layers == "auto" and fast.compile else fast.offload_kept_layers
     return choose_plan(
         shape, batch_size=train.batch_size, seq_len=seq_len, gradient_checkpointing=train.gradient_checkpointing,
         r=lora.r, dropout=lora.dropout, target_modules=lora.target_modules, budget_gib=budget_gib, device=device,
@@ -184,7 +185,7 @@ def plan_for(shape: ModelShape, train: TrainConfig, seq_len: int, *, budget_gib:
         micro_batch_size=None if micro == "auto" else min(micro or train.batch_size, train.batch_size),
         checkpoint_layers=None if fast.checkpoint_layers == "auto" else fast.checkpoint_layers,
         recompute_elementwise=None if recompute == "auto" else recompute, host_gib=host_gib,
-        offload_layers=None if offload == "auto" and not fast.compile else 0 if offload == "auto" else offload)
+        offload_layers=None if offload == "auto" else offload)
 
 
 def planned(train: TrainConfig) -> bool:

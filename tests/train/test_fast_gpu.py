@@ -1,7 +1,8 @@
 """GPU-only checks of the fast path's CUDA pieces (skipped without CUDA; run on the device machine with
 `python tests/train/test_fast_gpu.py`): with Liger's kernels, the elementwise recipes recompute exactly the
 tensors they replace, so every gradient is bit-identical to the same path keeping the tensors; Gemma 2 on the fast
-path under FlexAttention (what `tunewise train` runs it with on CUDA) matches plain PEFT under eager."""
+path under FlexAttention (what `tunewise train` runs it with on CUDA) matches plain PEFT under eager; layers offloaded
+to host memory give the same gradients as kept ones and leave the GPU once copied (under pytest only)."""
 
 import copy
 
@@ -91,7 +92,6 @@ def test_fast_path_gradients_match_plain_peft_in_bf16():
         assert fast[n].dtype == torch.float32
         rel = ((fast[n] - plain[n]).norm() / plain[n].norm()).item()
         assert rel < 3e-2, (n, rel)
-
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
@@ -187,23 +187,6 @@ def test_gemma2_flex_attention_at_head_dim_256_trains_in_bf16_like_eager():
         assert rel < 5e-2, (n, rel)
 
 
-if __name__ == "__main__":
-    test_recipes_with_liger_kernels_give_bit_identical_gradients()
-    print("ok: recipes give bit-identical gradients on", torch.cuda.get_device_name())
-    test_fast_path_gradients_match_plain_peft_in_bf16()
-    from tunewise.train.fast.lora import _ADDMM_INTO, _OUT_DTYPE_MM
-
-    print("ok: fast path gradients match plain PEFT in bf16; fp32 gradients straight from the GEMM:",
-          _OUT_DTYPE_MM[0], "; accumulated by the GEMM:", _ADDMM_INTO[0])
-    for extra in ({}, {"grouped_lora": False}, {"recompute_elementwise": True}, {"gc": True, "checkpoint_layers": 0.5}):
-        test_lora_dropout_masks_drawn_again_in_backward_are_peft_s_on_cuda(extra)
-    print("ok: LoRA dropout masks drawn again in backward give PEFT's gradients and RNG stream")
-    for settings in GEMMA2_FAST.values():
-        test_gemma2_fast_path_under_flex_attention_matches_plain_peft_under_eager(settings)
-    test_gemma2_flex_attention_at_head_dim_256_trains_in_bf16_like_eager()
-    print("ok: Gemma 2's fast path under FlexAttention matches plain PEFT under eager (fp32; bf16 at head_dim 256)")
-
-
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_offloaded_layers_give_bit_identical_gradients_on_cuda(monkeypatch):
     """The copies to the host and back run on their own streams: a missing wait would show as wrong values."""
@@ -257,3 +240,20 @@ def test_offloaded_layers_leave_the_gpu_once_copied():
     assert resident[0] - resident[4] >= 3.5 * layer, (resident, layer)
     worst = max(((grads[4][k] - grads[0][k]).norm() / grads[0][k].norm()).item() for k in grads[0])
     assert worst < 1e-2
+
+
+if __name__ == "__main__":
+    test_recipes_with_liger_kernels_give_bit_identical_gradients()
+    print("ok: recipes give bit-identical gradients on", torch.cuda.get_device_name())
+    test_fast_path_gradients_match_plain_peft_in_bf16()
+    from tunewise.train.fast.lora import _ADDMM_INTO, _OUT_DTYPE_MM
+
+    print("ok: fast path gradients match plain PEFT in bf16; fp32 gradients straight from the GEMM:",
+          _OUT_DTYPE_MM[0], "; accumulated by the GEMM:", _ADDMM_INTO[0])
+    for extra in ({}, {"grouped_lora": False}, {"recompute_elementwise": True}, {"gc": True, "checkpoint_layers": 0.5}):
+        test_lora_dropout_masks_drawn_again_in_backward_are_peft_s_on_cuda(extra)
+    print("ok: LoRA dropout masks drawn again in backward give PEFT's gradients and RNG stream")
+    for settings in GEMMA2_FAST.values():
+        test_gemma2_fast_path_under_flex_attention_matches_plain_peft_under_eager(settings)
+    test_gemma2_flex_attention_at_head_dim_256_trains_in_bf16_like_eager()
+    print("ok: Gemma 2's fast path under FlexAttention matches plain PEFT under eager (fp32; bf16 at head_dim 256)")

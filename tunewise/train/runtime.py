@@ -20,8 +20,8 @@ class TrainError(TunewiseError):
 
 def attention_implementation(want: str, device: str, model_class) -> tuple[str, str]:
     """model.attn_implementation resolved for a transformers model class on `device`: (implementation, why it
-    runs, "" for sdpa). auto: flash_attention_2 on CUDA when installed; for a class that cannot run SDPA
-    (transformers' _supports_sdpa false: Gemma 2, whose soft-capped logits SDPA cannot compute) FlexAttention
+    runs, "" for sdpa). auto: flash_attention_2 on CUDA when installed; for a class whose attention SDPA does not
+    compute (sdpa_exact: transformers' _supports_sdpa false, or soft-capped attention logits: Gemma 2) FlexAttention
     on CUDA when the class supports it (the soft-cap in its kernel, no seq² tensors) and eager elsewhere; else
     sdpa."""
     if want != "auto":

@@ -231,6 +231,12 @@ class FastConfig(_Strict):
         "what they save for backward to pinned CPU memory during the forward and get it back ahead of their backward, "
         "on copy streams beside the compute (CUDA): memory without recompute, as fast as the host link allows. auto: "
         "the automatic plan's choice (LoRA on CUDA, on GPUs whose host link rate is measured, else none); 0 = never")
+    cuda_graphs: Literal["auto"] | bool = Field(
+        "auto", description="run the decoder stack's forward and backward as two CUDA graphs (one launch each: the "
+        "host no longer limits the step) once two micro-steps in a row have the same shape; another shape drops "
+        "the graph and runs eagerly. auto/true: on CUDA for LoRA/QLoRA with dropout 0 on llama, mistral, qwen2, "
+        "qwen3 (full attention), one process, no offloaded layers and no compile; the log line says why not "
+        "otherwise")
     offload_activations: Literal["auto"] | bool = Field(
         "auto", description="with gradient_checkpointing: keep each checkpointed decoder layer's input in CPU "
         "memory (not pinned) from its forward until its backward, while the host has room (else it stays on the "

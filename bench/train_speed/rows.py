@@ -140,6 +140,8 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing and attention
     # the default since round off5 of 2026-11-30), and not offloading (the default before it)
     "t-offload": {"fast": {"offload_kept_layers": "auto"}},
     "t-nooff": {"fast": {"offload_kept_layers": 0}},
+    # the defaults without the decoder stack's CUDA graphs (train/fast/graphs.py; on by default since 2026-11-30)
+    "t-nographs": {"fast": {"cuda_graphs": False}},
     # QLoRA (no automatic plan: every layer checkpointed by default) with kept layers offloaded instead, all or half
     "t-q-off32": {"fast": {"checkpoint_layers": 0.0, "recompute_elementwise": True, "offload_kept_layers": 32}},
     "t-q-off16": {"fast": {"checkpoint_layers": 0.5, "recompute_elementwise": True, "offload_kept_layers": 16}},

@@ -2,7 +2,8 @@
 `python tests/train/test_fast_gpu.py`): with Liger's kernels, the elementwise recipes recompute exactly the
 tensors they replace, so every gradient is bit-identical to the same path keeping the tensors; Gemma 2 on the fast
 path under FlexAttention (what `tunewise train` runs it with on CUDA) matches plain PEFT under eager; layers offloaded
-to host memory give the same gradients as kept ones and leave the GPU once copied (under pytest only)."""
+to host memory give the same gradients as kept ones and leave the GPU once copied (under pytest only); the decoder
+stack replayed from CUDA graphs gives the eager stack's gradients over accumulated micro-steps and optimizer steps."""
 
 import copy
 
@@ -193,8 +194,8 @@ def test_offloaded_layers_give_bit_identical_gradients_on_cuda(monkeypatch):
     from tunewise.train.fast import offload
 
     monkeypatch.setattr(offload, "MIN_BYTES", 0)
-    fasts = {n: {"enabled": True, "checkpoint_layers": 0.0, "recompute_elementwise": True, "offload_kept_layers": n}
-             for n in (0, 2)}
+    fasts = {n: {"enabled": True, "checkpoint_layers": 0.0, "recompute_elementwise": True, "offload_kept_layers": n,
+                 "cuda_graphs": False} for n in (0, 2)}
     built = _tiny_lora_models("eager", fasts)
     assert [report.host_kept_layers for _, report in built.values()] == [0, 2]
     ids = torch.randint(0, 1024, (2, 512), device="cuda", generator=torch.Generator("cuda").manual_seed(3))
@@ -240,6 +241,40 @@ def test_offloaded_layers_leave_the_gpu_once_copied():
     assert resident[0] - resident[4] >= 3.5 * layer, (resident, layer)
     worst = max(((grads[4][k] - grads[0][k]).norm() / grads[0][k].norm()).item() for k in grads[0])
     assert worst < 1e-2
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("share", [0.0, 0.5])
+def test_cuda_graph_replay_gives_the_eager_stack_s_gradients(share):
+    """Two micro-steps a step, three steps with the adapters updated between: the graph captured at the second
+    micro-step must read the current adapters and its gradients must add up as the eager ones do."""
+    fasts = {g: {"enabled": True, "checkpoint_layers": share, "recompute_elementwise": True, "cuda_graphs": g}
+             for g in (False, True)}
+    built = _tiny_lora_models("eager", fasts)
+    assert [report.graphed_layers for _, report in built.values()] == [0, 2]
+    gen = torch.Generator("cuda").manual_seed(5)
+    parts = [torch.randint(0, 1024, (2, 512), device="cuda", generator=gen) for _ in range(2)]
+    opts = {g: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1.0) for g, (m, _) in built.items()}
+    for _ in range(3):
+        out = {}
+        for g, (model, _) in built.items():
+            model.train()
+            model.zero_grad(set_to_none=True)
+            losses = []
+            for ids in parts:
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    loss = model(input_ids=ids, labels=ids).loss / 2
+                loss.backward()
+                losses.append(loss.item())
+            out[g] = losses, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+            opts[g].step()
+        (loss_e, grads_e), (loss_g, grads_g) = out[False], out[True]
+        assert loss_e == pytest.approx(loss_g, rel=1e-3)
+        for n in grads_e:
+            rel = ((grads_g[n].float() - grads_e[n].float()).norm() / grads_e[n].float().norm()).item()
+            assert rel < 1e-2, (n, rel)
+    stack = built[True][0].get_base_model().model.layers.__dict__["_tw_stack"]
+    assert (stack.captures, stack.replays) == (1, 5)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Components, each switchable in `train.fast` and measured one at a time in bench/
 - compile:     torch.compile of each decoder layer
 - offload_kept_layers: some kept layers' saved tensors in pinned CPU memory, copied beside the compute
                (offload.py)
+- cuda_graphs: the decoder stack's forward and backward replayed as two CUDA graphs (graphs.py)
 - offload_activations / tile_mlp_tokens: long context, checkpointed layer inputs in CPU memory and the MLP a tile
                of tokens at a time (longctx.py, which has the per-token memory arithmetic)
 checkpoint_layers, recompute_elementwise, offload_kept_layers and micro_batch_size are chosen by an automatic
@@ -30,7 +31,9 @@ from types import MethodType
 from tunewise.config import FastConfig, TrainConfig
 from tunewise.errors import ConfigError
 from tunewise.models.estimate import GIB, ModelShape
+from tunewise.train.distributed import world_size
 from tunewise.train.fast.auto_plan import BUDGET_SHARE, Plan, plan_for, planned
+from tunewise.train.fast.graphs import enable_graphs, graphable
 from tunewise.train.fast.layers import (
     LIGER_PATCH,
     apply_liger_kernels,
@@ -77,6 +80,8 @@ class FastPath:
     offload_layers: int = 0  # checkpointed layers whose input may go to CPU memory (longctx.py)
     tiled_mlps: int = 0  # MLPs that may run a tile of tokens at a time (longctx.py)
     long_context: str = "off"  # the offload / tile settings they follow
+    graphed_layers: int = 0  # decoder layers replayed as one CUDA graph (graphs.py)
+    graphs_off: str | None = None  # why cuda_graphs stays off (None: on, or not asked)
 
     def describe(self) -> str:
         if not self.enabled:
@@ -91,6 +96,8 @@ class FastPath:
         extra += f", elementwise recompute in {self.recompute_layers} layers" if self.recompute_layers else ""
         extra += f", saved tensors of {self.host_kept_layers} layers in host memory" if self.host_kept_layers else ""
         extra += f", long context ({self.long_context})" if self.offload_layers or self.tiled_mlps else ""
+        extra += f", CUDA graphs over {self.graphed_layers} layers" if self.graphed_layers else ""
+        extra += f", no CUDA graphs ({self.graphs_off})" if self.graphs_off else ""
         if self.family_off:
             extra += "; off for this model: " + "; ".join(f"{k} ({v})" for k, v in self.family_off.items())
         line = (
@@ -235,6 +242,24 @@ def auto_plan(hf, train: TrainConfig, device: str, result: FastPath, seq_len: in
                     loss_chunk_tokens=train.fast.loss_chunk_tokens if result.loss == "chunked" else None)
 
 
+def graphs_off(fast: FastConfig, train: TrainConfig, device: str, hf, result: FastPath, offloaded,
+               shards: int) -> str | None:
+    """Why the decoder stack is not captured as CUDA graphs (graphs.py), or None when it is."""
+    if fast.cuda_graphs is False:
+        return "train.fast.cuda_graphs is false"
+    reasons = [
+        (device != "cuda", f"the device is {device}"),
+        (train.method not in ("lora", "qlora"), f"method {train.method}: only LoRA and QLoRA adapters"),
+        (not result.fused_lora_layers, "the LoRA layers are not fused"),
+        (train.lora.dropout > 0, "LoRA dropout draws random numbers"),
+        (bool(offloaded), "kept layers are offloaded to the host"),
+        (fast.compile, "torch.compile runs the layers"),
+        (shards > 1 or world_size() > 1, "several processes"),
+    ]
+    why = next((r for cond, r in reasons if cond), None)
+    return why or graphable(hf)
+
+
 def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, seq_len: int | None = None,
                     shards: int = 1) -> FastPath:
     """Apply the enabled components to `model` (a transformers CausalLM, PEFT-wrapped or not) in place.
@@ -288,8 +313,12 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
         if train.gradient_checkpointing:  # a checkpointed layer keeps only its input: nothing to offload
             offload = min(offload, len(layers) - round(share * len(layers)))
         offloaded = offloaded_indices(len(layers), offload)
+        result.graphs_off = graphs_off(fast, train, device, hf, result, offloaded, shards)
+        graphs = result.graphs_off is None
+        if fast.cuda_graphs == "auto" and device != "cuda":
+            result.graphs_off = None  # auto off the GPU: nothing to say
         if train.gradient_checkpointing:
-            result.checkpointed_layers = enable_checkpointing(hf, share, avoid=offloaded)
+            result.checkpointed_layers = enable_checkpointing(hf, share, avoid=offloaded, rng=not graphs)
         if fast.sdpa_backend != "default" and device == "cuda" and "SDPA backend" not in limits:
             prefer_sdpa_backend(hf, fast.sdpa_backend)
             result.sdpa_backend = fast.sdpa_backend
@@ -300,10 +329,13 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
         if fast.compile:
             result.compiled_layers = compile_layers(hf, fast.compile_mode)
         else:  # dynamo does not trace saved-tensor hooks
-            _, result.offload_layers, result.tiled_mlps = enable_long_context(
+            longctx, result.offload_layers, result.tiled_mlps = enable_long_context(
                 hf, layers, fast.offload_activations, fast.tile_mlp_tokens, result.kernels)
             result.long_context = (f"offload {fast.offload_activations} in {result.offload_layers} layers, "
                                    f"MLP tiles {fast.tile_mlp_tokens} in {result.tiled_mlps}")
+            if graphs:  # a micro-step long enough for longctx's host copies or tiles runs eagerly
+                enable_graphs(hf, skip=lambda h: longctx.offloads(h) or longctx.tile_for(h, True) > 0)
+                result.graphed_layers = len(layers)
         asked = {"torch RMSNorm": result.kernels and fast.rms_norm == "torch",
                  "SDPA backend": fast.sdpa_backend != "default" and device == "cuda",
                  "elementwise recompute": recompute and not fast.compile}

@@ -13,11 +13,15 @@ forwards with gradients on use the cache; evaluation casts afresh."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 _steps = [0]
 _hooked = [False]
+_bypass = [0]  # > 0 inside uncached(): a CUDA graph capture, whose casts must run in the graph on every replay
 
 
 def _count_step(*_args, **_kwargs) -> None:
@@ -34,7 +38,7 @@ def watch_optimizer_steps() -> None:
 def cast(cache: dict | None, slot, tensors: tuple, dtype: torch.dtype, scale: float = 1.0) -> torch.Tensor:
     """`tensors` concatenated along dim 0 (one tensor: itself), times `scale`, in `dtype`, from `cache[slot]`
     when still valid. cache None: no caching (evaluation, no grad, or the hook is not registered)."""
-    if cache is None or not _hooked[0]:
+    if cache is None or not _hooked[0] or _bypass[0]:
         return _make(tensors, dtype, scale)
     key = (_steps[0], dtype, scale, tuple((t._version, t.data_ptr()) for t in tensors))
     hit = cache.get(slot)
@@ -43,6 +47,16 @@ def cast(cache: dict | None, slot, tensors: tuple, dtype: torch.dtype, scale: fl
     value = _make(tensors, dtype, scale)
     cache[slot] = (key, value)
     return value
+
+
+@contextmanager
+def uncached() -> Iterator[None]:
+    """No cached cast is read or stored inside this context (graphs.py captures the casts themselves)."""
+    _bypass[0] += 1
+    try:
+        yield
+    finally:
+        _bypass[0] -= 1
 
 
 def _make(tensors: tuple, dtype: torch.dtype, scale: float = 1.0) -> torch.Tensor:

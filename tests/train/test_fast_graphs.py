@@ -1,0 +1,142 @@
+"""The decoder stack as one replayed graph (tunewise.train.fast.graphs) trains as the plain stack does: the same
+loss and gradients with accumulation over micro-steps, the graph captured only for a repeated shape and dropped
+for another, evaluation and generation eager. CUDA graphs need a GPU: here graphs.EagerReplay stands in for
+CudaReplay behind the same replay contract (tests/train/test_fast_gpu.py runs the real capture)."""
+
+import copy
+
+import pytest
+import torch
+
+from tests.train.test_fast import VOCAB, _assert_same, _batch, _fast, _lora_model
+from tunewise.config import LoraConfig, TrainConfig
+from tunewise.testing import build_family_model
+from tunewise.train.fast import apply_fast_path, graphs, graphs_off, hf_model_of
+from tunewise.train.lora import apply_lora
+from tunewise.train.tokenize import PadCollator
+
+
+@pytest.fixture(autouse=True)
+def _eager_replay(monkeypatch):
+    monkeypatch.setattr(graphs, "REPLAY", [graphs.EagerReplay])
+
+
+def _graphed(model, **fast) -> graphs.GraphedStack:
+    _fast(model, **fast)
+    return graphs.enable_graphs(hf_model_of(model))
+
+
+def _accumulated(model, parts: list[dict]) -> tuple[torch.Tensor, dict]:
+    """One optimizer step's loss and gradients over micro-batches, as the Trainer accumulates them."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    total = 0.0
+    for part in parts:
+        loss = model(**part).loss / len(parts)
+        loss.backward()
+        total += loss.detach()
+    return total, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("gc", [False, True])
+def test_replayed_stack_gives_plain_loss_and_gradients_over_accumulated_micro_steps(gc):
+    plain = _lora_model()
+    fast = copy.deepcopy(plain)
+    stack = _graphed(fast, gc=gc, **({"checkpoint_layers": 0.5} if gc else {}))
+    collate = PadCollator(pad_id=3)
+    parts = [collate(_batch(seed=s)) for s in (0, 1)]  # same width, padded rows: a 4-D mask is a graph input
+    opt_p = torch.optim.SGD([p for p in plain.parameters() if p.requires_grad], lr=0.5)
+    opt_f = torch.optim.SGD([p for p in fast.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(3):  # the adapters change between steps: the replay must read them, not a capture-time copy
+        _assert_same(_accumulated(plain, parts), _accumulated(fast, parts))
+        opt_p.step()
+        opt_f.step()
+    assert stack.captures == 1 and stack.drops == 0
+    assert stack.eager == 1 and stack.replays == 5  # the first micro-step ran eagerly; the second has its shape
+
+
+def test_a_new_shape_drops_the_graph_and_varying_shapes_stop_capturing():
+    model = _lora_model()
+    stack = _graphed(model)
+    collate = PadCollator(pad_id=3)
+    widths = [14, 14, 12, 12, 14, 14, 12, 12, 14, 14, 12]
+    for width in widths:
+        _accumulated(model, [collate(_batch(width=width))])
+    # captured at each repeat (steps 2, 4, 6) and dropped at the next shape; after MAX_DROPS (3) drops, eager
+    assert (stack.captures, stack.drops, stack.replays, stack.eager) == (3, 3, 3, 8)
+    assert stack.replay is None
+
+
+def test_evaluation_and_generation_run_eagerly_with_plain_outputs():
+    plain = _lora_model()
+    fast = copy.deepcopy(plain)
+    stack = _graphed(fast)
+    batch = PadCollator(pad_id=3)(_batch())
+    for _ in range(2):
+        _accumulated(fast, [batch])
+    assert stack.replays == 1
+    for model in (plain, fast):
+        model.eval()
+    with torch.no_grad():
+        assert torch.allclose(plain(**batch).logits, fast(**batch).logits, atol=1e-5)
+        prompt = batch["input_ids"][:1, :5]
+        kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=3)
+        assert torch.equal(plain.generate(input_ids=prompt, **kw), fast.generate(input_ids=prompt, **kw))
+    assert stack.replays == 1
+
+
+def test_the_layers_stay_where_saving_and_loading_find_them():
+    plain = _lora_model()
+    fast = copy.deepcopy(plain)
+    _graphed(fast)
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    layers = hf_model_of(fast).model.layers
+    assert len(layers) == 2 and isinstance(layers[0], torch.nn.Module) and len(list(layers)) == 2
+    assert isinstance(layers[:1], torch.nn.ModuleList) and len(layers[:1]) == 1
+
+
+def test_gradients_asked_with_autograd_grad_are_returned_not_accumulated():
+    plain = _lora_model()
+    fast = copy.deepcopy(plain)
+    _graphed(fast)
+    batch = PadCollator(pad_id=3)(_batch())
+    for _ in range(2):
+        _accumulated(fast, [batch])
+    fast.zero_grad(set_to_none=True)
+    params_p = [p for p in plain.parameters() if p.requires_grad]
+    params_f = [p for p in fast.parameters() if p.requires_grad]
+    grads_p = torch.autograd.grad(plain(**batch).loss, params_p)
+    grads_f = torch.autograd.grad(fast(**batch).loss, params_f)
+    assert all(p.grad is None for p in params_f)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(grads_p, grads_f))
+
+
+@pytest.mark.parametrize(("train", "family", "why"), [
+    ({}, "llama", None),
+    ({"lora": {"dropout": 0.05}}, "llama", "LoRA dropout"),
+    ({"method": "full"}, "llama", "method full"),
+    ({"fast": {"enabled": True, "cuda_graphs": False}}, "llama", "cuda_graphs is false"),
+    ({"fast": {"enabled": True, "compile": True}}, "llama", "torch.compile"),
+    ({}, "gemma2", "gemma2 gives layers their own masks"),
+    ({}, "mistral", None),
+    ({}, "qwen3", None),
+])
+def test_graphs_stay_off_where_a_replay_would_differ(train, family, why):
+    cfg = TrainConfig(**{"fast": {"enabled": True}, **train})
+    model = build_family_model(family, VOCAB)
+    if cfg.method != "full":
+        model = apply_lora(model, LoraConfig(r=4, alpha=8, dropout=cfg.lora.dropout))
+    result = apply_fast_path(model, cfg, "cpu", log=False)
+    got = graphs_off(cfg.fast, cfg, "cuda", hf_model_of(model), result, (), 1)
+    assert (got is None) if why is None else (why in got), got
+
+
+def test_offloaded_layers_and_several_processes_keep_graphs_off(monkeypatch):
+    model = _lora_model()
+    cfg = TrainConfig(fast={"enabled": True})
+    result = apply_fast_path(model, cfg, "cpu", log=False)
+    hf = hf_model_of(model)
+    assert "offloaded" in graphs_off(cfg.fast, cfg, "cuda", hf, result, (0,), 1)
+    assert "several processes" in graphs_off(cfg.fast, cfg, "cuda", hf, result, (), 2)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert "several processes" in graphs_off(cfg.fast, cfg, "cuda", hf, result, (), 1)

@@ -1,0 +1,266 @@
+"""The decoder stack's forward and backward as two CUDA graphs: one launch each instead of thousands.
+
+Why: on one GPU the fast path is limited by the host, not the GPU: at 4,096 tokens a micro-step the backward's
+launches take longer than its kernels, and QLoRA's 2,048-token steps spend most of their time launching
+(bench/results/train_speed.md, "Where the time goes"). A graph replays the same kernels with no Python or launch
+cost. torch.cuda.make_graphed_callables does this per module, but it keeps a separate output and input-gradient
+buffer per callable (1.5 GB for 32 Llama-3-8B layers at 2,048 tokens, over QLoRA's 7 GiB), captures in a mode that
+fails when another thread (a DataLoader's pin-memory thread) touches CUDA, and hands the graph's own gradient
+buffers to autograd, which may keep them as .grad and then see the next replay overwrite them. Here the whole
+stack is one graph (layer outputs are the graph's own intermediates), captured thread-local, and the adapter
+gradients are added into .grad by one fused kernel.
+
+What may be captured: training forwards with gradients on, every layer getting the same keyword arguments (no
+per-layer masks: llama, mistral, qwen2, qwen3 with full attention only), no randomness (LoRA and attention dropout
+0), no hooks that move tensors to the host (offload.py, longctx.py's offload and MLP tiles), one process. A shape is
+captured when two micro-steps in a row have it (fixed-shape batches); a step of another shape drops the graph
+(its memory is freed, so the peak never holds two shapes) and runs eagerly; after MAX_DROPS drops the stack stays
+eager (batch shapes vary: the captures would cost more than they save)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tunewise.train.fast import casts
+from tunewise.train.fast.lora import accumulates_into, grad_nodes
+
+WARMUP_ITERS = 2  # eager passes on a side stream before capture (Triton autotuning, cuBLAS workspaces)
+MAX_DROPS = 3
+FAMILIES = {"llama", "mistral", "qwen2", "qwen3"}  # one keyword set serves every layer (no per-layer mask)
+
+
+class CudaReplay:
+    """Captures fn(*static_in) forward and its gradients as two CUDA graphs sharing one memory pool."""
+
+    def __init__(self, fn, static_in: tuple, grad_inputs: list):
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(WARMUP_ITERS):
+                out = fn(*static_in)
+                torch.autograd.grad(out, grad_inputs, torch.zeros_like(out))
+                del out
+        torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.synchronize()
+        self.fwd, self.bwd = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.fwd, capture_error_mode="thread_local"):
+            out = fn(*static_in)
+        self.grad_out = torch.empty_like(out)
+        with torch.cuda.graph(self.bwd, pool=self.fwd.pool(), capture_error_mode="thread_local"):
+            self.grads = torch.autograd.grad(out, grad_inputs, self.grad_out)
+        self.out = out.detach()
+
+    def forward(self) -> None:
+        self.fwd.replay()
+
+    def backward(self) -> None:
+        self.bwd.replay()
+
+
+class EagerReplay:
+    """The same contract run eagerly: what the CPU tests substitute for CudaReplay (graphs need CUDA)."""
+
+    def __init__(self, fn, static_in: tuple, grad_inputs: list):
+        self.fn, self.static_in, self.grad_inputs = fn, static_in, grad_inputs
+        self._live = fn(*static_in)
+        self.out = self._live.detach().clone()
+        self.grad_out = torch.empty_like(self.out)
+        self.grads = tuple(torch.empty_like(t) for t in grad_inputs)
+
+    def forward(self) -> None:
+        with torch.enable_grad():
+            self._live = self.fn(*self.static_in)
+        self.out.copy_(self._live.detach())
+
+    def backward(self) -> None:
+        for slot, g in zip(self.grads, torch.autograd.grad(self._live, self.grad_inputs, self.grad_out)):
+            slot.copy_(g)
+
+
+REPLAY = [CudaReplay]  # tests put EagerReplay here
+
+
+class _Replay(torch.autograd.Function):
+    """The graphed stack as one autograd node: inputs are the stack's tensor arguments, then the trainable
+    parameters (so that backward reaches their AccumulateGrad nodes, which tells whether it accumulates)."""
+
+    @staticmethod
+    def forward(ctx, stack, *inputs):
+        ctx.stack = stack
+        for slot, x in zip(stack.static_in, inputs):
+            if slot.data_ptr() != x.data_ptr():
+                slot.copy_(x)
+        stack.replay.forward()
+        ctx.node = stack.first_node()
+        return stack.replay.out.detach()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        stack = ctx.stack
+        replay = stack.replay
+        if grad.data_ptr() != replay.grad_out.data_ptr():
+            replay.grad_out.copy_(grad)
+        replay.backward()
+        n_in = len(stack.grad_args)
+        arg_grads = iter(g.clone() for g in replay.grads[:n_in])
+        ins = tuple(next(arg_grads) if t.requires_grad else None for t in stack.static_in)
+        params, grads = stack.params, replay.grads[n_in:]
+        if params and accumulates_into(params[0], ctx.node):
+            # the graph's gradient buffers are overwritten by the next replay: .grad gets copies or sums, and the
+            # sums are one fused kernel, not an AccumulateGrad call per adapter matrix
+            have = [i for i, p in enumerate(params) if p.grad is not None]
+            if have:
+                torch._foreach_add_([params[i].grad for i in have], [grads[i] for i in have])
+            for p, g in zip(params, grads):
+                if p.grad is None:
+                    p.grad = g.clone()
+            return (None, *ins, *(None for _ in params))
+        return (None, *ins, *(g.clone() for g in grads))
+
+
+def _flatten(kwargs: dict) -> tuple | None:
+    """(key part, tensors, rebuild) for the layers' keyword arguments, or None when one cannot be a graph input
+    (a cache, a per-layer mapping)."""
+    key, tensors, layout = [], [], []
+    for name, value in kwargs.items():
+        if isinstance(value, torch.Tensor):
+            layout.append((name, len(tensors), None))
+            tensors.append(value)
+        elif isinstance(value, tuple) and value and all(isinstance(v, torch.Tensor) for v in value):
+            layout.append((name, len(tensors), len(value)))
+            tensors.extend(value)
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            if name in ("cache", "past_key_values") and value is not None:
+                return None
+            key.append((name, value))
+            continue
+        else:
+            return None
+    key.extend((n, tuple(t.shape), t.dtype, t.requires_grad) for n, t in zip(
+        [name for name, _, count in layout for _ in range(count or 1)], tensors))
+    constants = {n: v for n, v in kwargs.items() if not any(n == name for name, _, _ in layout)}
+
+    def rebuild(flat: tuple) -> dict:
+        out = dict(constants)
+        for name, start, count in layout:
+            out[name] = flat[start] if count is None else tuple(flat[start:start + count])
+        return out
+
+    return tuple(key), tuple(tensors), rebuild
+
+
+class GraphedStack:
+    """Runs the decoder layers in order with the same keyword arguments, from a captured graph when it can."""
+
+    def __init__(self, layers: list, skip=None):
+        self.layers, self.skip = layers, skip  # skip(hidden) → True where a long-context hook would move tensors
+        self.params = [p for layer in layers for p in layer.parameters() if p.requires_grad]
+        self.replay = self.static_in = self.graph_key = self.last_key = None
+        self.grad_args: list = []
+        self.captures = self.drops = self.replays = self.eager = 0
+
+    def first_node(self):
+        """The first trainable parameter's AccumulateGrad node (None without one, or with gradient hooks)."""
+        nodes = grad_nodes(self.params[:1]) if self.params else None
+        return nodes[0] if nodes else None
+
+    def _run_eager(self, hidden, kwargs: dict):
+        for layer in self.layers:
+            hidden = layer(hidden, **kwargs)
+        return hidden
+
+    def _eligible(self, hidden) -> bool:
+        return (torch.is_grad_enabled() and self.layers[0].training and hidden.dim() == 3
+                and not (self.skip is not None and self.skip(hidden))
+                and not any(layer._forward_hooks or layer._forward_pre_hooks for layer in self.layers))
+
+    def drop(self) -> None:
+        """Release the graph and its memory pool."""
+        if self.replay is not None:
+            self.replay = self.static_in = self.graph_key = None
+            self.grad_args = []
+            self.drops += 1
+
+    def _capture(self, key, hidden, tensors: tuple, rebuild) -> None:
+        layers = self.layers
+
+        def fn(h, *flat):
+            kwargs = rebuild(flat)
+            for layer in layers:
+                h = layer(h, **kwargs)
+            return h
+
+        self.static_in = tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in (hidden, *tensors))
+        self.grad_args = [t for t in self.static_in if t.requires_grad]
+        dev = hidden.device.type
+        # autocast's weight-cast cache would hand the capture casts made outside it (freed later), and keep casts
+        # made inside it that were never computed; the adapters' own cast cache likewise (casts.py)
+        with torch.autocast(dev, dtype=torch.get_autocast_dtype(dev), enabled=torch.is_autocast_enabled(dev),
+                            cache_enabled=False), casts.uncached():
+            self.replay = REPLAY[0](fn, self.static_in, self.grad_args + self.params)
+        self.graph_key = key
+        self.captures += 1
+
+    def __call__(self, hidden, **kwargs):
+        flat = _flatten(kwargs) if self._eligible(hidden) else None
+        if flat is None:
+            self.eager += 1
+            return self._run_eager(hidden, kwargs)
+        part, tensors, rebuild = flat
+        dev = hidden.device.type
+        key = (tuple(hidden.shape), hidden.dtype, hidden.requires_grad, torch.is_autocast_enabled(dev),
+               torch.get_autocast_dtype(dev), part)
+        if self.replay is not None and key != self.graph_key:
+            self.drop()
+        if self.replay is None and key == self.last_key and self.drops < MAX_DROPS:
+            self._capture(key, hidden, tensors, rebuild)
+        self.last_key = key
+        if self.replay is None:
+            self.eager += 1
+            return self._run_eager(hidden, kwargs)
+        self.replays += 1
+        return _Replay.apply(self, hidden, *tensors, *self.params)
+
+
+    def counts(self) -> dict:
+        return {"captures": self.captures, "drops": self.drops, "replays": self.replays, "eager": self.eager}
+
+
+class GraphedLayerList(nn.ModuleList):
+    """The model's layer list: iterating or indexing it is unchanged (saving, loading, decoder_layers), but the
+    slice of every layer that the model's forward loops over is the one GraphedStack instead."""
+
+    def __getitem__(self, idx):
+        stack = self.__dict__.get("_tw_stack")
+        if stack is not None and isinstance(idx, slice) and range(len(self))[idx] == range(len(self)):
+            return [stack]
+        return super().__getitem__(idx)
+
+
+def stack_of(hf_model) -> GraphedStack | None:
+    """The model's GraphedStack, where enable_graphs put one."""
+    return getattr(getattr(hf_model, "model", None), "layers", nn.Module()).__dict__.get("_tw_stack")
+
+
+def graphable(hf_model) -> str | None:
+    """Why this model's decoder stack cannot be one graph, or None when it can."""
+    cfg = hf_model.config
+    if cfg.model_type not in FAMILIES:
+        return f"{cfg.model_type} gives layers their own masks"
+    if set(getattr(cfg, "layer_types", None) or ["full_attention"]) != {"full_attention"}:
+        return "sliding-window layers get their own mask"
+    if getattr(cfg, "attention_dropout", 0.0):
+        return "attention dropout draws random numbers"
+    return None
+
+
+def enable_graphs(hf_model, skip=None) -> GraphedStack:
+    """Make the model's layer loop run through a GraphedStack (per instance). Returns it (its counters say how
+    many micro-steps replayed, ran eagerly, and how often a shape was captured or dropped)."""
+    layers = hf_model.model.layers
+    stack = GraphedStack(list(layers), skip)
+    layers.__class__ = GraphedLayerList
+    layers.__dict__["_tw_stack"] = stack  # not a submodule: the layers stay where state_dict has them
+    return stack

@@ -24,6 +24,7 @@ from torch import nn
 
 from tunewise.train.fast import casts
 from tunewise.train.fast.lora import accumulates_into, grad_nodes
+from tunewise.train.fast.lora_groups import forget_plans
 
 WARMUP_ITERS = 2  # eager passes on a side stream before capture (Triton autotuning, cuBLAS workspaces)
 MAX_DROPS = 3
@@ -31,9 +32,11 @@ FAMILIES = {"llama", "mistral", "qwen2", "qwen3"}  # one keyword set serves ever
 
 
 class CudaReplay:
-    """Captures fn(*static_in) forward and its gradients as two CUDA graphs sharing one memory pool."""
+    """Captures fn(*static_in) forward and its gradients as two CUDA graphs sharing one memory pool. The warm-up
+    runs on the capture stream: autograd syncs a gradient's producer stream with the stream its AccumulateGrad
+    node was made on, and a sync with a stream outside the capture would invalidate it."""
 
-    def __init__(self, fn, static_in: tuple, grad_inputs: list):
+    def __init__(self, fn, static_in: tuple, grad_inputs: list, proxies=None):
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -44,10 +47,10 @@ class CudaReplay:
         torch.cuda.current_stream().wait_stream(stream)
         torch.cuda.synchronize()
         self.fwd, self.bwd = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.fwd, capture_error_mode="thread_local"):
+        with torch.cuda.graph(self.fwd, stream=stream, capture_error_mode="thread_local"):
             out = fn(*static_in)
         self.grad_out = torch.empty_like(out)
-        with torch.cuda.graph(self.bwd, pool=self.fwd.pool(), capture_error_mode="thread_local"):
+        with torch.cuda.graph(self.bwd, pool=self.fwd.pool(), stream=stream, capture_error_mode="thread_local"):
             self.grads = torch.autograd.grad(out, grad_inputs, self.grad_out)
         self.out = out.detach()
 
@@ -61,21 +64,52 @@ class CudaReplay:
 class EagerReplay:
     """The same contract run eagerly: what the CPU tests substitute for CudaReplay (graphs need CUDA)."""
 
-    def __init__(self, fn, static_in: tuple, grad_inputs: list):
-        self.fn, self.static_in, self.grad_inputs = fn, static_in, grad_inputs
+    def __init__(self, fn, static_in: tuple, grad_inputs: list, proxies=None):
+        self.fn, self.static_in, self.grad_inputs, self.proxies = fn, static_in, grad_inputs, proxies
         self._live = fn(*static_in)
         self.out = self._live.detach().clone()
         self.grad_out = torch.empty_like(self.out)
         self.grads = tuple(torch.empty_like(t) for t in grad_inputs)
 
     def forward(self) -> None:
-        with torch.enable_grad():
+        with torch.enable_grad(), self.proxies:
             self._live = self.fn(*self.static_in)
         self.out.copy_(self._live.detach())
 
     def backward(self) -> None:
-        for slot, g in zip(self.grads, torch.autograd.grad(self._live, self.grad_inputs, self.grad_out)):
+        with self.proxies:
+            grads = torch.autograd.grad(self._live, self.grad_inputs, self.grad_out)
+        for slot, g in zip(self.grads, grads):
             slot.copy_(g)
+
+
+class Proxies:
+    """Inside this context the layers hold stand-ins for their trainable parameters: new leaves on the same
+    memory, so a capture reads the real weights but makes its own AccumulateGrad nodes (the parameters' own
+    nodes, kept alive by the LoRA plans and by any graph still referenced, were made on the training stream)."""
+
+    def __init__(self, layers: list):
+        self.slots = []  # (module, name, parameter, stand-in), in layer.parameters() order
+        seen = set()
+        for layer in layers:
+            for module in layer.modules():
+                for name, p in module._parameters.items():
+                    if p is not None and p.requires_grad and id(p) not in seen:
+                        seen.add(id(p))
+                        self.slots.append((module, name, p, nn.Parameter(p.detach(), requires_grad=True)))
+        self.params = [proxy for _, _, _, proxy in self.slots]
+        self.modules = [m for layer in layers for m in layer.modules()]
+
+    def __enter__(self):
+        for module, name, _, proxy in self.slots:
+            module._parameters[name] = proxy
+        forget_plans(self.modules)
+        return self
+
+    def __exit__(self, *exc):
+        for module, name, p, _ in self.slots:
+            module._parameters[name] = p
+        forget_plans(self.modules)
 
 
 REPLAY = [CudaReplay]  # tests put EagerReplay here
@@ -156,7 +190,7 @@ class GraphedStack:
 
     def __init__(self, layers: list, skip=None):
         self.layers, self.skip = layers, skip  # skip(hidden) → True where a long-context hook would move tensors
-        self.params = [p for layer in layers for p in layer.parameters() if p.requires_grad]
+        self.params = [p for _, _, p, _ in Proxies(layers).slots]  # the order the replay's gradients come in
         self.replay = self.static_in = self.graph_key = self.last_key = None
         self.grad_args: list = []
         self.captures = self.drops = self.replays = self.eager = 0
@@ -197,9 +231,10 @@ class GraphedStack:
         dev = hidden.device.type
         # autocast's weight-cast cache would hand the capture casts made outside it (freed later), and keep casts
         # made inside it that were never computed; the adapters' own cast cache likewise (casts.py)
+        proxies = Proxies(self.layers)
         with torch.autocast(dev, dtype=torch.get_autocast_dtype(dev), enabled=torch.is_autocast_enabled(dev),
-                            cache_enabled=False), casts.uncached():
-            self.replay = REPLAY[0](fn, self.static_in, self.grad_args + self.params)
+                            cache_enabled=False), casts.uncached(), proxies:
+            self.replay = REPLAY[0](fn, self.static_in, self.grad_args + proxies.params, proxies)
         self.graph_key = key
         self.captures += 1
 

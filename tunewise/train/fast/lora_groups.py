@@ -317,3 +317,13 @@ def group_lora_projections(blocks: list) -> int:
                 layer.forward = partial(_member_forward, group, i, layer.forward)
             count += 1
     return count
+
+
+def forget_plans(modules) -> None:
+    """Drop the cached plans of these LoRA layers and of the groups they belong to, with the gradient nodes the
+    plans hold: the next call plans again, for the parameters the layers hold then (graphs.py swaps them)."""
+    for module in modules:
+        module.__dict__.pop("_tw_plan", None)
+        forward = module.__dict__.get("forward")
+        if isinstance(forward, partial) and forward.func is _member_forward:
+            forward.args[0]._plan = Transient()

@@ -234,9 +234,9 @@ class FastConfig(_Strict):
     cuda_graphs: Literal["auto"] | bool = Field(
         "auto", description="run the decoder stack's forward and backward as two CUDA graphs (one launch each: the "
         "host no longer limits the step) once two micro-steps in a row have the same shape; another shape drops "
-        "the graph and runs eagerly. auto/true: on CUDA for LoRA/QLoRA with dropout 0 on llama, mistral, qwen2, "
-        "qwen3 (full attention), one process, no offloaded layers and no compile; the log line says why not "
-        "otherwise")
+        "the graph and runs eagerly. On CUDA for LoRA/QLoRA with dropout 0 on llama, mistral, qwen2, qwen3 (full "
+        "attention), one process, no offloaded layers and no compile; the log line says why not otherwise. auto: "
+        "micro-steps of at most 2,048 tokens (where the host limits the step); true: any size")
     offload_activations: Literal["auto"] | bool = Field(
         "auto", description="with gradient_checkpointing: keep each checkpointed decoder layer's input in CPU "
         "memory (not pinned) from its forward until its backward, while the host has room (else it stays on the "

@@ -142,6 +142,11 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing and attention
     "t-nooff": {"fast": {"offload_kept_layers": 0}},
     # the defaults without the decoder stack's CUDA graphs (train/fast/graphs.py; on by default since 2026-11-30)
     "t-nographs": {"fast": {"cuda_graphs": False}},
+    # Llama-3-8B at Unsloth's / HF + Liger's measured peaks (17.7 / 19.65 GiB, 2026-11-30) without offload, with the
+    # stack's graphs at any micro-step size or without them: can replayed small micro-steps beat offloading?
+    "t-g-at-17.7": {"fast": {"offload_kept_layers": 0, "cuda_graphs": True, "memory_budget_gib": 17.7}},
+    "t-ng-at-17.7": {"fast": {"offload_kept_layers": 0, "cuda_graphs": False, "memory_budget_gib": 17.7}},
+    "t-g-at-19.65": {"fast": {"offload_kept_layers": 0, "cuda_graphs": True, "memory_budget_gib": 19.65}},
     # QLoRA (no automatic plan: every layer checkpointed by default) with kept layers offloaded instead, all or half
     "t-q-off32": {"fast": {"checkpoint_layers": 0.0, "recompute_elementwise": True, "offload_kept_layers": 32}},
     "t-q-off16": {"fast": {"checkpoint_layers": 0.5, "recompute_elementwise": True, "offload_kept_layers": 16}},

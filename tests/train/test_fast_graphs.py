@@ -140,3 +140,17 @@ def test_offloaded_layers_and_several_processes_keep_graphs_off(monkeypatch):
     assert "several processes" in graphs_off(cfg.fast, cfg, "cuda", hf, result, (), 2)
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert "several processes" in graphs_off(cfg.fast, cfg, "cuda", hf, result, (), 1)
+
+
+def test_micro_steps_over_the_token_limit_run_eagerly():
+    model = _lora_model()
+    _fast(model)
+    stack = graphs.enable_graphs(hf_model_of(model), max_tokens=3 * 14 - 1)  # one token under the batch's 3 × 14
+    batch = PadCollator(pad_id=3)(_batch())
+    for _ in range(3):
+        _accumulated(model, [batch])
+    assert (stack.captures, stack.replays, stack.eager) == (0, 0, 3)
+    small = PadCollator(pad_id=3)(_batch(rows=2))
+    for _ in range(2):
+        _accumulated(model, [small])
+    assert (stack.captures, stack.replays) == (1, 1)

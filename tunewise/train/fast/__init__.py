@@ -33,7 +33,7 @@ from tunewise.errors import ConfigError
 from tunewise.models.estimate import GIB, ModelShape
 from tunewise.train.distributed import world_size
 from tunewise.train.fast.auto_plan import BUDGET_SHARE, Plan, plan_for, planned
-from tunewise.train.fast.graphs import enable_graphs, graphable
+from tunewise.train.fast.graphs import AUTO_MAX_TOKENS, enable_graphs, graphable
 from tunewise.train.fast.layers import (
     LIGER_PATCH,
     apply_liger_kernels,
@@ -334,7 +334,8 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
             result.long_context = (f"offload {fast.offload_activations} in {result.offload_layers} layers, "
                                    f"MLP tiles {fast.tile_mlp_tokens} in {result.tiled_mlps}")
             if graphs:  # a micro-step long enough for longctx's host copies or tiles runs eagerly
-                enable_graphs(hf, skip=lambda h: longctx.offloads(h) or longctx.tile_for(h, True) > 0)
+                enable_graphs(hf, skip=lambda h: longctx.offloads(h) or longctx.tile_for(h, True) > 0,
+                              max_tokens=AUTO_MAX_TOKENS if fast.cuda_graphs == "auto" else None)
                 result.graphed_layers = len(layers)
         asked = {"torch RMSNorm": result.kernels and fast.rms_norm == "torch",
                  "SDPA backend": fast.sdpa_backend != "default" and device == "cuda",

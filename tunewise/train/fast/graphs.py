@@ -15,7 +15,11 @@ per-layer masks: llama, mistral, qwen2, qwen3 with full attention only), no rand
 0), no hooks that move tensors to the host (offload.py, longctx.py's offload and MLP tiles), one process. A shape is
 captured when two micro-steps in a row have it (fixed-shape batches); a step of another shape drops the graph
 (its memory is freed, so the peak never holds two shapes) and runs eagerly; after MAX_DROPS drops the stack stays
-eager (batch shapes vary: the captures would cost more than they save)."""
+eager (batch shapes vary: the captures would cost more than they save). With cuda_graphs auto, only micro-steps
+of at most AUTO_MAX_TOKENS tokens are captured; true captures any size.
+
+Memory: the graph keeps its own pool, as large as the stack's peak in one micro-step, beside the allocator's
+cache for the rest of the step, so torch's reserved memory (not the allocated peak) is higher than eager's."""
 
 from __future__ import annotations
 
@@ -26,6 +30,10 @@ from tunewise.train.fast import casts
 from tunewise.train.fast.lora import accumulates_into, grad_nodes
 from tunewise.train.fast.lora_groups import forget_plans
 
+# auto replays micro-steps of at most this many tokens: at 2,048 (QLoRA 8B) the host limits the step and graphs
+# doubled its speed; at 4,096 (LoRA 8B, 2 examples of 2,048) the GPU already was (2.09x against 2.06-2.08x
+# without) and the graph's own memory pool only raised the reserved memory (bench/results/train_speed.md)
+AUTO_MAX_TOKENS = 2048
 WARMUP_ITERS = 2  # eager passes on a side stream before capture (Triton autotuning, cuBLAS workspaces)
 MAX_DROPS = 3
 FAMILIES = {"llama", "mistral", "qwen2", "qwen3"}  # one keyword set serves every layer (no per-layer mask)
@@ -37,6 +45,10 @@ class CudaReplay:
     node was made on, and a sync with a stream outside the capture would invalidate it."""
 
     def __init__(self, fn, static_in: tuple, grad_inputs: list, proxies=None):
+        torch.cuda.synchronize()
+        # the blocks the eager micro-steps left cached belong to the training stream: the warm-up on its own stream
+        # would take as much again beside them
+        torch.cuda.empty_cache()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -188,8 +200,9 @@ def _flatten(kwargs: dict) -> tuple | None:
 class GraphedStack:
     """Runs the decoder layers in order with the same keyword arguments, from a captured graph when it can."""
 
-    def __init__(self, layers: list, skip=None):
+    def __init__(self, layers: list, skip=None, max_tokens: int | None = None):
         self.layers, self.skip = layers, skip  # skip(hidden) → True where a long-context hook would move tensors
+        self.max_tokens = max_tokens  # larger micro-steps run eagerly (None: any size)
         self.params = [p for _, _, p, _ in Proxies(layers).slots]  # the order the replay's gradients come in
         self.replay = self.static_in = self.graph_key = self.last_key = None
         self.grad_args: list = []
@@ -207,6 +220,7 @@ class GraphedStack:
 
     def _eligible(self, hidden) -> bool:
         return (torch.is_grad_enabled() and self.layers[0].training and hidden.dim() == 3
+                and (self.max_tokens is None or hidden.shape[0] * hidden.shape[1] <= self.max_tokens)
                 and not (self.skip is not None and self.skip(hidden))
                 and not any(layer._forward_hooks or layer._forward_pre_hooks for layer in self.layers))
 
@@ -291,11 +305,11 @@ def graphable(hf_model) -> str | None:
     return None
 
 
-def enable_graphs(hf_model, skip=None) -> GraphedStack:
+def enable_graphs(hf_model, skip=None, max_tokens: int | None = None) -> GraphedStack:
     """Make the model's layer loop run through a GraphedStack (per instance). Returns it (its counters say how
     many micro-steps replayed, ran eagerly, and how often a shape was captured or dropped)."""
     layers = hf_model.model.layers
-    stack = GraphedStack(list(layers), skip)
+    stack = GraphedStack(list(layers), skip, max_tokens)
     layers.__class__ = GraphedLayerList
     layers.__dict__["_tw_stack"] = stack  # not a submodule: the layers stay where state_dict has them
     return stack

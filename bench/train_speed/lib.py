@@ -12,8 +12,7 @@ import time
 import torch
 
 from bench.train_speed.rows import SIDES
-from tunewise.train.fast import hf_model_of
-from tunewise.train.fast.graphs import stack_of
+from tunewise.train.fast import graph_steps
 from tunewise.train.fast.quiet_gc import frozen_gc
 
 
@@ -200,7 +199,6 @@ def train_loop(model, batches: list[dict], warmup: int, tokens: list[int], micro
                 pauses.append(watch.step())
     watch.close()
     timed_tokens = sum(tokens[warmup:])
-    stack = stack_of(hf_model_of(model))
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
     reserved = torch.cuda.max_memory_reserved() / 2**30 if device == "cuda" else 0.0
     return {
@@ -210,7 +208,7 @@ def train_loop(model, batches: list[dict], warmup: int, tokens: list[int], micro
         "pauses": pauses,
         "peak_gib": round(peak, 2),
         "reserved_gib": round(reserved, 2),
-        "graphs": stack.counts() if stack is not None else None,  # micro-steps replayed / eager (graphs.py)
+        "graphs": graph_steps(model),  # micro-steps replayed / eager (graphs.py)
     }
 
 

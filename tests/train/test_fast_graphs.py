@@ -154,3 +154,36 @@ def test_micro_steps_over_the_token_limit_run_eagerly():
     for _ in range(2):
         _accumulated(model, [small])
     assert (stack.captures, stack.replays) == (1, 1)
+
+
+def test_an_adapter_s_own_dropout_keeps_graphs_off_whatever_the_config_says():
+    """The config says dropout 0 but the adapter was made with 0.1: the checkpoint must keep restoring the RNG."""
+    model = _lora_model(dropout=0.1)
+    cfg = TrainConfig(fast={"enabled": True})
+    result = apply_fast_path(model, cfg, "cpu", log=False)
+    assert "dropout module" in graphs_off(cfg.fast, cfg, "cuda", hf_model_of(model), result, (), 1)
+
+
+def test_training_through_the_trainer_with_replays_gives_the_eager_loss_curve(tmp_path, tiny_base, monkeypatch,
+                                                                             capsys):
+    """`tunewise train` with the stack graphed (the eager stand-in, graphs forced on off the GPU): batches of
+    varying shapes, evaluation between steps, accumulation over micro-batches; the same loss curve as without."""
+    import tunewise.train.fast as fast_path
+    from tests.train.conftest import tiny_config, tiny_data
+    from tunewise.train import train
+
+    runs = {}
+    for on in (False, True):
+        if on:
+            monkeypatch.setattr(fast_path, "graphs_off", lambda *a: None)
+        cfg = tiny_config(tmp_path / str(on), fast={"enabled": True, "micro_batch_size": 2, "checkpoint_layers": 0.5},
+                          gradient_checkpointing=True, lora={"dropout": 0.0})
+        runs[on] = train(cfg, tiny_data(), tiny_base)
+    steps = runs[True].fast_path["graph_steps"]
+    assert runs[False].fast_path["graph_steps"] is None
+    assert steps["replays"] > 0 and steps["captures"] >= 1, steps
+    assert "tunewise train: CUDA graphs replayed" in capsys.readouterr().out
+    eager, graphed = ([loss for _, loss in r.train_loss] for r in (runs[False], runs[True]))
+    assert len(eager) == len(graphed) == 6
+    assert max(abs(a - b) / a for a, b in zip(eager, graphed)) < 1e-4
+    assert [v for _, v in runs[False].val_loss] == pytest.approx([v for _, v in runs[True].val_loss], rel=1e-4)

@@ -32,7 +32,7 @@ from tunewise.train.distributed import (
     uses_fsdp,
     world_size,
 )
-from tunewise.train.fast import apply_fast_path
+from tunewise.train.fast import apply_fast_path, graph_steps
 from tunewise.train.fast.quiet_gc import frozen_gc
 from tunewise.train.methods import apply_method, check_method_supported, load_quantized
 from tunewise.train.plan import encode_data, encode_split, plan
@@ -153,6 +153,11 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
                          "try a lower train.learning_rate or train.max_grad_norm, check the data for empty "
                          "answers, then --resume or start over") from None
     seconds = time.perf_counter() - start
+    fast.graph_steps = graph_steps(model)
+    if fast.graph_steps and is_main_process():
+        g = fast.graph_steps
+        print(f"tunewise train: CUDA graphs replayed {g['replays']} of {g['replays'] + g['eager']} training "
+              f"micro-steps ({g['captures']} captures, {g['drops']} dropped at a new shape)", flush=True)
     out_dir = run_dir / ("model" if cfg.train.method == "full" else "adapter")
     _save(trainer, tokenizer, out_dir, run_dir, ckpt_dir)
     state = trainer.state

@@ -33,7 +33,7 @@ from tunewise.errors import ConfigError
 from tunewise.models.estimate import GIB, ModelShape
 from tunewise.train.distributed import world_size
 from tunewise.train.fast.auto_plan import BUDGET_SHARE, Plan, plan_for, planned
-from tunewise.train.fast.graphs import AUTO_MAX_TOKENS, enable_graphs, graphable
+from tunewise.train.fast.graphs import AUTO_MAX_TOKENS, enable_graphs, graphable, stack_of
 from tunewise.train.fast.layers import (
     LIGER_PATCH,
     apply_liger_kernels,
@@ -54,7 +54,7 @@ from tunewise.train.fast.recompute import enable_recompute
 
 SUPPORTED = set(LIGER_PATCH)  # decoder families whose CausalLM forward is model → lm_head (→ soft-cap) → loss
 
-__all__ = ["FastPath", "apply_fast_path", "causal_lm_loss", "decide", "hf_model_of"]
+__all__ = ["FastPath", "apply_fast_path", "causal_lm_loss", "decide", "graph_steps", "hf_model_of"]
 
 
 @dataclass
@@ -82,6 +82,7 @@ class FastPath:
     long_context: str = "off"  # the offload / tile settings they follow
     graphed_layers: int = 0  # decoder layers replayed as one CUDA graph (graphs.py)
     graphs_off: str | None = None  # why cuda_graphs stays off (None: on, or not asked)
+    graph_steps: dict | None = None  # after training: micro-steps replayed / eager, captures, drops (graphs.py)
 
     def describe(self) -> str:
         if not self.enabled:
@@ -114,6 +115,12 @@ class FastPath:
 def hf_model_of(model):
     """The transformers model inside a PEFT wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def graph_steps(model) -> dict | None:
+    """How the model's training micro-steps ran where its decoder stack may replay CUDA graphs, else None."""
+    stack = stack_of(hf_model_of(model))
+    return stack.counts() if stack is not None else None
 
 
 def decide(fast: FastConfig, device: str, model_type: str) -> tuple[bool, str]:

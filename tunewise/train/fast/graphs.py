@@ -302,6 +302,9 @@ def graphable(hf_model) -> str | None:
         return "sliding-window layers get their own mask"
     if getattr(cfg, "attention_dropout", 0.0):
         return "attention dropout draws random numbers"
+    # the model's own modules, not the config: an adapter may come with its dropout from elsewhere
+    if any(isinstance(m, nn.Dropout) and m.p > 0 for m in hf_model.modules()):
+        return "a dropout module draws random numbers"
     return None
 
 

@@ -182,7 +182,10 @@ def test_training_through_the_trainer_with_replays_gives_the_eager_loss_curve(tm
     steps = runs[True].fast_path["graph_steps"]
     assert runs[False].fast_path["graph_steps"] is None
     assert steps["replays"] > 0 and steps["captures"] >= 1, steps
-    assert "tunewise train: CUDA graphs replayed" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "tunewise train: CUDA graphs replayed" in out.out
+    assert "CUDA graphs over 2 layers for micro-steps of up to 2048 tokens" in out.err
+    assert runs[True].fast_path["graphs_max_tokens"] == graphs.AUTO_MAX_TOKENS
     eager, graphed = ([loss for _, loss in r.train_loss] for r in (runs[False], runs[True]))
     assert len(eager) == len(graphed) == 6
     assert max(abs(a - b) / a for a, b in zip(eager, graphed)) < 1e-4

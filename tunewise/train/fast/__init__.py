@@ -82,6 +82,7 @@ class FastPath:
     long_context: str = "off"  # the offload / tile settings they follow
     graphed_layers: int = 0  # decoder layers replayed as one CUDA graph (graphs.py)
     graphs_off: str | None = None  # why cuda_graphs stays off (None: on, or not asked)
+    graphs_max_tokens: int | None = None  # larger micro-steps run eagerly (cuda_graphs auto); None: any size
     graph_steps: dict | None = None  # after training: micro-steps replayed / eager, captures, drops (graphs.py)
 
     def describe(self) -> str:
@@ -97,7 +98,8 @@ class FastPath:
         extra += f", elementwise recompute in {self.recompute_layers} layers" if self.recompute_layers else ""
         extra += f", saved tensors of {self.host_kept_layers} layers in host memory" if self.host_kept_layers else ""
         extra += f", long context ({self.long_context})" if self.offload_layers or self.tiled_mlps else ""
-        extra += f", CUDA graphs over {self.graphed_layers} layers" if self.graphed_layers else ""
+        size = f" for micro-steps of up to {self.graphs_max_tokens} tokens" if self.graphs_max_tokens else ""
+        extra += f", CUDA graphs over {self.graphed_layers} layers{size}" if self.graphed_layers else ""
         extra += f", no CUDA graphs ({self.graphs_off})" if self.graphs_off else ""
         if self.family_off:
             extra += "; off for this model: " + "; ".join(f"{k} ({v})" for k, v in self.family_off.items())
@@ -341,8 +343,9 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
             result.long_context = (f"offload {fast.offload_activations} in {result.offload_layers} layers, "
                                    f"MLP tiles {fast.tile_mlp_tokens} in {result.tiled_mlps}")
             if graphs:  # a micro-step long enough for longctx's host copies or tiles runs eagerly
+                result.graphs_max_tokens = AUTO_MAX_TOKENS if fast.cuda_graphs == "auto" else None
                 enable_graphs(hf, skip=lambda h: longctx.offloads(h) or longctx.tile_for(h, True) > 0,
-                              max_tokens=AUTO_MAX_TOKENS if fast.cuda_graphs == "auto" else None)
+                              max_tokens=result.graphs_max_tokens)
                 result.graphed_layers = len(layers)
         asked = {"torch RMSNorm": result.kernels and fast.rms_norm == "torch",
                  "SDPA backend": fast.sdpa_backend != "default" and device == "cuda",

@@ -1,14 +1,13 @@
 """The decoder stack's forward and backward as two CUDA graphs: one launch each instead of thousands.
 
-Why: on one GPU the fast path is limited by the host, not the GPU: at 4,096 tokens a micro-step the backward's
-launches take longer than its kernels, and QLoRA's 2,048-token steps spend most of their time launching
-(bench/results/train_speed.md, "Where the time goes"). A graph replays the same kernels with no Python or launch
-cost. torch.cuda.make_graphed_callables does this per module, but it keeps a separate output and input-gradient
-buffer per callable (1.5 GB for 32 Llama-3-8B layers at 2,048 tokens, over QLoRA's 7 GiB), captures in a mode that
-fails when another thread (a DataLoader's pin-memory thread) touches CUDA, and hands the graph's own gradient
-buffers to autograd, which may keep them as .grad and then see the next replay overwrite them. Here the whole
-stack is one graph (layer outputs are the graph's own intermediates), captured thread-local, and the adapter
-gradients are added into .grad by one fused kernel.
+Why: at small micro-steps the fast path is limited by the host's kernel launches, not the GPU: QLoRA's
+2,048-token steps ran 1.20-1.57x plain without graphs and 1.94-2.68x replayed (bench/results/train_speed.md).
+A graph replays the same kernels with no Python or launch cost. torch.cuda.make_graphed_callables does this per
+module, but it keeps a separate output and input-gradient buffer per callable (1.5 GB for 32 Llama-3-8B layers at
+2,048 tokens, over QLoRA's 7 GiB), captures in a mode that fails when another thread (a DataLoader's pin-memory
+thread) touches CUDA, and hands the graph's own gradient buffers to autograd, which may keep them as .grad and then
+see the next replay overwrite them. Here the whole stack is one graph (layer outputs are the graph's own
+intermediates), captured thread-local, and the adapter gradients are added into .grad by one fused kernel.
 
 What may be captured: training forwards with gradients on, every layer getting the same keyword arguments (no
 per-layer masks: llama, mistral, qwen2, qwen3 with full attention only), no randomness (LoRA and attention dropout
@@ -26,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tunewise.train.fast import casts
+from tunewise.train.fast.casts import uncached
 from tunewise.train.fast.lora import accumulates_into, grad_nodes
 from tunewise.train.fast.lora_groups import forget_plans
 
@@ -34,7 +33,7 @@ from tunewise.train.fast.lora_groups import forget_plans
 # doubled its speed; at 4,096 (LoRA 8B, 2 examples of 2,048) the GPU already was (2.09x against 2.06-2.08x
 # without) and the graph's own memory pool only raised the reserved memory (bench/results/train_speed.md)
 AUTO_MAX_TOKENS = 2048
-WARMUP_ITERS = 2  # eager passes on a side stream before capture (Triton autotuning, cuBLAS workspaces)
+WARMUP_ITERS = 2  # eager passes on the capture stream before capture (Triton autotuning, cuBLAS workspaces)
 MAX_DROPS = 3
 FAMILIES = {"llama", "mistral", "qwen2", "qwen3"}  # one keyword set serves every layer (no per-layer mask)
 
@@ -247,7 +246,7 @@ class GraphedStack:
         # made inside it that were never computed; the adapters' own cast cache likewise (casts.py)
         proxies = Proxies(self.layers)
         with torch.autocast(dev, dtype=torch.get_autocast_dtype(dev), enabled=torch.is_autocast_enabled(dev),
-                            cache_enabled=False), casts.uncached(), proxies:
+                            cache_enabled=False), uncached(), proxies:
             self.replay = REPLAY[0](fn, self.static_in, self.grad_args + proxies.params, proxies)
         self.graph_key = key
         self.captures += 1
@@ -271,7 +270,6 @@ class GraphedStack:
             return self._run_eager(hidden, kwargs)
         self.replays += 1
         return _Replay.apply(self, hidden, *tensors, *self.params)
-
 
     def counts(self) -> dict:
         return {"captures": self.captures, "drops": self.drops, "replays": self.replays, "eager": self.eager}

@@ -63,6 +63,17 @@ def _assert_same(plain, fast):
     assert all(g.abs().sum() > 0 for g in grads_p.values())  # every compared gradient is a real one
 
 
+def _assert_same_outputs(plain, fast, batch: dict):
+    """In eval mode without gradients: the same logits and the same greedy generation."""
+    for model in (plain, fast):
+        model.eval()
+    with torch.no_grad():
+        assert torch.allclose(plain(**batch).logits, fast(**batch).logits, atol=1e-5)
+        prompt = batch["input_ids"][:1, :5]
+        kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=3)
+        assert torch.equal(plain.generate(input_ids=prompt, **kw), fast.generate(input_ids=prompt, **kw))
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_lora_fast_path_matches_plain_with_padding_and_ignored_labels(dropout):
     plain = _lora_model(dropout)

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from tests.train.test_fast import VOCAB, _assert_same, _batch, _fast, _lora_model
+from tests.train.test_fast import VOCAB, _assert_same, _assert_same_outputs, _batch, _fast, _lora_model
 from tunewise.config import LoraConfig, TrainConfig
 from tunewise.testing import build_family_model
 from tunewise.train.fast import apply_fast_path, graphs, graphs_off, hf_model_of
@@ -75,13 +75,7 @@ def test_evaluation_and_generation_run_eagerly_with_plain_outputs():
     for _ in range(2):
         _accumulated(fast, [batch])
     assert stack.replays == 1
-    for model in (plain, fast):
-        model.eval()
-    with torch.no_grad():
-        assert torch.allclose(plain(**batch).logits, fast(**batch).logits, atol=1e-5)
-        prompt = batch["input_ids"][:1, :5]
-        kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=3)
-        assert torch.equal(plain.generate(input_ids=prompt, **kw), fast.generate(input_ids=prompt, **kw))
+    _assert_same_outputs(plain, fast, batch)
     assert stack.replays == 1
 
 

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from tests.train.test_fast import _assert_same, _batch, _fast, _lora_model, _loss_and_grads
+from tests.train.test_fast import _assert_same, _assert_same_outputs, _batch, _fast, _lora_model, _loss_and_grads
 from tunewise.train.fast import offload, recompute
 from tunewise.train.tokenize import PadCollator
 
@@ -43,13 +43,7 @@ def test_after_training_evaluation_and_generation_give_plain_outputs():
     _fast(fast, offload_kept_layers=2, recompute_elementwise=True)
     batch = PadCollator(pad_id=3)(_batch())
     _assert_same(_loss_and_grads(plain, batch), _loss_and_grads(fast, batch))
-    for model in (plain, fast):
-        model.eval()
-    with torch.no_grad():
-        assert torch.allclose(plain(**batch).logits, fast(**batch).logits, atol=1e-5)
-        prompt = batch["input_ids"][:1, :5]
-        kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=3)
-        assert torch.equal(plain.generate(input_ids=prompt, **kw), fast.generate(input_ids=prompt, **kw))
+    _assert_same_outputs(plain, fast, batch)
 
 
 def test_views_of_one_storage_travel_once_and_parameters_stay():

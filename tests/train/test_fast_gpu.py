@@ -3,7 +3,8 @@
 tensors they replace, so every gradient is bit-identical to the same path keeping the tensors; Gemma 2 on the fast
 path under FlexAttention (what `tunewise train` runs it with on CUDA) matches plain PEFT under eager; layers offloaded
 to host memory give the same gradients as kept ones and leave the GPU once copied (under pytest only); the decoder
-stack replayed from CUDA graphs gives the eager stack's gradients over accumulated micro-steps and optimizer steps."""
+stack replayed from CUDA graphs gives the eager stack's gradients over accumulated micro-steps and optimizer steps,
+and through `tunewise train` the eager loss curve."""
 
 import copy
 
@@ -275,6 +276,31 @@ def test_cuda_graph_replay_gives_the_eager_stack_s_gradients(share):
             assert rel < 1e-2, (n, rel)
     stack = built[True][0].get_base_model().model.layers.__dict__["_tw_stack"]
     assert (stack.captures, stack.replays) == (1, 5)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_tunewise_train_replays_the_stack_on_cuda(tmp_path, tiny_base):
+    """`tunewise train` itself (the Trainer, its DataLoader threads) with examples of one length, so every batch has
+    one shape: the stack is captured under the Trainer and the loss curve is the eager one's."""
+    from tests.train.conftest import tiny_config
+    from tunewise.data import PreparedData
+    from tunewise.data.records import classification_record
+    from tunewise.train import train
+
+    texts = {"sport": "the team won it", "business": "the bank made profit", "politics": "the minister won votes",
+             "tech": "a phone with software"}  # four words each, one-word labels: one token count for all
+
+    def rows(n):
+        return [classification_record(texts[label], label) for label in (list(texts) * n)[:n]]
+
+    data = PreparedData(rows(24), rows(8), rows(4), sorted(texts), "hash")
+    runs = {g: train(tiny_config(tmp_path / str(g), fast={"enabled": True, "cuda_graphs": g}, lora={"dropout": 0.0}),
+                     data, tiny_base) for g in (False, True)}
+    steps = runs[True].fast_path["graph_steps"]
+    assert steps["replays"] >= 4 and steps["drops"] == 0, steps
+    eager, graphed = ([loss for _, loss in r.train_loss] for r in (runs[False], runs[True]))
+    assert len(eager) == len(graphed) == 6
+    assert max(abs(a - b) / a for a, b in zip(eager, graphed)) < 1e-2, (eager, graphed)
 
 
 if __name__ == "__main__":

@@ -184,3 +184,24 @@ def test_training_through_the_trainer_with_replays_gives_the_eager_loss_curve(tm
     assert len(eager) == len(graphed) == 6
     assert max(abs(a - b) / a for a, b in zip(eager, graphed)) < 1e-4
     assert [v for _, v in runs[False].val_loss] == pytest.approx([v for _, v in runs[True].val_loss], rel=1e-4)
+
+
+def test_a_failed_capture_leaves_training_eager_and_exact(monkeypatch):
+    class Fails(graphs.EagerReplay):
+        def __init__(self, fn, static_in, grad_inputs, proxies=None):
+            fn(*static_in)  # the warm-up ran; the capture itself fails, as an invalidated CUDA capture does
+            raise torch.AcceleratorError("CUDA error: operation failed due to a previous error during capture")
+
+    monkeypatch.setattr(graphs, "REPLAY", [Fails])
+    plain = _lora_model()
+    fast = copy.deepcopy(plain)
+    stack = _graphed(fast)
+    batch = PadCollator(pad_id=3)(_batch())
+    with pytest.warns(UserWarning, match="capture failed, training continues eagerly"):
+        for _ in range(3):
+            _assert_same(_accumulated(plain, [batch]), _accumulated(fast, [batch]))
+    assert stack.counts() == {"captures": 0, "drops": 0, "replays": 0, "eager": 3,
+                              "failed": "AcceleratorError: CUDA error: operation failed due to a previous error "
+                                        "during capture"}
+    assert list(fast.state_dict()) == list(plain.state_dict())  # the stand-ins are gone
+    assert all(p is q for p, q in zip(stack.params, (p for p in fast.parameters() if p.requires_grad)))

@@ -22,6 +22,8 @@ cache for the rest of the step, so torch's reserved memory (not the allocated pe
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -206,6 +208,7 @@ class GraphedStack:
         self.replay = self.static_in = self.graph_key = self.last_key = None
         self.grad_args: list = []
         self.captures = self.drops = self.replays = self.eager = 0
+        self.failed: str | None = None  # why a capture failed (then the stack stays eager)
 
     def first_node(self):
         """The first trainable parameter's AccumulateGrad node (None without one, or with gradient hooks)."""
@@ -262,8 +265,14 @@ class GraphedStack:
                torch.get_autocast_dtype(dev), part)
         if self.replay is not None and key != self.graph_key:
             self.drop()
-        if self.replay is None and key == self.last_key and self.drops < MAX_DROPS:
-            self._capture(key, hidden, tensors, rebuild)
+        if self.replay is None and key == self.last_key and self.drops < MAX_DROPS and self.failed is None:
+            try:
+                self._capture(key, hidden, tensors, rebuild)
+            except RuntimeError as err:  # an op the capture cannot take (torch.AcceleratorError), or memory: stay eager
+                self.replay = self.static_in = self.graph_key = None
+                self.failed = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                warnings.warn(f"tunewise: CUDA graph capture failed, training continues eagerly ({self.failed})",
+                              stacklevel=2)
         self.last_key = key
         if self.replay is None:
             self.eager += 1
@@ -272,7 +281,8 @@ class GraphedStack:
         return _Replay.apply(self, hidden, *tensors, *self.params)
 
     def counts(self) -> dict:
-        return {"captures": self.captures, "drops": self.drops, "replays": self.replays, "eager": self.eager}
+        return {"captures": self.captures, "drops": self.drops, "replays": self.replays, "eager": self.eager,
+                "failed": self.failed}
 
 
 class GraphedLayerList(nn.ModuleList):

@@ -205,3 +205,25 @@ def test_a_failed_capture_leaves_training_eager_and_exact(monkeypatch):
                                         "during capture"}
     assert list(fast.state_dict()) == list(plain.state_dict())  # the stand-ins are gone
     assert all(p is q for p, q in zip(stack.params, (p for p in fast.parameters() if p.requires_grad)))
+
+
+def test_a_second_forward_before_the_first_backward_runs_eagerly():
+    """Two forwards, then both backwards (two losses from one step): replaying the second would overwrite what the
+    first's backward reads, so it runs eagerly, and both gradients are plain's."""
+    plain = _lora_model()
+    fast = copy.deepcopy(plain)
+    stack = _graphed(fast)
+    collate = PadCollator(pad_id=3)
+    first, second = collate(_batch(seed=0)), collate(_batch(seed=1))
+    for _ in range(2):
+        _accumulated(fast, [first])  # captured: the next forward of this shape would replay
+    grads = {}
+    for name, model in (("plain", plain), ("fast", fast)):
+        model.zero_grad(set_to_none=True)
+        a, b = model(**first).loss, model(**second).loss
+        (a + 2 * b).backward()
+        grads[name] = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert stack.replays == 2 and stack.eager == 2  # the capture's micro-step, the first loss; the second: eager
+    assert all(torch.allclose(grads["plain"][n], grads["fast"][n], rtol=1e-4, atol=1e-6) for n in grads["plain"])
+    _accumulated(fast, [first])  # that backward done: replays again
+    assert stack.replays == 3

@@ -23,6 +23,7 @@ cache for the rest of the step, so torch's reserved memory (not the allocated pe
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import torch
 from torch import nn
@@ -128,32 +129,39 @@ class Proxies:
 REPLAY = [CudaReplay]  # tests put EagerReplay here
 
 
+class _Pending:
+    """Marks a replayed forward whose backward has not run: lives as long as that forward's autograd node."""
+
+    done = False
+
+
 class _Replay(torch.autograd.Function):
     """The graphed stack as one autograd node: inputs are the stack's tensor arguments, then the trainable
     parameters (so that backward reaches their AccumulateGrad nodes, which tells whether it accumulates)."""
 
     @staticmethod
     def forward(ctx, stack, *inputs):
-        ctx.stack = stack
+        ctx.stack, ctx.replay, ctx.static_in, ctx.n_in = stack, stack.replay, stack.static_in, len(stack.grad_args)
         for slot, x in zip(stack.static_in, inputs):
             if slot.data_ptr() != x.data_ptr():
                 slot.copy_(x)
         stack.replay.forward()
         ctx.node = stack.first_node()
+        ctx.pending = _Pending()
+        stack.pending = weakref.ref(ctx.pending)
         return stack.replay.out.detach()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        stack = ctx.stack
-        replay = stack.replay
+        stack, replay = ctx.stack, ctx.replay
+        ctx.pending.done = True
         if grad.data_ptr() != replay.grad_out.data_ptr():
             replay.grad_out.copy_(grad)
         replay.backward()
-        n_in = len(stack.grad_args)
-        arg_grads = iter(g.clone() for g in replay.grads[:n_in])
-        ins = tuple(next(arg_grads) if t.requires_grad else None for t in stack.static_in)
-        params, grads = stack.params, replay.grads[n_in:]
+        arg_grads = iter(g.clone() for g in replay.grads[:ctx.n_in])
+        ins = tuple(next(arg_grads) if t.requires_grad else None for t in ctx.static_in)
+        params, grads = stack.params, replay.grads[ctx.n_in:]
         if params and accumulates_into(params[0], ctx.node):
             # the graph's gradient buffers are overwritten by the next replay: .grad gets copies or sums, and the
             # sums are one fused kernel, not an AccumulateGrad call per adapter matrix
@@ -209,6 +217,7 @@ class GraphedStack:
         self.grad_args: list = []
         self.captures = self.drops = self.replays = self.eager = 0
         self.failed: str | None = None  # why a capture failed (then the stack stays eager)
+        self.pending = None  # weakref to the last replay's _Pending: its backward may still come
 
     def first_node(self):
         """The first trainable parameter's AccumulateGrad node (None without one, or with gradient hooks)."""
@@ -277,6 +286,10 @@ class GraphedStack:
         if self.replay is None:
             self.eager += 1
             return self._run_eager(hidden, kwargs)
+        pending = self.pending() if self.pending is not None else None
+        if pending is not None and not pending.done:  # a replay would overwrite what that backward reads
+            self.eager += 1
+            return self._run_eager(hidden, kwargs)
         self.replays += 1
         return _Replay.apply(self, hidden, *tensors, *self.params)
 
@@ -298,7 +311,8 @@ class GraphedLayerList(nn.ModuleList):
 
 def stack_of(hf_model) -> GraphedStack | None:
     """The model's GraphedStack, where enable_graphs put one."""
-    return getattr(getattr(hf_model, "model", None), "layers", nn.Module()).__dict__.get("_tw_stack")
+    layers = getattr(getattr(hf_model, "model", None), "layers", None)
+    return None if layers is None else layers.__dict__.get("_tw_stack")
 
 
 def graphable(hf_model) -> str | None:

@@ -107,8 +107,8 @@ def decoder_layers(hf_model) -> list:
 def enable_checkpointing(hf_model, fraction: float, avoid: frozenset = frozenset(), rng: bool = True) -> int:
     """Activation checkpointing on round(fraction × layers) decoder layers, spread evenly over the layers not in
     `avoid` (those offload.py takes); returns how many. Every non-checkpointed layer keeps its activations
-    (memory) and skips its forward recompute (time). rng False: the recompute does not restore the RNG state
-    (for layers that draw no random numbers; a CUDA graph capture cannot read the state)."""
+    (memory) and skips its forward recompute (time). rng False: the recompute does not save and restore the RNG
+    state (for layers that draw no random numbers, as graphs.py captures them: no generator calls in the capture)."""
     kwargs = {"use_reentrant": False} if rng else {"use_reentrant": False, "preserve_rng_state": False}
     if hasattr(hf_model, "activation_checkpointing_enable"):  # transformers >= 5.2x renamed it
         hf_model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)

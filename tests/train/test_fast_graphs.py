@@ -227,3 +227,20 @@ def test_a_second_forward_before_the_first_backward_runs_eagerly():
     assert all(torch.allclose(grads["plain"][n], grads["fast"][n], rtol=1e-4, atol=1e-6) for n in grads["plain"])
     _accumulated(fast, [first])  # that backward done: replays again
     assert stack.replays == 3
+
+
+def test_a_weight_moved_after_the_capture_drops_the_graph():
+    """Module.to() / _apply give a parameter new memory (param.data = ...): the graph would read the old memory."""
+    plain = _lora_model()
+    fast = copy.deepcopy(plain)
+    stack = _graphed(fast)
+    batch = PadCollator(pad_id=3)(_batch())
+    for _ in range(2):
+        _accumulated(fast, [batch])
+    assert stack.captures == 1
+    for model in (plain, fast):
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.data = p.data * 0.5
+    _assert_same(_accumulated(plain, [batch]), _accumulated(fast, [batch]))
+    assert stack.drops == 1

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from tunewise.train.fast.casts import uncached
-from tunewise.train.fast.lora import accumulates_into, grad_nodes
+from tunewise.train.fast.lora import accumulates_into, adapter_state, grad_nodes
 from tunewise.train.fast.lora_groups import forget_plans
 
 # auto replays micro-steps of at most this many tokens: at 2,048 (QLoRA 8B) the host limits the step and graphs
@@ -218,6 +218,12 @@ class GraphedStack:
         self.captures = self.drops = self.replays = self.eager = 0
         self.failed: str | None = None  # why a capture failed (then the stack stays eager)
         self.pending = None  # weakref to the last replay's _Pending: its backward may still come
+        self.addresses: tuple = ()  # every layer weight's address at the capture
+        # a LoRA layer whose active adapter the key follows (PEFT's set_adapter / disable_adapter)
+        self.lora = next((m for layer in layers for m in layer.modules() if hasattr(m, "lora_A")), None)
+
+    def _addresses(self) -> tuple:
+        return tuple(t.data_ptr() for layer in self.layers for t in (*layer.parameters(), *layer.buffers()))
 
     def first_node(self):
         """The first trainable parameter's AccumulateGrad node (None without one, or with gradient hooks)."""
@@ -257,10 +263,11 @@ class GraphedStack:
         # autocast's weight-cast cache would hand the capture casts made outside it (freed later), and keep casts
         # made inside it that were never computed; the adapters' own cast cache likewise (casts.py)
         proxies = Proxies(self.layers)
+        self.params = [p for _, _, p, _ in proxies.slots]  # the layers' current parameters, in the grads' order
         with torch.autocast(dev, dtype=torch.get_autocast_dtype(dev), enabled=torch.is_autocast_enabled(dev),
                             cache_enabled=False), uncached(), proxies:
             self.replay = REPLAY[0](fn, self.static_in, self.grad_args + proxies.params, proxies)
-        self.graph_key = key
+        self.graph_key, self.addresses = key, self._addresses()
         self.captures += 1
 
     def __call__(self, hidden, **kwargs):
@@ -271,8 +278,10 @@ class GraphedStack:
         part, tensors, rebuild = flat
         dev = hidden.device.type
         key = (tuple(hidden.shape), hidden.dtype, hidden.requires_grad, torch.is_autocast_enabled(dev),
-               torch.get_autocast_dtype(dev), part)
-        if self.replay is not None and key != self.graph_key:
+               torch.get_autocast_dtype(dev), part, adapter_state(self.lora) if self.lora is not None else None)
+        # a weight moved or replaced since the capture (.to(), load_state_dict(assign=True)): the graph would read
+        # the old memory
+        if self.replay is not None and (key != self.graph_key or self._addresses() != self.addresses):
             self.drop()
         if self.replay is None and key == self.last_key and self.drops < MAX_DROPS and self.failed is None:
             try:

@@ -84,6 +84,21 @@ def test_lora_fast_path_matches_plain_with_padding_and_ignored_labels(dropout):
     _assert_same(_loss_and_grads(plain, batch), _loss_and_grads(fast, batch))
 
 
+def test_adapters_reloaded_as_new_tensors_are_the_ones_trained():
+    """load_state_dict(assign=True) (PEFT's low_cpu_mem_usage loading) puts new Parameters in the LoRA layers: the
+    fused layers' cached plans must follow them, or they train the old tensors and leave the new ones without
+    gradients."""
+    plain = _lora_model()
+    fast = copy.deepcopy(plain)
+    _fast(fast)
+    batch = PadCollator(pad_id=3)(_batch())
+    _assert_same(_loss_and_grads(plain, batch), _loss_and_grads(fast, batch))
+    state = {k: v.clone() * 0.5 if "lora_B" in k else v.clone() for k, v in plain.state_dict().items()}
+    for model in (plain, fast):
+        model.load_state_dict(state, assign=True)
+    _assert_same(_loss_and_grads(plain, batch), _loss_and_grads(fast, batch))
+
+
 def test_full_finetuning_fast_path_matches_plain_for_every_parameter():
     plain = build_model(VOCAB, seed=2)  # tied embeddings: the LM-head gradient lands on the embedding too
     fast = copy.deepcopy(plain)

@@ -38,6 +38,17 @@ def _accumulated(model, parts: list[dict]) -> tuple[torch.Tensor, dict]:
     return total, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _captured(batch: dict):
+    """A plain model, its graphed copy and the copy's stack, after two micro-steps of `batch` (its shape captured)."""
+    plain = _lora_model()
+    fast = copy.deepcopy(plain)
+    stack = _graphed(fast)
+    for _ in range(2):
+        _accumulated(fast, [batch])
+    assert stack.captures == 1 and stack.replays == 1
+    return plain, fast, stack
+
+
 @pytest.mark.parametrize("gc", [False, True])
 def test_replayed_stack_gives_plain_loss_and_gradients_over_accumulated_micro_steps(gc):
     plain = _lora_model()
@@ -68,13 +79,8 @@ def test_a_new_shape_drops_the_graph_and_varying_shapes_stop_capturing():
 
 
 def test_evaluation_and_generation_run_eagerly_with_plain_outputs():
-    plain = _lora_model()
-    fast = copy.deepcopy(plain)
-    stack = _graphed(fast)
     batch = PadCollator(pad_id=3)(_batch())
-    for _ in range(2):
-        _accumulated(fast, [batch])
-    assert stack.replays == 1
+    plain, fast, stack = _captured(batch)
     _assert_same_outputs(plain, fast, batch)
     assert stack.replays == 1
 
@@ -231,13 +237,8 @@ def test_a_second_forward_before_the_first_backward_runs_eagerly():
 
 def test_a_weight_moved_after_the_capture_drops_the_graph():
     """Module.to() / _apply give a parameter new memory (param.data = ...): the graph would read the old memory."""
-    plain = _lora_model()
-    fast = copy.deepcopy(plain)
-    stack = _graphed(fast)
     batch = PadCollator(pad_id=3)(_batch())
-    for _ in range(2):
-        _accumulated(fast, [batch])
-    assert stack.captures == 1
+    plain, fast, stack = _captured(batch)
     for model in (plain, fast):
         for name, p in model.named_parameters():
             if "lora_B" in name:

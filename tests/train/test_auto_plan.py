@@ -255,3 +255,39 @@ def test_explicit_values_win_over_the_plan():
     assert (report.micro_batch_size, report.checkpointed_layers, report.recompute_layers) == (2, 1, 2)
     report = apply_fast_path(_model(), _train(micro_batch_size=None), "cuda", seq_len=512, log=False)
     assert report.plan["micro_batch_size"] == 4 and report.micro_batch_size is None
+
+
+def test_plans_that_replay_the_stack_count_its_copy_of_the_adapter_gradients():
+    from tunewise.models.estimate import GIB, GRAPH_GRAD_BYTES, trainable_params
+
+    kw = dict(batch_size=4, seq_len=1024, gradient_checkpointing=True, micro_batch_size=2, checkpoint_layers=0.0,
+              recompute_elementwise=True, offload_layers=0)
+    eager = choose_plan(LLAMA3_8B, **kw).peak_gib
+    copy_gib = trainable_params(LLAMA3_8B, "lora", 16) * GRAPH_GRAD_BYTES / GIB
+    assert choose_plan(LLAMA3_8B, **kw, graphs_max_tokens=2048).peak_gib == pytest.approx(eager + copy_gib)
+    assert choose_plan(LLAMA3_8B, **kw, graphs_max_tokens=1024).peak_gib == eager  # 2,048-token micro-steps
+    off = {**kw, "offload_layers": 4}  # offloaded layers keep the graphs off
+    assert choose_plan(LLAMA3_8B, **off, graphs_max_tokens=2048).peak_gib == choose_plan(LLAMA3_8B, **off).peak_gib
+
+
+@pytest.mark.parametrize(("fast", "dropout", "most"), [({}, 0.0, 2048), ({"cuda_graphs": True}, 0.0, float("inf")),
+                                                       ({"cuda_graphs": False}, 0.0, 0), ({}, 0.05, 0)])
+def test_apply_fast_path_plans_with_the_graphs_it_will_replay(monkeypatch, fast, dropout, most):
+    import tunewise.train.fast as fast_path
+    from tunewise.config import LoraConfig, TrainConfig
+    from tunewise.testing import build_model
+    from tunewise.train.lora import apply_lora
+
+    seen = {}
+
+    def plan_for(*args, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(fast_path, "plan_for", plan_for)
+    model = apply_lora(build_model(97), LoraConfig(r=4, alpha=8, dropout=dropout))
+    train = TrainConfig(batch_size=4, gradient_checkpointing=True, lora={"dropout": dropout},
+                        fast={"enabled": True, "memory_budget_gib": 1.0, **fast})
+    with pytest.raises(RuntimeError, match="stop here"):
+        fast_path.apply_fast_path(model, train, "cuda", seq_len=2048, log=False)
+    assert seen["graphs_max_tokens"] == most

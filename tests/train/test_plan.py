@@ -73,3 +73,27 @@ def test_estimate_shows_the_fast_paths_automatic_plan_beside_plain(tmp_path):
     cfg["train"]["fast"] = False
     path.write_text(json.dumps(cfg))
     assert estimate_config(load_config(path)).fast_plan is None
+
+
+@pytest.mark.parametrize(("train", "most"), [({}, 2048), ({"fast": {"cuda_graphs": True}}, float("inf")),
+                                             ({"fast": {"cuda_graphs": False}}, 0), ({"lora": {"dropout": 0.05}}, 0)])
+def test_estimate_plans_with_the_stack_s_graphs_as_training_would_run_them(tmp_path, monkeypatch, train, most):
+    """The plan's peak carries the graphs' copy of the adapter gradients (auto_plan) where `tunewise train` would
+    replay them: cuda_graphs on, LoRA dropout 0, a llama-family model, one GPU."""
+    import importlib
+
+    from tunewise.config import load_config
+
+    plan_module = importlib.import_module("tunewise.train.plan")  # tunewise.train.plan is also a function's name
+
+    seen = {}
+    real = plan_module.plan_for
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plan_module, "plan_for", spy)
+    path, _ = _config(tmp_path, gradient_checkpointing=True, **train)
+    assert plan_module.estimate_config(load_config(path)).fast_plan is not None
+    assert seen["graphs_max_tokens"] == most

@@ -130,6 +130,10 @@ OFFLOAD_INFLIGHT_LAYERS = 2
 # The host link assumed where it is not measured (DEVICES' host_link_gbs), for a count of offloaded layers the
 # user sets: PCIe 4.0 x16's 32 GB/s less its protocol overhead, the slowest link of the GPUs in DEVICES.
 UNMEASURED_HOST_LINK_GBS = 25.0
+# A decoder stack replayed from CUDA graphs (tunewise.train.fast.graphs) keeps its own fp32 copy of every adapter
+# gradient beside .grad: QLoRA Llama-3-8B 2048×1 peaked at 6.96 GiB with graphs against 6.85 without (H200, 2026-11-30;
+# its 42 M adapter parameters × 4 B = 0.16 GiB, so the count is on the safe side).
+GRAPH_GRAD_BYTES = 4
 # LoRA dropout > 0 costs the plain path 7-8 % of its tokens/s (H100, 2048×4 and 2048×2: 6,554 against 7,054-7,166
 # and 8,969 against 9,635-9,783); DEVICES' mfu was fitted with dropout 0.05. Assumed the same on the fast path.
 DROPOUT_SLOWDOWN = 1.08

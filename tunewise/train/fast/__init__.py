@@ -245,7 +245,11 @@ def auto_plan(hf, train: TrainConfig, device: str, result: FastPath, seq_len: in
                        f"model for {shape.model_type or 'this model'}; every layer checkpointed as configured"}
         return None
     spare = host_spare()
+    # the stack's graphs count in plans that offload nothing (an offloaded layer keeps them off)
+    graphs = graphs_off(train.fast, train, device, hf, result, (), shards) is None
+    most = (AUTO_MAX_TOKENS if train.fast.cuda_graphs == "auto" else float("inf")) if graphs else 0
     return plan_for(shape, train, seq_len, host_gib=None if spare is None else max(0, spare) / GIB,
+                    graphs_max_tokens=most,
                     budget_gib=memory_budget_gib(train.fast, device), device=_device_name(device),
                     kernels=result.kernels, shards=shards, attention=attention,
                     loss_chunk_tokens=train.fast.loss_chunk_tokens if result.loss == "chunked" else None)

@@ -19,6 +19,7 @@ from tunewise.config import TrainConfig
 from tunewise.models.estimate import (
     DEVICES,
     GIB,
+    GRAPH_GRAD_BYTES,
     OFFLOAD_STALL_SHARE,
     UNMEASURED_HOST_LINK_GBS,
     ModelShape,
@@ -28,6 +29,7 @@ from tunewise.models.estimate import (
     fixed_bytes,
     lora_activation_bytes,
     train_seconds,
+    trainable_params,
 )
 from tunewise.models.prices import device_key
 
@@ -90,7 +92,8 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
                 device: str = "H100", kernels: bool = True, loss_chunk_tokens: int | None = None,
                 micro_batch_size: int | None = None, checkpoint_layers: float | None = None,
                 recompute_elementwise: bool | None = None, shards: int = 1, attention: str | None = None,
-                offload_layers: int | None = 0, host_gib: float | None = None) -> Plan:
+                offload_layers: int | None = 0, host_gib: float | None = None,
+                graphs_max_tokens: float = 0) -> Plan:
     """The plan for LoRA on the fast path (see the module docstring). micro_batch_size, checkpoint_layers (a
     share of the layers) and recompute_elementwise, when given, are kept; None lets the plan choose.
     budget_gib: the most the predicted peak may be (None: no limit but plain's). kernels: Liger's kernels run;
@@ -98,7 +101,9 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
     attention: the implementation the fast path's model runs (None: transformers' default for it); plain
     transformers + PEFT, the cap, runs transformers' default (eager for Gemma 2). offload_layers: kept layers
     whose saved tensors go to pinned host memory (None: chosen, on devices with a measured host link, within
-    LINK_SHARE of what the link moves during the forward and host_gib / PIN_FACTOR of host memory)."""
+    LINK_SHARE of what the link moves during the forward and host_gib / PIN_FACTOR of host memory).
+    graphs_max_tokens: the largest micro-step the decoder stack replays from CUDA graphs (0: never), whose
+    copy of the adapter gradients a plan without offloaded layers then adds to its peak."""
     fast_eager = shape.eager if attention is None else attention == "eager"
     spec = DEVICES[device_key(device, DEVICES) or "H100"]
     fixed = fixed_bytes(shape, "lora", r, target_modules, shards=shards)
@@ -117,6 +122,7 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
         ckpts = list(range(shape.layers + 1)) if gradient_checkpointing else [0]
     recipes = [recompute_elementwise] if recompute_elementwise is not None else [False, True]
     link = spec.get("host_link_gbs")
+    graph_gib = trainable_params(shape, "lora", r, target_modules) * GRAPH_GRAD_BYTES / GIB
     scored = []
     for micro in micros:
         micro_tokens = micro * seq_len
@@ -136,6 +142,7 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
                         seq_len=seq_len, eager=fast_eager, flex=attention == "flex_attention",
                         offloaded=off)) / GIB
                     peak += SPLIT_EXTRA_GIB if micro < batch_size else 0.0
+                    peak += graph_gib if not off and micro_tokens <= graphs_max_tokens else 0.0
                     seconds = fast_lora_step_seconds(
                         shape, seq_len=seq_len, micro_tokens=micro_tokens, micro_steps=batch_size // micro,
                         checkpointed=ckpt, recipes=rc, dropout=dropout, r=r, target_modules=target_modules,
@@ -170,7 +177,7 @@ def _offload_choices(layers: int, ckpt: int, layer: float, asked: int | None, li
 
 def plan_for(shape: ModelShape, train: TrainConfig, seq_len: int, *, budget_gib: float | None, device: str = "H100",
              kernels: bool = True, loss_chunk_tokens: int | None = None, shards: int = 1,
-             attention: str | None = None, host_gib: float | None = None) -> Plan:
+             attention: str | None = None, host_gib: float | None = None, graphs_max_tokens: float = 0) -> Plan:
     """choose_plan for a training config: train.fast's explicit micro_batch_size (null: no split),
     checkpoint_layers, recompute_elementwise and offload_kept_layers are kept, "auto" ones chosen."""
     fast, lora = train.fast, train.lora
@@ -185,7 +192,7 @@ def plan_for(shape: ModelShape, train: TrainConfig, seq_len: int, *, budget_gib:
         micro_batch_size=None if micro == "auto" else min(micro or train.batch_size, train.batch_size),
         checkpoint_layers=None if fast.checkpoint_layers == "auto" else fast.checkpoint_layers,
         recompute_elementwise=None if recompute == "auto" else recompute, host_gib=host_gib,
-        offload_layers=None if offload == "auto" else offload)
+        offload_layers=None if offload == "auto" else offload, graphs_max_tokens=graphs_max_tokens)
 
 
 def planned(train: TrainConfig) -> bool:

@@ -13,10 +13,8 @@ from tunewise.errors import DataError
 from tunewise.models import causal_lm_class, load_tokenizer, resolve_model
 from tunewise.models.estimate import DEVICES, Estimate, estimate, read_shape
 from tunewise.models.prices import device_key
-from tunewise.train.fast import SUPPORTED
+from tunewise.train.fast import SUPPORTED, graphs_config_off, graphs_max_tokens
 from tunewise.train.fast.auto_plan import BUDGET_SHARE, plan_for, planned
-from tunewise.train.fast.graphs import AUTO_MAX_TOKENS
-from tunewise.train.fast.graphs import FAMILIES as GRAPH_FAMILIES
 from tunewise.train.gen_metric import ValAnswers, val_answers
 from tunewise.train.replay import replay_records
 from tunewise.train.runtime import attention_implementation
@@ -84,10 +82,9 @@ def plan(cfg: RunConfig, model_dir: Path, lengths: list[int], device: str, gpus:
             or shape.model_type not in SUPPORTED):
         return est
     memory = t.fast.memory_budget_gib or (BUDGET_SHARE * est.device_memory_gib if est.device_memory_gib else None)
-    # as apply_fast_path decides it, from the config: the stack's CUDA graphs (tunewise.train.fast.graphs)
-    graphs = (t.fast.cuda_graphs is not False and not t.lora.dropout and not t.fast.compile and gpus == 1
-              and shards == 1 and shape.model_type in GRAPH_FAMILIES)
-    most = (AUTO_MAX_TOKENS if t.fast.cuda_graphs == "auto" else float("inf")) if graphs else 0
+    # the stack's CUDA graphs as the config allows them (tunewise.train.fast.graphs): this plans a GPU run
+    off = graphs_config_off(t, "cuda", max(gpus, shards), shape.model_type)
+    most = 0 if off else graphs_max_tokens(t.fast)
     fast = plan_for(shape, t, max(lengths), budget_gib=memory, device=device, shards=shards, attention=attention,
                     graphs_max_tokens=most)
     return replace(est, fast_plan={**fast.to_json(), "why": fast.describe(), "hours": est.hours / fast.speedup})

@@ -33,7 +33,7 @@ from tunewise.errors import ConfigError
 from tunewise.models.estimate import GIB, ModelShape
 from tunewise.train.distributed import world_size
 from tunewise.train.fast.auto_plan import BUDGET_SHARE, Plan, plan_for, planned
-from tunewise.train.fast.graphs import AUTO_MAX_TOKENS, enable_graphs, graphable, stack_of
+from tunewise.train.fast.graphs import AUTO_MAX_TOKENS, enable_graphs, family_off, graphable, stack_of
 from tunewise.train.fast.layers import (
     LIGER_PATCH,
     apply_liger_kernels,
@@ -54,7 +54,8 @@ from tunewise.train.fast.recompute import enable_recompute
 
 SUPPORTED = set(LIGER_PATCH)  # decoder families whose CausalLM forward is model → lm_head (→ soft-cap) → loss
 
-__all__ = ["FastPath", "apply_fast_path", "causal_lm_loss", "decide", "graph_steps", "hf_model_of"]
+__all__ = ["FastPath", "apply_fast_path", "causal_lm_loss", "decide", "graph_steps", "graphs_config_off",
+           "graphs_max_tokens", "hf_model_of"]
 
 
 @dataclass
@@ -247,7 +248,7 @@ def auto_plan(hf, train: TrainConfig, device: str, result: FastPath, seq_len: in
     spare = host_spare()
     # the stack's graphs count in plans that offload nothing (an offloaded layer keeps them off)
     graphs = graphs_off(train.fast, train, device, hf, result, (), shards) is None
-    most = (AUTO_MAX_TOKENS if train.fast.cuda_graphs == "auto" else float("inf")) if graphs else 0
+    most = graphs_max_tokens(train.fast) if graphs else 0
     return plan_for(shape, train, seq_len, host_gib=None if spare is None else max(0, spare) / GIB,
                     graphs_max_tokens=most,
                     budget_gib=memory_budget_gib(train.fast, device), device=_device_name(device),
@@ -255,22 +256,35 @@ def auto_plan(hf, train: TrainConfig, device: str, result: FastPath, seq_len: in
                     loss_chunk_tokens=train.fast.loss_chunk_tokens if result.loss == "chunked" else None)
 
 
-def graphs_off(fast: FastConfig, train: TrainConfig, device: str, hf, result: FastPath, offloaded,
-               shards: int) -> str | None:
-    """Why the decoder stack is not captured as CUDA graphs (graphs.py), or None when it is."""
-    if fast.cuda_graphs is False:
-        return "train.fast.cuda_graphs is false"
+def graphs_config_off(train: TrainConfig, device: str, processes: int, model_type: str) -> str | None:
+    """Why the config keeps the decoder stack's CUDA graphs (graphs.py) off, or None: what is known before the
+    model is loaded (`tunewise estimate` asks this; apply_fast_path asks graphs_off)."""
+    fast = train.fast
     reasons = [
+        (fast.cuda_graphs is False, "train.fast.cuda_graphs is false"),
         (device != "cuda", f"the device is {device}"),
         (train.method not in ("lora", "qlora"), f"method {train.method}: only LoRA and QLoRA adapters"),
-        (not result.fused_lora_layers, "the LoRA layers are not fused"),
+        (not fast.fused_lora, "the LoRA layers are not fused"),
         (train.lora.dropout > 0, "LoRA dropout draws random numbers"),
-        (bool(offloaded), "kept layers are offloaded to the host"),
         (fast.compile, "torch.compile runs the layers"),
-        (shards > 1 or world_size() > 1, "several processes"),
+        (processes > 1, "several processes"),
     ]
-    why = next((r for cond, r in reasons if cond), None)
-    return why or graphable(hf)
+    return next((r for cond, r in reasons if cond), None) or family_off(model_type)
+
+
+def graphs_max_tokens(fast: FastConfig) -> float:
+    """The largest micro-step the stack replays where its graphs are on: AUTO_MAX_TOKENS under auto, any under true."""
+    return AUTO_MAX_TOKENS if fast.cuda_graphs == "auto" else float("inf")
+
+
+def graphs_off(fast: FastConfig, train: TrainConfig, device: str, hf, result: FastPath, offloaded,
+               shards: int) -> str | None:
+    """Why the decoder stack is not captured as CUDA graphs (graphs.py), or None when it is: the config
+    (graphs_config_off), then this model and this plan."""
+    config = graphs_config_off(train, device, max(shards, world_size()), hf.config.model_type)
+    reasons = [(not result.fused_lora_layers, "the LoRA layers are not fused"),
+               (bool(offloaded), "kept layers are offloaded to the host")]
+    return config or next((r for cond, r in reasons if cond), None) or graphable(hf)
 
 
 def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, seq_len: int | None = None,
@@ -347,7 +361,8 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
             result.long_context = (f"offload {fast.offload_activations} in {result.offload_layers} layers, "
                                    f"MLP tiles {fast.tile_mlp_tokens} in {result.tiled_mlps}")
             if graphs:  # a micro-step long enough for longctx's host copies or tiles runs eagerly
-                result.graphs_max_tokens = AUTO_MAX_TOKENS if fast.cuda_graphs == "auto" else None
+                most = graphs_max_tokens(fast)
+                result.graphs_max_tokens = None if most == float("inf") else int(most)
                 enable_graphs(hf, skip=lambda h: longctx.offloads(h) or longctx.tile_for(h, True) > 0,
                               max_tokens=result.graphs_max_tokens)
                 result.graphed_layers = len(layers)

@@ -324,11 +324,15 @@ def stack_of(hf_model) -> GraphedStack | None:
     return None if layers is None else layers.__dict__.get("_tw_stack")
 
 
+def family_off(model_type: str) -> str | None:
+    """Why this family's decoder stack cannot be one graph, or None when it can."""
+    return None if model_type in FAMILIES else f"{model_type} gives layers their own masks"
+
+
 def graphable(hf_model) -> str | None:
-    """Why this model's decoder stack cannot be one graph, or None when it can."""
+    """Why this model's decoder stack cannot be one graph beyond its family (family_off): what its config and
+    modules say; None when nothing does."""
     cfg = hf_model.config
-    if cfg.model_type not in FAMILIES:
-        return f"{cfg.model_type} gives layers their own masks"
     if set(getattr(cfg, "layer_types", None) or ["full_attention"]) != {"full_attention"}:
         return "sliding-window layers get their own mask"
     if getattr(cfg, "attention_dropout", 0.0):

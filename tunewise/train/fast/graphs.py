@@ -212,7 +212,7 @@ class GraphedStack:
     def __init__(self, layers: list, skip=None, max_tokens: int | None = None):
         self.layers, self.skip = layers, skip  # skip(hidden) → True where a long-context hook would move tensors
         self.max_tokens = max_tokens  # larger micro-steps run eagerly (None: any size)
-        self.params = [p for _, _, p, _ in Proxies(layers).slots]  # the order the replay's gradients come in
+        self.params: list = []  # the trainable parameters at the capture, in the order its gradients come in
         self.replay = self.static_in = self.graph_key = self.last_key = None
         self.grad_args: list = []
         self.captures = self.drops = self.replays = self.eager = 0
@@ -249,32 +249,28 @@ class GraphedStack:
             self.drops += 1
 
     def _capture(self, key, hidden, tensors: tuple, rebuild) -> None:
-        layers = self.layers
-
-        def fn(h, *flat):
-            kwargs = rebuild(flat)
-            for layer in layers:
-                h = layer(h, **kwargs)
-            return h
-
-        self.static_in = tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in (hidden, *tensors))
-        self.grad_args = [t for t in self.static_in if t.requires_grad]
+        """Capture the stack for this micro-step's shapes; the stack's state changes only once the capture worked."""
+        static_in = tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in (hidden, *tensors))
+        grad_args = [t for t in static_in if t.requires_grad]
         dev = hidden.device.type
+        proxies = Proxies(self.layers)
         # autocast's weight-cast cache would hand the capture casts made outside it (freed later), and keep casts
         # made inside it that were never computed; the adapters' own cast cache likewise (casts.py)
-        proxies = Proxies(self.layers)
-        self.params = [p for _, _, p, _ in proxies.slots]  # the layers' current parameters, in the grads' order
         with torch.autocast(dev, dtype=torch.get_autocast_dtype(dev), enabled=torch.is_autocast_enabled(dev),
                             cache_enabled=False), uncached(), proxies:
-            self.replay = REPLAY[0](fn, self.static_in, self.grad_args + proxies.params, proxies)
+            replay = REPLAY[0](lambda h, *flat: self._run_eager(h, rebuild(flat)), static_in,
+                               grad_args + proxies.params, proxies)
+        self.replay, self.static_in, self.grad_args = replay, static_in, grad_args
+        self.params = [p for _, _, p, _ in proxies.slots]  # the layers' current parameters, in the grads' order
         self.graph_key, self.addresses = key, self._addresses()
         self.captures += 1
 
-    def __call__(self, hidden, **kwargs):
+    def _replay_args(self, hidden, kwargs: dict) -> tuple | None:
+        """The graph's tensor arguments when this micro-step replays it (dropping or capturing first as its
+        shapes say), else None: it runs eagerly."""
         flat = _flatten(kwargs) if self._eligible(hidden) else None
         if flat is None:
-            self.eager += 1
-            return self._run_eager(hidden, kwargs)
+            return None
         part, tensors, rebuild = flat
         dev = hidden.device.type
         key = (tuple(hidden.shape), hidden.dtype, hidden.requires_grad, torch.is_autocast_enabled(dev),
@@ -287,16 +283,19 @@ class GraphedStack:
             try:
                 self._capture(key, hidden, tensors, rebuild)
             except RuntimeError as err:  # an op the capture cannot take (torch.AcceleratorError), or memory: stay eager
-                self.replay = self.static_in = self.graph_key = None
                 self.failed = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                 warnings.warn(f"tunewise: CUDA graph capture failed, training continues eagerly ({self.failed})",
-                              stacklevel=2)
+                              stacklevel=3)
         self.last_key = key
-        if self.replay is None:
-            self.eager += 1
-            return self._run_eager(hidden, kwargs)
         pending = self.pending() if self.pending is not None else None
-        if pending is not None and not pending.done:  # a replay would overwrite what that backward reads
+        # while a replay's backward is still to come, another replay would overwrite what that backward reads
+        if self.replay is None or (pending is not None and not pending.done):
+            return None
+        return tensors
+
+    def __call__(self, hidden, **kwargs):
+        tensors = self._replay_args(hidden, kwargs)
+        if tensors is None:
             self.eager += 1
             return self._run_eager(hidden, kwargs)
         self.replays += 1

@@ -245,12 +245,11 @@ def adapter_state(layer) -> tuple:
     """What PEFT changes when adapters are switched, merged, disabled, rescaled or reloaded: a plan made for one
     state is reused while it holds (the full check, _fusable, costs host time on every call)."""
     active = layer.active_adapter
+    names = (active,) if isinstance(active, str) else tuple(active)
     # the weights' identities too: load_state_dict(assign=True) puts new Parameters in place of the planned ones
-    names = [active] if isinstance(active, str) else list(active)
     one = len(names) == 1 and names[0] in layer.lora_A
-    a, b = (layer.lora_A[names[0]].weight, layer.lora_B[names[0]].weight) if one else (None, None)
-    return (layer.disable_adapters, layer.merged, active if isinstance(active, str) else tuple(active),
-            tuple(layer.scaling.items()), id(a), id(b))
+    weights = (id(layer.lora_A[names[0]].weight), id(layer.lora_B[names[0]].weight)) if one else ()
+    return layer.disable_adapters, layer.merged, names, tuple(layer.scaling.items()), weights
 
 
 class LoraPlan(NamedTuple):

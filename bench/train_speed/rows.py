@@ -142,6 +142,12 @@ SIDES = {  # tunewise variants: train.fast overrides, plus packing and attention
     "t-nooff": {"fast": {"offload_kept_layers": 0}},
     # the defaults without the decoder stack's CUDA graphs (train/fast/graphs.py; on by default since 2026-11-30)
     "t-nographs": {"fast": {"cuda_graphs": False}},
+    # one example per micro-step replayed from CUDA graphs, nothing offloaded (graphs and offload exclude each other)
+    "t-mb1-g": {"fast": {"micro_batch_size": 1, "offload_kept_layers": 0, "cuda_graphs": True}},
+    "t-mb1-g-c5": {"fast": {"micro_batch_size": 1, "offload_kept_layers": 0, "cuda_graphs": True,
+                            "checkpoint_layers": 0.15625, "recompute_elementwise": True}},
+    "t-mb1-g-at-17.7": {"fast": {"micro_batch_size": 1, "offload_kept_layers": 0, "cuda_graphs": True,
+                                 "memory_budget_gib": 17.7}},
     # Llama-3-8B at Unsloth's / HF + Liger's measured peaks (17.7 / 19.65 GiB, 2026-11-30) without offload, with the
     # stack's graphs at any micro-step size or without them: can replayed small micro-steps beat offloading?
     "t-g-at-17.7": {"fast": {"offload_kept_layers": 0, "cuda_graphs": True, "memory_budget_gib": 17.7}},

@@ -134,6 +134,12 @@ UNMEASURED_HOST_LINK_GBS = 25.0
 # gradient beside .grad: QLoRA Llama-3-8B 2048×1 peaked at 6.96 GiB with graphs against 6.85 without (H200, 2026-11-30;
 # its 42 M adapter parameters × 4 B = 0.16 GiB, so the count is on the safe side).
 GRAPH_GRAD_BYTES = 4
+# A micro-step replayed from graphs takes this many times its GPU arithmetic at FAST_RATE (fitted on 4,096-8,192-token
+# micro-steps): smaller GEMMs, and the embedding, loss and gradient sums still launched by the host. Between the two
+# measured choices (H200, 2026-11-30, 2048×4, one example per micro-step replayed): Mistral-7B with 10 of 32 layers
+# checkpointed ran 1.01-1.04x its offloading plan (above 1.29 the model would not take it) and Llama-3-8B with none
+# 0.90x its two-example plan without graphs (under 1.21 the model would take it instead).
+GRAPH_GPU_FACTOR = 1.25
 # LoRA dropout > 0 costs the plain path 7-8 % of its tokens/s (H100, 2048×4 and 2048×2: 6,554 against 7,054-7,166
 # and 8,969 against 9,635-9,783); DEVICES' mfu was fitted with dropout 0.05. Assumed the same on the fast path.
 DROPOUT_SLOWDOWN = 1.08
@@ -304,31 +310,45 @@ def fixed_bytes(shape: ModelShape, method: str, r: int, target_modules="all-line
     return sum(_memory(shape, method, trainable_params(shape, method, r, target_modules), bf16)) / shards
 
 
+def _host_layer_seconds(shape: ModelShape, target_modules) -> tuple[float, float]:
+    """The host's time to launch one fast-path decoder layer's forward and backward (it grows with the adapters)."""
+    adapted = len(_targets(shape, target_modules))
+    return FAST_HOST_S[0] * (1 + adapted) / 8, FAST_HOST_S[1] * (1 + adapted) / 8
+
+
 def fast_lora_layer_seconds(shape: ModelShape, *, seq_len: int, micro_tokens: int, r: int = 16,
-                            target_modules="all-linear", peak_tflops: float = 989.0) -> tuple[float, float]:
-    """One decoder layer's forward and backward seconds in one micro-step on the fast path (the constants above)."""
+                            target_modules="all-linear", peak_tflops: float = 989.0,
+                            graphs: bool = False) -> tuple[float, float]:
+    """One decoder layer's forward and backward seconds in one micro-step on the fast path (the constants above).
+    graphs: the stack replays from CUDA graphs, so the host launches nothing per layer."""
     adapted = _targets(shape, target_modules)
-    host_f, host_b = (t * (1 + len(adapted)) / 8 for t in FAST_HOST_S)  # host time grows with the adapters
+    host_f, host_b = _host_layer_seconds(shape, target_modules)
     lora = r * sum(i + o for i, o in adapted.values())
     dense = sum(i * o for i, o in shape.linears().values())
     attention = seq_len * shape.heads * shape.head_dim  # causal: half of the 4·seq·q of full attention
     gpu_f = micro_tokens * (2 * dense + 2 * attention + 2 * lora) / (FAST_RATE[0] * peak_tflops * 1e12)
     gpu_b = micro_tokens * (2 * dense + 5 * attention + 4 * lora) / (FAST_RATE[1] * peak_tflops * 1e12)
+    if graphs:
+        return gpu_f * GRAPH_GPU_FACTOR, gpu_b * GRAPH_GPU_FACTOR
     return max(host_f, gpu_f), max(host_b, gpu_b)
 
 
 def fast_lora_step_seconds(shape: ModelShape, *, seq_len: int, micro_tokens: int, micro_steps: int,
                            checkpointed: int, recipes: bool, dropout: float = 0.0, r: int = 16,
-                           target_modules="all-linear", peak_tflops: float = 989.0) -> float:
+                           target_modules="all-linear", peak_tflops: float = 989.0, graphs: bool = False) -> float:
     """One optimizer step's seconds on the fast path: `micro_steps` micro-steps of `micro_tokens` tokens in
-    sequences of `seq_len` (the constants above)."""
+    sequences of `seq_len` (the constants above); graphs: the decoder stack replays from CUDA graphs."""
     forward, backward = fast_lora_layer_seconds(shape, seq_len=seq_len, micro_tokens=micro_tokens, r=r,
-                                                target_modules=target_modules, peak_tflops=peak_tflops)
+                                                target_modules=target_modules, peak_tflops=peak_tflops,
+                                                graphs=graphs)
     layer = forward + backward
     rerun = forward + FAST_RERUN_S_PER_TOKEN * micro_tokens * 989.0 / peak_tflops
     loss = micro_tokens * 4 * shape.vocab * shape.hidden / (FAST_RATE[0] * peak_tflops * 1e12)
+    loss *= GRAPH_GPU_FACTOR if graphs else 1.0
     keep = shape.layers - checkpointed
     micro = shape.layers * layer + checkpointed * rerun + keep * FAST_RECIPE_S * recipes + loss
+    if graphs:  # the eager rest of a replayed micro-step (embedding, loss, gradient sums): about one layer's launches
+        micro = max(micro, sum(_host_layer_seconds(shape, target_modules)))
     return micro_steps * micro * (DROPOUT_SLOWDOWN if dropout > 0 else 1.0)
 
 

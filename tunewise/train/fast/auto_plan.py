@@ -34,7 +34,9 @@ from tunewise.models.estimate import (
 from tunewise.models.prices import device_key
 
 # Runs split into micro-steps peaked 0.27-0.34 GiB above the model (t-mb1, t-mb2, t-mb2-rc in
-# bench/results/train_speed.md; unsplit rows are within 0.1 GiB): added to every split plan, cause not found.
+# bench/results/train_speed.md; unsplit rows are within 0.1 GiB): added to every split plan that runs eagerly, cause
+# not found. Split plans replayed from graphs peaked -0.02 to +0.07 GiB from the model without it (four t-mb1-g
+# runs, 2026-11-30): they add the graph's gradient copy (GRAPH_GRAD_BYTES) instead.
 SPLIT_EXTRA_GIB = 0.3
 # Of the memory there is, the share a plan may take: the allocator's cache and fragmentation need the rest.
 BUDGET_SHARE = 0.9
@@ -102,8 +104,9 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
     transformers + PEFT, the cap, runs transformers' default (eager for Gemma 2). offload_layers: kept layers
     whose saved tensors go to pinned host memory (None: chosen, on devices with a measured host link, within
     LINK_SHARE of what the link moves during the forward and host_gib / PIN_FACTOR of host memory).
-    graphs_max_tokens: the largest micro-step the decoder stack replays from CUDA graphs (0: never), whose
-    copy of the adapter gradients a plan without offloaded layers then adds to its peak."""
+    graphs_max_tokens: the largest micro-step the decoder stack replays from CUDA graphs (0: never): a plan
+    without offloaded layers whose micro-steps are no larger then adds the graph's copy of the adapter gradients to
+    its peak and launches nothing per layer from the host."""
     fast_eager = shape.eager if attention is None else attention == "eager"
     spec = DEVICES[device_key(device, DEVICES) or "H100"]
     fixed = fixed_bytes(shape, "lora", r, target_modules, shards=shards)
@@ -141,12 +144,12 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
                         target_modules=target_modules, kernels=kernels, loss_chunk_tokens=loss_chunk_tokens,
                         seq_len=seq_len, eager=fast_eager, flex=attention == "flex_attention",
                         offloaded=off)) / GIB
-                    peak += SPLIT_EXTRA_GIB if micro < batch_size else 0.0
-                    peak += graph_gib if not off and micro_tokens <= graphs_max_tokens else 0.0
+                    graphed = not off and micro_tokens <= graphs_max_tokens
+                    peak += graph_gib if graphed else SPLIT_EXTRA_GIB if micro < batch_size else 0.0
                     seconds = fast_lora_step_seconds(
                         shape, seq_len=seq_len, micro_tokens=micro_tokens, micro_steps=batch_size // micro,
                         checkpointed=ckpt, recipes=rc, dropout=dropout, r=r, target_modules=target_modules,
-                        peak_tflops=spec["peak_tflops"])
+                        peak_tflops=spec["peak_tflops"], graphs=graphed)
                     if off:  # each offloaded layer's backward waits for the part of its fetch it cannot hide
                         wait = max(0.0, moved[rc] / ((link or UNMEASURED_HOST_LINK_GBS) * 1e9) - backward)
                         seconds += batch_size // micro * off * OFFLOAD_STALL_SHARE * wait

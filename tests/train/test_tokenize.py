@@ -9,7 +9,7 @@ from tunewise.data.prompt import prompt_messages
 from tunewise.data.records import classification_record
 from tunewise.testing import build_model
 from tunewise.train.methods import apply_method
-from tunewise.train.tokenize import PadCollator, packed_collator
+from tunewise.train.tokenize import PadCollator, bucket_lengths, packed_collator
 
 TASK = TaskConfig(instruction="classify the text .")
 LABELS = ["business", "sport"]
@@ -30,6 +30,32 @@ def test_pad_collator_pads_right_and_masks(tiny_tokenizer):
     n = len(a.input_ids)
     assert batch["input_ids"][0, n:].eq(tiny_tokenizer.pad_token_id).all()
     assert batch["labels"][0, n:].eq(IGNORE).all() and batch["attention_mask"][0, n:].eq(0).all()
+
+
+def test_bucket_lengths_end_at_the_longest_row_and_pad_at_most_half_a_row():
+    assert bucket_lengths(2048) == [64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048]
+    assert bucket_lengths(1000)[-2:] == [768, 1000] and bucket_lengths(50) == [50]
+    for longest in (64, 65, 300, 2048, 5000):
+        widths = bucket_lengths(longest)
+        assert widths == sorted(set(widths)) and widths[-1] == longest
+        assert all(b <= 1.5 * a for a, b in zip(widths, widths[1:]))
+
+
+def test_bucketed_batches_repeat_widths_and_keep_each_example_s_loss(tiny_tokenizer):
+    model = build_model(len(tiny_tokenizer), seed=2).eval()
+    texts = ["the match", "the team won the match and the game", "bank", "the bank made a profit this year"]
+    encs = [_enc(tiny_tokenizer, t) for t in texts]
+    collate = PadCollator(tiny_tokenizer.pad_token_id, buckets=[8, 16, 32, 64])
+    widths = {collate([e.to_features()])["input_ids"].shape[1] for e in encs}
+    assert widths <= {8, 16, 32, 64} and len(widths) < len({len(e.input_ids) for e in encs})
+    for e in encs:
+        batch = collate([e.to_features()])
+        assert batch["input_ids"].shape[1] == next(b for b in (8, 16, 32, 64) if b >= len(e.input_ids))
+        with torch.no_grad():
+            padded = model(**batch).loss.item()
+        assert padded == pytest.approx(_loss(model, e.input_ids, e.labels), rel=1e-5)
+    longer = PadCollator(0, buckets=[4])([{"input_ids": [1] * 6, "labels": [1] * 6}])
+    assert longer["input_ids"].shape == (1, 6)  # past the last bucket: its own width
 
 
 def test_packing_has_no_attention_across_examples(tiny_tokenizer):

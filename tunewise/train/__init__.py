@@ -44,6 +44,7 @@ from tunewise.train.runtime import (
     oom_message,
     use_packing,
 )
+from tunewise.train.tokenize import bucket_lengths
 
 __all__ = ["TrainError", "TrainResult", "encode_split", "load_trained", "reproducibility", "train",
            "trained_weights_dir"]
@@ -136,9 +137,11 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
 
     run_dir, ckpt_dir = cfg.run_dir, cfg.run_dir / "checkpoints"
     checkpoint = _resume_point(ckpt_dir, resume)
+    # a graphed stack replays shapes it has seen: padded batches then come in a few widths, not one per batch
+    buckets = bucket_lengths(max(enc.lengths)) if fast.graphed_layers and not packing else None
     trainer = build_trainer(cfg, model, tokenizer, enc, ckpt_dir, device, packing, callbacks or [],
                             trainer_checkpointing=cfg.train.gradient_checkpointing and fast.checkpointed_layers is None,
-                            micro_batch=fast.micro_batch_size)
+                            micro_batch=fast.micro_batch_size, pad_buckets=buckets)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()  # the baselines ran on this GPU first: measure training alone
     start = time.perf_counter()

@@ -6,15 +6,17 @@ from tunewise.data.encode import IGNORE
 
 
 class PadCollator:
-    """Right-pads a batch; padded positions get label IGNORE and attention 0."""
+    """Right-pads a batch; padded positions get label IGNORE and attention 0. buckets: ascending widths, the batch
+    padded to the first that holds its longest row (bucket_lengths; a longer batch to its own longest)."""
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    def __init__(self, pad_id: int, buckets: list[int] | None = None):
+        self.pad_id, self.buckets = pad_id, buckets or []
 
     def __call__(self, features: list[dict]) -> dict:
         import torch  # heavy
 
-        width = max(len(f["input_ids"]) for f in features)
+        longest = max(len(f["input_ids"]) for f in features)
+        width = next((b for b in self.buckets if b >= longest), longest)
         ids, labels, mask = [], [], []
         for f in features:
             n = len(f["input_ids"])
@@ -23,6 +25,17 @@ class PadCollator:
             mask.append([1] * n + [0] * (width - n))
         return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
                 "attention_mask": torch.tensor(mask)}
+
+
+def bucket_lengths(longest: int, smallest: int = 64) -> list[int]:
+    """Padded widths up to `longest` (the last one) so that batch shapes repeat, for a decoder stack replayed from
+    CUDA graphs per shape (tunewise.train.fast.graphs): 64, 96, 128, 192, 256, ... (alternately 1.5x and 4/3x the
+    last: at most half a row of padding; ten widths under 2,048)."""
+    out, base = [], smallest
+    while base < longest:
+        out += [w for w in (base, base * 3 // 2) if w < longest]
+        base *= 2
+    return [*out, longest]
 
 
 def packed_collator():

@@ -154,7 +154,7 @@ def training_args(cfg: RunConfig, out_dir: Path, device: str, packing: bool, has
 
 def build_trainer(cfg: RunConfig, model, tokenizer, enc, out_dir: Path, device: str, packing: bool,
                   callbacks: list, trainer_checkpointing: bool | None = None,
-                  micro_batch: int | None = None) -> GuardedTrainer:
+                  micro_batch: int | None = None, pad_buckets: list[int] | None = None) -> GuardedTrainer:
     from transformers import EarlyStoppingCallback  # heavy
     from transformers.trainer_callback import ProgressCallback  # heavy
 
@@ -163,7 +163,7 @@ def build_trainer(cfg: RunConfig, model, tokenizer, enc, out_dir: Path, device: 
     args = training_args(cfg, out_dir, device, packing, has_val, trainer_checkpointing, layers, micro_batch)
     names, reporters = _reporters(cfg, cfg.run_dir)
     args.report_to = names
-    pad = PadCollator(tokenizer.pad_token_id)
+    pad = PadCollator(tokenizer.pad_token_id)  # evaluation: no graphs to replay, no padding beyond the batch
     extra = [*reporters, *callbacks]
     es = cfg.train.early_stopping
     if es.patience and has_val:
@@ -175,7 +175,7 @@ def build_trainer(cfg: RunConfig, model, tokenizer, enc, out_dir: Path, device: 
         model=model, args=args, processing_class=tokenizer,
         train_dataset=[e.to_features() for e in enc.train],
         eval_dataset=[e.to_features() for e in enc.val] or None,
-        data_collator=packed_collator() if packing else pad,
+        data_collator=packed_collator() if packing else PadCollator(tokenizer.pad_token_id, pad_buckets),
         compute_metrics=metrics if has_val else None,
         preprocess_logits_for_metrics=argmax_logits if has_val else None,
         callbacks=extra,

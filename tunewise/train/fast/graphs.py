@@ -12,13 +12,15 @@ intermediates), captured thread-local, and the adapter gradients are added into 
 What may be captured: training forwards with gradients on, every layer getting the same keyword arguments (no
 per-layer masks: llama, mistral, qwen2, qwen3 with full attention only), no randomness (LoRA and attention dropout
 0), no hooks that move tensors to the host (offload.py, longctx.py's offload and MLP tiles), one process. A shape is
-captured when two micro-steps in a row have it (fixed-shape batches); a step of another shape drops the graph
-(its memory is freed, so the peak never holds two shapes) and runs eagerly; after MAX_DROPS drops the stack stays
-eager (batch shapes vary: the captures would cost more than they save). With cuda_graphs auto, only micro-steps
-of at most AUTO_MAX_TOKENS tokens are captured; true captures any size.
+captured the second time a micro-step has it, and up to MAX_GRAPHS shapes keep their graphs (tunewise train pads
+batches to a few bucket lengths, tunewise.train.tokenize.bucket_lengths, so real data repeats shapes); a shape past
+that runs eagerly. A moved weight drops every graph; after MAX_DROPS drops the stack stays eager. With cuda_graphs
+auto, only micro-steps of at most AUTO_MAX_TOKENS tokens are captured; true captures any size.
 
-Memory: the graph keeps its own pool, as large as the stack's peak in one micro-step, beside the allocator's
-cache for the rest of the step, so torch's reserved memory (not the allocated peak) is higher than eager's."""
+Memory: every graph draws on one private pool, so one shape's intermediates reuse another's (micro-steps run one at
+a time); what each graph hands out stays its own (the stack's output and its input's gradient: 2 × tokens × hidden
+× 2 B), and the adapter gradients of every graph land in one shared fp32 copy. The pool sits beside the allocator's
+cache, so torch's reserved memory (not the allocated peak) is higher than eager's."""
 
 from __future__ import annotations
 
@@ -38,15 +40,19 @@ from tunewise.train.fast.lora_groups import forget_plans
 AUTO_MAX_TOKENS = 2048
 WARMUP_ITERS = 2  # eager passes on the capture stream before capture (Triton autotuning, cuBLAS workspaces)
 MAX_DROPS = 3
+MAX_GRAPHS = 12  # shapes kept at once: tokenize.bucket_lengths' ladder up to 2,048 tokens has 9
 FAMILIES = {"llama", "mistral", "qwen2", "qwen3"}  # one keyword set serves every layer (no per-layer mask)
 
 
 class CudaReplay:
-    """Captures fn(*static_in) forward and its gradients as two CUDA graphs sharing one memory pool. The warm-up
-    runs on the capture stream: autograd syncs a gradient's producer stream with the stream its AccumulateGrad
-    node was made on, and a sync with a stream outside the capture would invalidate it."""
+    """Captures fn(*static_in) forward and its gradients as two CUDA graphs in the memory pool `pool` (None: a new
+    one, then self.pool). grad_inputs: the n_args inputs whose gradients the graph hands out, then the parameters,
+    whose gradients it copies into `sinks` (shared by every graph of the stack, so a graph keeps no gradient
+    buffers of its own). The warm-up runs on the capture stream: autograd syncs a gradient's producer stream with
+    the stream its AccumulateGrad node was made on, and a sync with a stream outside the capture would invalidate
+    it."""
 
-    def __init__(self, fn, static_in: tuple, grad_inputs: list, proxies=None):
+    def __init__(self, fn, static_in: tuple, grad_inputs: list, n_args: int, sinks: list, proxies=None, pool=None):
         torch.cuda.synchronize()
         # the blocks the eager micro-steps left cached belong to the training stream: the warm-up on its own stream
         # would take as much again beside them
@@ -61,11 +67,15 @@ class CudaReplay:
         torch.cuda.current_stream().wait_stream(stream)
         torch.cuda.synchronize()
         self.fwd, self.bwd = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.fwd, stream=stream, capture_error_mode="thread_local"):
+        with torch.cuda.graph(self.fwd, pool=pool, stream=stream, capture_error_mode="thread_local"):
             out = fn(*static_in)
+        self.pool = self.fwd.pool() if pool is None else pool
         self.grad_out = torch.empty_like(out)
-        with torch.cuda.graph(self.bwd, pool=self.fwd.pool(), stream=stream, capture_error_mode="thread_local"):
-            self.grads = torch.autograd.grad(out, grad_inputs, self.grad_out)
+        with torch.cuda.graph(self.bwd, pool=self.pool, stream=stream, capture_error_mode="thread_local"):
+            grads = torch.autograd.grad(out, grad_inputs, self.grad_out)
+            if sinks:
+                torch._foreach_copy_(sinks, list(grads[n_args:]))
+        self.grads = (*grads[:n_args], *sinks)  # the parameters' own buffers die here: the pool reuses them
         self.out = out.detach()
 
     def forward(self) -> None:
@@ -78,12 +88,13 @@ class CudaReplay:
 class EagerReplay:
     """The same contract run eagerly: what the CPU tests substitute for CudaReplay (graphs need CUDA)."""
 
-    def __init__(self, fn, static_in: tuple, grad_inputs: list, proxies=None):
+    def __init__(self, fn, static_in: tuple, grad_inputs: list, n_args: int, sinks: list, proxies=None, pool=None):
         self.fn, self.static_in, self.grad_inputs, self.proxies = fn, static_in, grad_inputs, proxies
+        self.pool = pool if pool is not None else object()
         self._live = fn(*static_in)
         self.out = self._live.detach().clone()
         self.grad_out = torch.empty_like(self.out)
-        self.grads = tuple(torch.empty_like(t) for t in grad_inputs)
+        self.grads = (*(torch.empty_like(t) for t in grad_inputs[:n_args]), *sinks)
 
     def forward(self) -> None:
         with torch.enable_grad(), self.proxies:
@@ -135,35 +146,49 @@ class _Pending:
     done = False
 
 
+class _Graph:
+    """One captured shape: its replay, its static inputs (the stack's tensor arguments), the ones among them that
+    get gradients, and the trainable parameters at its capture, in the order its gradients come in."""
+
+    def __init__(self, replay, static_in: tuple, grad_args: list, params: list):
+        self.replay, self.static_in, self.grad_args, self.params = replay, static_in, grad_args, params
+
+    def first_node(self):
+        """The first trainable parameter's AccumulateGrad node (None without one, or with gradient hooks)."""
+        nodes = grad_nodes(self.params[:1]) if self.params else None
+        return nodes[0] if nodes else None
+
+
 class _Replay(torch.autograd.Function):
-    """The graphed stack as one autograd node: inputs are the stack's tensor arguments, then the trainable
-    parameters (so that backward reaches their AccumulateGrad nodes, which tells whether it accumulates)."""
+    """A graphed micro-step of the stack as one autograd node: inputs are the stack's tensor arguments, then the
+    trainable parameters (so that backward reaches their AccumulateGrad nodes, which tells whether it accumulates)."""
 
     @staticmethod
-    def forward(ctx, stack, *inputs):
-        ctx.stack, ctx.replay, ctx.static_in, ctx.n_in = stack, stack.replay, stack.static_in, len(stack.grad_args)
-        for slot, x in zip(stack.static_in, inputs):
+    def forward(ctx, stack, graph, *inputs):
+        ctx.graph = graph
+        for slot, x in zip(graph.static_in, inputs):
             if slot.data_ptr() != x.data_ptr():
                 slot.copy_(x)
-        stack.replay.forward()
-        ctx.node = stack.first_node()
+        graph.replay.forward()
+        ctx.node = graph.first_node()
         ctx.pending = _Pending()
         stack.pending = weakref.ref(ctx.pending)
-        return stack.replay.out.detach()
+        return graph.replay.out.detach()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        stack, replay = ctx.stack, ctx.replay
+        graph = ctx.graph
+        replay, n_in = graph.replay, len(graph.grad_args)
         ctx.pending.done = True
         if grad.data_ptr() != replay.grad_out.data_ptr():
             replay.grad_out.copy_(grad)
         replay.backward()
-        arg_grads = iter(g.clone() for g in replay.grads[:ctx.n_in])
-        ins = tuple(next(arg_grads) if t.requires_grad else None for t in ctx.static_in)
-        params, grads = stack.params, replay.grads[ctx.n_in:]
+        arg_grads = iter(g.clone() for g in replay.grads[:n_in])
+        ins = tuple(next(arg_grads) if t.requires_grad else None for t in graph.static_in)
+        params, grads = graph.params, replay.grads[n_in:]
         if params and accumulates_into(params[0], ctx.node):
-            # the graph's gradient buffers are overwritten by the next replay: .grad gets copies or sums, and the
+            # the shared gradient buffers are overwritten by the next replay: .grad gets copies or sums, and the
             # sums are one fused kernel, not an AccumulateGrad call per adapter matrix
             have = [i for i, p in enumerate(params) if p.grad is not None]
             if have:
@@ -171,8 +196,8 @@ class _Replay(torch.autograd.Function):
             for p, g in zip(params, grads):
                 if p.grad is None:
                     p.grad = g.clone()
-            return (None, *ins, *(None for _ in params))
-        return (None, *ins, *(g.clone() for g in grads))
+            return (None, None, *ins, *(None for _ in params))
+        return (None, None, *ins, *(g.clone() for g in grads))
 
 
 def _flatten(kwargs: dict) -> tuple | None:
@@ -212,23 +237,19 @@ class GraphedStack:
     def __init__(self, layers: list, skip=None, max_tokens: int | None = None):
         self.layers, self.skip = layers, skip  # skip(hidden) → True where a long-context hook would move tensors
         self.max_tokens = max_tokens  # larger micro-steps run eagerly (None: any size)
-        self.params: list = []  # the trainable parameters at the capture, in the order its gradients come in
-        self.replay = self.static_in = self.graph_key = self.last_key = None
-        self.grad_args: list = []
+        self.graphs: dict = {}  # key → _Graph
+        self.seen: dict = {}  # key → micro-steps that had it
+        self.pool = None  # the private memory pool every graph draws on
+        self.sinks: dict = {}  # the trainable parameters' identities → the graphs' shared gradient buffers
         self.captures = self.drops = self.replays = self.eager = 0
         self.failed: str | None = None  # why a capture failed (then the stack stays eager)
         self.pending = None  # weakref to the last replay's _Pending: its backward may still come
-        self.addresses: tuple = ()  # every layer weight's address at the capture
+        self.addresses: tuple = ()  # every layer weight's address at the captures
         # a LoRA layer whose active adapter the key follows (PEFT's set_adapter / disable_adapter)
         self.lora = next((m for layer in layers for m in layer.modules() if hasattr(m, "lora_A")), None)
 
     def _addresses(self) -> tuple:
         return tuple(t.data_ptr() for layer in self.layers for t in (*layer.parameters(), *layer.buffers()))
-
-    def first_node(self):
-        """The first trainable parameter's AccumulateGrad node (None without one, or with gradient hooks)."""
-        nodes = grad_nodes(self.params[:1]) if self.params else None
-        return nodes[0] if nodes else None
 
     def _run_eager(self, hidden, kwargs: dict):
         for layer in self.layers:
@@ -242,10 +263,9 @@ class GraphedStack:
                 and not any(layer._forward_hooks or layer._forward_pre_hooks for layer in self.layers))
 
     def drop(self) -> None:
-        """Release the graph and its memory pool."""
-        if self.replay is not None:
-            self.replay = self.static_in = self.graph_key = None
-            self.grad_args = []
+        """Release every graph, their gradient buffers and their memory pool."""
+        if self.graphs:
+            self.graphs, self.sinks, self.seen, self.pool = {}, {}, {}, None
             self.drops += 1
 
     def _capture(self, key, hidden, tensors: tuple, rebuild) -> None:
@@ -254,20 +274,22 @@ class GraphedStack:
         grad_args = [t for t in static_in if t.requires_grad]
         dev = hidden.device.type
         proxies = Proxies(self.layers)
+        params = [p for _, _, p, _ in proxies.slots]  # the layers' current parameters, in the grads' order
+        ids = tuple(id(p) for p in params)
+        sinks = self.sinks.get(ids) or [torch.empty_like(p) for p in params]
         # autocast's weight-cast cache would hand the capture casts made outside it (freed later), and keep casts
         # made inside it that were never computed; the adapters' own cast cache likewise (casts.py)
         with torch.autocast(dev, dtype=torch.get_autocast_dtype(dev), enabled=torch.is_autocast_enabled(dev),
                             cache_enabled=False), uncached(), proxies:
             replay = REPLAY[0](lambda h, *flat: self._run_eager(h, rebuild(flat)), static_in,
-                               grad_args + proxies.params, proxies)
-        self.replay, self.static_in, self.grad_args = replay, static_in, grad_args
-        self.params = [p for _, _, p, _ in proxies.slots]  # the layers' current parameters, in the grads' order
-        self.graph_key, self.addresses = key, self._addresses()
+                               grad_args + proxies.params, len(grad_args), sinks, proxies, self.pool)
+        self.graphs[key] = _Graph(replay, static_in, grad_args, params)
+        self.sinks[ids], self.pool, self.addresses = sinks, replay.pool, self._addresses()
         self.captures += 1
 
-    def _replay_args(self, hidden, kwargs: dict) -> tuple | None:
-        """The graph's tensor arguments when this micro-step replays it (dropping or capturing first as its
-        shapes say), else None: it runs eagerly."""
+    def _graph_for(self, hidden, kwargs: dict) -> tuple | None:
+        """(graph, its tensor arguments) when this micro-step replays one (capturing it first where its shapes
+        say), else None: it runs eagerly."""
         flat = _flatten(kwargs) if self._eligible(hidden) else None
         if flat is None:
             return None
@@ -275,35 +297,39 @@ class GraphedStack:
         dev = hidden.device.type
         key = (tuple(hidden.shape), hidden.dtype, hidden.requires_grad, torch.is_autocast_enabled(dev),
                torch.get_autocast_dtype(dev), part, adapter_state(self.lora) if self.lora is not None else None)
-        # a weight moved or replaced since the capture (.to(), load_state_dict(assign=True)): the graph would read
+        # a weight moved or replaced since the captures (.to(), load_state_dict(assign=True)): the graphs would read
         # the old memory
-        if self.replay is not None and (key != self.graph_key or self._addresses() != self.addresses):
+        if self.graphs and self._addresses() != self.addresses:
             self.drop()
-        if self.replay is None and key == self.last_key and self.drops < MAX_DROPS and self.failed is None:
+        self.seen[key] = self.seen.get(key, 0) + 1
+        if (key not in self.graphs and self.seen[key] >= 2 and len(self.graphs) < MAX_GRAPHS
+                and self.drops < MAX_DROPS and self.failed is None):
             try:
                 self._capture(key, hidden, tensors, rebuild)
             except RuntimeError as err:  # an op the capture cannot take (torch.AcceleratorError), or memory: stay eager
                 self.failed = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                 warnings.warn(f"tunewise: CUDA graph capture failed, training continues eagerly ({self.failed})",
                               stacklevel=3)
-        self.last_key = key
+        graph = self.graphs.get(key)
         pending = self.pending() if self.pending is not None else None
-        # while a replay's backward is still to come, another replay would overwrite what that backward reads
-        if self.replay is None or (pending is not None and not pending.done):
+        # while a replay's backward is still to come, another replay would overwrite what that backward reads (the
+        # graphs share their pool)
+        if graph is None or (pending is not None and not pending.done):
             return None
-        return tensors
+        return graph, tensors
 
     def __call__(self, hidden, **kwargs):
-        tensors = self._replay_args(hidden, kwargs)
-        if tensors is None:
+        found = self._graph_for(hidden, kwargs)
+        if found is None:
             self.eager += 1
             return self._run_eager(hidden, kwargs)
+        graph, tensors = found
         self.replays += 1
-        return _Replay.apply(self, hidden, *tensors, *self.params)
+        return _Replay.apply(self, graph, hidden, *tensors, *graph.params)
 
     def counts(self) -> dict:
-        return {"captures": self.captures, "drops": self.drops, "replays": self.replays, "eager": self.eager,
-                "failed": self.failed}
+        return {"captures": self.captures, "graphs": len(self.graphs), "drops": self.drops,
+                "replays": self.replays, "eager": self.eager, "failed": self.failed}
 
 
 class GraphedLayerList(nn.ModuleList):

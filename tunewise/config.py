@@ -237,6 +237,11 @@ class FastConfig(_Strict):
         "the graph and runs eagerly. On CUDA for LoRA/QLoRA with dropout 0 on llama, mistral, qwen2, qwen3 (full "
         "attention), one process, no offloaded layers and no compile; the log line says why not otherwise. auto: "
         "micro-steps of at most 2,048 tokens (where the host limits the step); true: any size")
+    bucket_padding: Literal["auto"] | bool = Field(
+        "auto", description="pad each training batch (not packed ones) to the first of a few widths that holds it "
+        "(64, 96, 128, 192, ..., the longest example; at most half a row of padding) instead of its longest row, so "
+        "that batch shapes repeat: the CUDA graphs replay them and per-shape kernel set-up is paid once. auto: "
+        "when the decoder stack is graphed (cuda_graphs)")
     offload_activations: Literal["auto"] | bool = Field(
         "auto", description="with gradient_checkpointing: keep each checkpointed decoder layer's input in CPU "
         "memory (not pinned) from its forward until its backward, while the host has room (else it stays on the "

@@ -262,3 +262,25 @@ def test_a_weight_moved_after_the_capture_drops_the_graph():
                 p.data = p.data * 0.5
     _assert_same(_accumulated(plain, [batch]), _accumulated(fast, [batch]))
     assert stack.drops == 1
+
+
+@pytest.mark.parametrize(("setting", "bucketed"), [("auto", False), (True, True), (False, False)])
+def test_bucket_padding_follows_its_setting_and_the_graphs(tmp_path, tiny_base, monkeypatch, setting, bucketed):
+    """auto pads to bucket widths only where the stack is graphed (not here: the CPU); true always, false never."""
+    import tunewise.train.trainer as trainer_mod
+    from tests.train.conftest import tiny_config, tiny_data
+    from tunewise.train import train
+
+    seen = {}
+
+    def build_trainer(*args, pad_buckets=None, **kwargs):
+        seen["buckets"] = pad_buckets
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(trainer_mod, "build_trainer", build_trainer)
+    cfg = tiny_config(tmp_path, fast={"enabled": True, "bucket_padding": setting})
+    with pytest.raises(RuntimeError, match="stop here"):
+        train(cfg, tiny_data(), tiny_base)
+    assert (seen["buckets"] is not None) == bucketed
+    if bucketed:  # the ladder up to the longest training example (max_length 64 here)
+        assert seen["buckets"] == sorted(seen["buckets"]) and seen["buckets"][-1] <= 64

@@ -138,7 +138,8 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
     run_dir, ckpt_dir = cfg.run_dir, cfg.run_dir / "checkpoints"
     checkpoint = _resume_point(ckpt_dir, resume)
     # a graphed stack replays shapes it has seen: padded batches then come in a few widths, not one per batch
-    buckets = bucket_lengths(max(enc.lengths)) if fast.graphed_layers and not packing else None
+    bucketed = bool(fast.graphed_layers) if cfg.train.fast.bucket_padding == "auto" else cfg.train.fast.bucket_padding
+    buckets = bucket_lengths(max(enc.lengths)) if bucketed and not packing else None
     trainer = build_trainer(cfg, model, tokenizer, enc, ckpt_dir, device, packing, callbacks or [],
                             trainer_checkpointing=cfg.train.gradient_checkpointing and fast.checkpointed_layers is None,
                             micro_batch=fast.micro_batch_size, pad_buckets=buckets)

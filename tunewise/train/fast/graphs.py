@@ -19,7 +19,7 @@ auto, only micro-steps of at most AUTO_MAX_TOKENS tokens are captured; true capt
 
 Memory: every graph draws on one private pool, so one shape's intermediates reuse another's (micro-steps run one at
 a time); what each graph hands out stays its own (the stack's output and its input's gradient: 2 × tokens × hidden
-× 2 B), and the adapter gradients of every graph land in one shared fp32 copy. The pool sits beside the allocator's
+× 2 B), and the adapter gradients of every graph land in the first graph's fp32 buffers. The pool sits beside the allocator's
 cache, so torch's reserved memory (not the allocated peak) is higher than eager's."""
 
 from __future__ import annotations
@@ -47,12 +47,13 @@ FAMILIES = {"llama", "mistral", "qwen2", "qwen3"}  # one keyword set serves ever
 class CudaReplay:
     """Captures fn(*static_in) forward and its gradients as two CUDA graphs in the memory pool `pool` (None: a new
     one, then self.pool). grad_inputs: the n_args inputs whose gradients the graph hands out, then the parameters,
-    whose gradients it copies into `sinks` (shared by every graph of the stack, so a graph keeps no gradient
-    buffers of its own). The warm-up runs on the capture stream: autograd syncs a gradient's producer stream with
+    whose gradients it copies into `sinks` (the first graph's own buffers, shared by every later graph of the
+    stack, so those keep none of their own; None: this graph's stay its own). The warm-up runs on the capture stream: autograd syncs a gradient's producer stream with
     the stream its AccumulateGrad node was made on, and a sync with a stream outside the capture would invalidate
     it."""
 
-    def __init__(self, fn, static_in: tuple, grad_inputs: list, n_args: int, sinks: list, proxies=None, pool=None):
+    def __init__(self, fn, static_in: tuple, grad_inputs: list, n_args: int, sinks: list | None, proxies=None,
+                 pool=None):
         torch.cuda.synchronize()
         # the blocks the eager micro-steps left cached belong to the training stream: the warm-up on its own stream
         # would take as much again beside them
@@ -75,7 +76,9 @@ class CudaReplay:
             grads = torch.autograd.grad(out, grad_inputs, self.grad_out)
             if sinks:
                 torch._foreach_copy_(sinks, list(grads[n_args:]))
-        self.grads = (*grads[:n_args], *sinks)  # the parameters' own buffers die here: the pool reuses them
+        # copied, the parameters' own buffers die here and the pool reuses them (a transient copy at the backward's
+        # end, where the activations are gone; the first graph, often the only one, copies nothing)
+        self.grads = grads if sinks is None else (*grads[:n_args], *sinks)
         self.out = out.detach()
 
     def forward(self) -> None:
@@ -88,13 +91,15 @@ class CudaReplay:
 class EagerReplay:
     """The same contract run eagerly: what the CPU tests substitute for CudaReplay (graphs need CUDA)."""
 
-    def __init__(self, fn, static_in: tuple, grad_inputs: list, n_args: int, sinks: list, proxies=None, pool=None):
+    def __init__(self, fn, static_in: tuple, grad_inputs: list, n_args: int, sinks: list | None, proxies=None,
+                 pool=None):
         self.fn, self.static_in, self.grad_inputs, self.proxies = fn, static_in, grad_inputs, proxies
         self.pool = pool if pool is not None else object()
         self._live = fn(*static_in)
         self.out = self._live.detach().clone()
         self.grad_out = torch.empty_like(self.out)
-        self.grads = (*(torch.empty_like(t) for t in grad_inputs[:n_args]), *sinks)
+        params = [torch.empty_like(t) for t in grad_inputs[n_args:]] if sinks is None else sinks
+        self.grads = (*(torch.empty_like(t) for t in grad_inputs[:n_args]), *params)
 
     def forward(self) -> None:
         with torch.enable_grad(), self.proxies:
@@ -276,7 +281,7 @@ class GraphedStack:
         proxies = Proxies(self.layers)
         params = [p for _, _, p, _ in proxies.slots]  # the layers' current parameters, in the grads' order
         ids = tuple(id(p) for p in params)
-        sinks = self.sinks.get(ids) or [torch.empty_like(p) for p in params]
+        sinks = self.sinks.get(ids)  # None: this graph's own gradient buffers become the shared ones
         # autocast's weight-cast cache would hand the capture casts made outside it (freed later), and keep casts
         # made inside it that were never computed; the adapters' own cast cache likewise (casts.py)
         with torch.autocast(dev, dtype=torch.get_autocast_dtype(dev), enabled=torch.is_autocast_enabled(dev),
@@ -284,7 +289,8 @@ class GraphedStack:
             replay = REPLAY[0](lambda h, *flat: self._run_eager(h, rebuild(flat)), static_in,
                                grad_args + proxies.params, len(grad_args), sinks, proxies, self.pool)
         self.graphs[key] = _Graph(replay, static_in, grad_args, params)
-        self.sinks[ids], self.pool, self.addresses = sinks, replay.pool, self._addresses()
+        self.sinks[ids] = sinks if sinks is not None else list(replay.grads[len(grad_args):])
+        self.pool, self.addresses = replay.pool, self._addresses()
         self.captures += 1
 
     def _graph_for(self, hidden, kwargs: dict) -> tuple | None:

@@ -19,8 +19,8 @@ auto, only micro-steps of at most AUTO_MAX_TOKENS tokens are captured; true capt
 
 Memory: every graph draws on one private pool, so one shape's intermediates reuse another's (micro-steps run one at
 a time); what each graph hands out stays its own (the stack's output and its input's gradient: 2 × tokens × hidden
-× 2 B), and the adapter gradients of every graph land in the first graph's fp32 buffers. The pool sits beside the allocator's
-cache, so torch's reserved memory (not the allocated peak) is higher than eager's."""
+× 2 B), and the adapter gradients of every graph land in the first graph's fp32 buffers. The pool sits beside the
+allocator's cache, so torch's reserved memory (not the allocated peak) is higher than eager's."""
 
 from __future__ import annotations
 
@@ -48,9 +48,9 @@ class CudaReplay:
     """Captures fn(*static_in) forward and its gradients as two CUDA graphs in the memory pool `pool` (None: a new
     one, then self.pool). grad_inputs: the n_args inputs whose gradients the graph hands out, then the parameters,
     whose gradients it copies into `sinks` (the first graph's own buffers, shared by every later graph of the
-    stack, so those keep none of their own; None: this graph's stay its own). The warm-up runs on the capture stream: autograd syncs a gradient's producer stream with
-    the stream its AccumulateGrad node was made on, and a sync with a stream outside the capture would invalidate
-    it."""
+    stack, so those keep none of their own; None: this graph's stay its own). The warm-up runs on the capture
+    stream: autograd syncs a gradient's producer stream with the stream its AccumulateGrad node was made on, and a
+    sync with a stream outside the capture would invalidate it."""
 
     def __init__(self, fn, static_in: tuple, grad_inputs: list, n_args: int, sinks: list | None, proxies=None,
                  pool=None):

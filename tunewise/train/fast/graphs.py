@@ -40,7 +40,7 @@ from tunewise.train.fast.lora_groups import forget_plans
 AUTO_MAX_TOKENS = 2048
 WARMUP_ITERS = 2  # eager passes on the capture stream before capture (Triton autotuning, cuBLAS workspaces)
 MAX_DROPS = 3
-MAX_GRAPHS = 12  # shapes kept at once: tokenize.bucket_lengths' ladder up to 2,048 tokens has 9
+MAX_GRAPHS = 12  # shapes kept at once: tokenize.bucket_lengths' ladder up to 2,048 tokens has 11 widths
 FAMILIES = {"llama", "mistral", "qwen2", "qwen3"}  # one keyword set serves every layer (no per-layer mask)
 
 

@@ -233,15 +233,15 @@ class FastConfig(_Strict):
         "the automatic plan's choice (LoRA on CUDA, on GPUs whose host link rate is measured, else none); 0 = never")
     cuda_graphs: Literal["auto"] | bool = Field(
         "auto", description="run the decoder stack's forward and backward as two CUDA graphs (one launch each: the "
-        "host no longer limits the step) once two micro-steps in a row have the same shape; another shape drops "
-        "the graph and runs eagerly. On CUDA for LoRA/QLoRA with dropout 0 on llama, mistral, qwen2, qwen3 (full "
+        "host no longer limits the step), one pair per batch shape, captured the second time a shape comes (up to "
+        "12 shapes; others run eagerly). On CUDA for LoRA/QLoRA with dropout 0 on llama, mistral, qwen2, qwen3 (full "
         "attention), one process, no offloaded layers and no compile; the log line says why not otherwise. auto: "
         "micro-steps of at most 2,048 tokens (where the host limits the step); true: any size")
     bucket_padding: Literal["auto"] | bool = Field(
         "auto", description="pad each training batch (not packed ones) to the first of a few widths that holds it "
         "(64, 96, 128, 192, ..., the longest example; at most half a row of padding) instead of its longest row, so "
-        "that batch shapes repeat: the CUDA graphs replay them and per-shape kernel set-up is paid once. auto: "
-        "when the decoder stack is graphed (cuda_graphs)")
+        "that batch shapes repeat and the CUDA graphs replay them. auto: when the decoder stack is graphed "
+        "(cuda_graphs)")
     offload_activations: Literal["auto"] | bool = Field(
         "auto", description="with gradient_checkpointing: keep each checkpointed decoder layer's input in CPU "
         "memory (not pinned) from its forward until its backward, while the host has room (else it stays on the "

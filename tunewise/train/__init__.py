@@ -161,7 +161,7 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
     if fast.graph_steps and is_main_process():
         g = fast.graph_steps
         print(f"tunewise train: CUDA graphs replayed {g['replays']} of {g['replays'] + g['eager']} training "
-              f"micro-steps ({g['captures']} captures, {g['drops']} dropped at a new shape"
+              f"micro-steps ({g['captures']} shapes captured, {g['drops']} times all dropped for moved weights"
               f"{'; capture failed: ' + g['failed'] if g['failed'] else ''})", flush=True)
     out_dir = run_dir / ("model" if cfg.train.method == "full" else "adapter")
     _save(trainer, tokenizer, out_dir, run_dir, ckpt_dir)

@@ -327,7 +327,8 @@ class GraphedStack:
     def __call__(self, hidden, **kwargs):
         found = self._graph_for(hidden, kwargs)
         if found is None:
-            self.eager += 1
+            # a training micro-step that ran eagerly; evaluation's forwards are not counted
+            self.eager += torch.is_grad_enabled() and self.layers[0].training
             return self._run_eager(hidden, kwargs)
         graph, tensors = found
         self.replays += 1

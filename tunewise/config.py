@@ -207,9 +207,10 @@ class FastConfig(_Strict):
     compile: bool = Field(False, description="torch.compile each decoder layer (falls back to eager on failure)")
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
         "default", description="torch.compile's mode; reduce-overhead adds CUDA graphs (fewer kernel launches)")
-    sdpa_backend: Literal["default", "cudnn", "flash"] = Field(
+    sdpa_backend: Literal["default", "cudnn", "flash", "efficient"] = Field(
         "default", description="SDPA attention kernel tried first: default = torch's own order; cudnn = cuDNN's "
-        "fused attention; flash = FlashAttention-2 (CUDA; the next backend in line where it cannot run)")
+        "fused attention; flash = FlashAttention-2; efficient = the memory-efficient kernel (CUDA; the next backend "
+        "in line where it cannot run)")
     freeze_gc: bool = Field(
         True, description="gc.freeze() when training starts: Python's full garbage collections then skip the "
         "model and optimizer (they stall the CPU that feeds the GPU); cycles made later are still collected")
@@ -237,6 +238,11 @@ class FastConfig(_Strict):
         "12 shapes; others run eagerly). On CUDA for LoRA/QLoRA with dropout 0 on llama, mistral, qwen2, qwen3 (full "
         "attention), one process, no offloaded layers and no compile; the log line says why not otherwise. auto: "
         "micro-steps of at most 2,048 tokens (where the host limits the step); true: any size")
+    causal_padding: Literal["auto"] | bool = Field(
+        "auto", description="right-padded batches reach attention without their padding mask: causal attention "
+        "alone gives every real token the same output (the padding comes after it, and its labels are ignored), and "
+        "SDPA can then run FlashAttention instead of a masked kernel (cuDNN's is set up once per batch shape and is "
+        "slower). auto: on CUDA with sdpa attention")
     bucket_padding: Literal["auto"] | bool = Field(
         "auto", description="pad each training batch (not packed ones) to the first of a few widths that holds it "
         "(64, 96, 128, 192, ..., the longest example; at most half a row of padding) instead of its longest row, so "
@@ -282,6 +288,11 @@ class TrainConfig(_Strict):
     packing: Literal["auto"] | bool = Field(
         "auto", description="padding-free packing; auto = on where attention is varlen (CUDA + flash_attention_2)"
     )
+    pad_to_multiple_of: Literal["auto"] | Annotated[int, Field(gt=0)] = Field(
+        "auto", description="pad each batch that is not packed (training and evaluation) to a width that is a "
+        "multiple of this many tokens, so that batch shapes repeat: on CUDA SDPA's cuDNN attention sets up each new "
+        "shape once. auto: 64 on CUDA, 1 (the batch's longest row) elsewhere; fast.bucket_padding's widths, where "
+        "on, come first")
     gradient_checkpointing: bool = False
     fast: FastConfig = Field(FastConfig(), description="the fast path; `fast: false` (or true/auto) is short for "
                              "fast.enabled")

@@ -169,3 +169,24 @@ def test_an_uncovered_family_trains_on_the_plain_path_with_one_log_line(capsys):
     assert lines == ["tunewise: plain path (model type 'gpt2' has no fast path; it covers gemma2, gemma3_text, "
                      "llama, mistral, qwen2, qwen3)"]
     assert decide(FastConfig(), "cuda", "gemma2")[0] and decide(FastConfig(), "cuda", "gemma3_text")[0]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_right_padding_needs_no_mask_under_causal_attention(model_type, attn):
+    """What train.fast.causal_padding relies on: a right-padded batch gives the same loss and adapter gradients
+    without its padding mask, in every covered family (Gemma 3's sliding layers included); left padding does not."""
+    if model_type == "gemma2" and attn == "sdpa":
+        pytest.skip("transformers has no SDPA attention for Gemma 2")
+    model = _lora_model(model_type)
+    model.set_attn_implementation(attn)
+    batch = PadCollator(pad_id=3)(_batch())
+    assert batch["attention_mask"].eq(0).any()  # there is padding to leave unmasked
+    unmasked = {k: v for k, v in batch.items() if k != "attention_mask"}
+    _assert_same(_loss_and_grads(model, batch), _loss_and_grads(model, unmasked))
+    # the same rows padded on the left: the padding now comes before the tokens and the mask is needed
+    shift = (batch["attention_mask"] == 0).sum(1)
+    left = {k: torch.stack([row.roll(int(s)) for row, s in zip(v, shift)]) for k, v in batch.items()}
+    loss_masked, _ = _loss_and_grads(model, left)
+    loss_unmasked, _ = _loss_and_grads(model, {k: v for k, v in left.items() if k != "attention_mask"})
+    assert abs(loss_unmasked.item() - loss_masked.item()) > 1e-3 * abs(loss_masked.item())

@@ -41,6 +41,17 @@ def test_bucket_lengths_end_at_the_longest_row_and_pad_at_most_half_a_row():
         assert all(b <= 1.5 * a for a, b in zip(widths, widths[1:]))
 
 
+def test_widths_round_up_to_the_multiple_but_never_past_the_longest_example():
+    feats = [{"input_ids": [5] * n, "labels": [5] * n} for n in (3, 70)]
+    assert PadCollator(0, multiple=64, cap=200)(feats)["input_ids"].shape == (2, 128)
+    assert PadCollator(0, multiple=64, cap=100)(feats)["input_ids"].shape == (2, 100)  # the cap
+    assert PadCollator(0, multiple=64, cap=60)(feats)["input_ids"].shape == (2, 70)  # never cuts a row
+    assert PadCollator(0, multiple=64)(feats[:1])["attention_mask"].tolist() == [[1] * 3 + [0] * 61]
+    assert PadCollator(0)(feats)["input_ids"].shape == (2, 70)  # multiple 1: the longest row
+    # bucket widths come first
+    assert PadCollator(0, buckets=[72], multiple=64, cap=200)(feats)["input_ids"].shape == (2, 72)
+
+
 def test_bucketed_batches_repeat_widths_and_keep_each_example_s_loss(tiny_tokenizer):
     model = build_model(len(tiny_tokenizer), seed=2).eval()
     texts = ["the match", "the team won the match and the game", "bank", "the bank made a profit this year"]

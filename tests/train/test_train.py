@@ -186,3 +186,29 @@ def test_gemma2_trains_on_cpu_with_eager_attention_and_the_log_says_why(tmp_path
     assert result.attn_implementation == "eager" and all(math.isfinite(v) for _, v in result.train_loss)
     assert ("tunewise train: attention eager (auto: transformers' Gemma2ForCausalLM cannot run SDPA, and "
             "FlexAttention has no backward on cpu)") in capsys.readouterr().out.splitlines()
+
+
+def test_causal_padding_leaves_right_padding_masks_out_with_the_same_losses_and_token_count(tmp_path, tiny_base,
+                                                                                           monkeypatch):
+    """train.fast.causal_padding: right-padded training and evaluation batches reach the model without their
+    mask; the training and validation losses and the non-padding tokens counted are the masked run's."""
+    from tunewise.train.trainer import _Trainer
+
+    masks = {False: [], True: []}
+    compute_loss = _Trainer.compute_loss
+
+    def spy(self, model, inputs, *args, **kwargs):
+        masks[self.causal_padding].append("attention_mask" in inputs)
+        return compute_loss(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(_Trainer, "compute_loss", spy)
+    runs = {on: train(tiny_config(tmp_path / str(on), fast={"enabled": True, "causal_padding": on},
+                                  lora={"dropout": 0.0}), tiny_data(), tiny_base) for on in (False, True)}
+    assert masks[False] and all(masks[False])  # the masked run: every batch had its mask
+    # the collator pads on the right: every batch, training and evaluation, went without its mask
+    assert masks[True] and not any(masks[True])
+    assert runs[True].fast_path["causal_padding"] and not runs[False].fast_path["causal_padding"]
+    assert runs[True].tokens_seen == runs[False].tokens_seen
+    for curve in ("train_loss", "val_loss"):
+        off, on = ([v for _, v in getattr(runs[k], curve)] for k in (False, True))
+        assert on == pytest.approx(off, rel=1e-5), curve

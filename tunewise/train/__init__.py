@@ -42,6 +42,7 @@ from tunewise.train.runtime import (
     check_fits,
     device_memory_gib,
     oom_message,
+    pad_multiple,
     use_packing,
 )
 from tunewise.train.tokenize import bucket_lengths
@@ -142,7 +143,9 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
     buckets = bucket_lengths(max(enc.lengths)) if bucketed and not packing else None
     trainer = build_trainer(cfg, model, tokenizer, enc, ckpt_dir, device, packing, callbacks or [],
                             trainer_checkpointing=cfg.train.gradient_checkpointing and fast.checkpointed_layers is None,
-                            micro_batch=fast.micro_batch_size, pad_buckets=buckets)
+                            micro_batch=fast.micro_batch_size, pad_buckets=buckets,
+                            pad_multiple=pad_multiple(cfg.train.pad_to_multiple_of, device),
+                            causal_padding=fast.causal_padding)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()  # the baselines ran on this GPU first: measure training alone
     start = time.perf_counter()

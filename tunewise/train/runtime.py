@@ -51,6 +51,12 @@ def use_packing(cfg: RunConfig, device: str, attn: str) -> bool:
     return bool(cfg.train.packing)
 
 
+def pad_multiple(setting, device: str) -> int:
+    """train.pad_to_multiple_of as a number: auto pads to multiples of 64 tokens on CUDA, where each new batch shape
+    costs attention set-up, and not at all elsewhere (CPU kernels have none; padding would be wasted work)."""
+    return (64 if device == "cuda" else 1) if setting == "auto" else setting
+
+
 def device_memory_gib(device: str) -> float:
     if device == "cuda":
         return torch.cuda.get_device_properties(local_rank()).total_memory / 1024**3

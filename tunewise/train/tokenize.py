@@ -7,16 +7,19 @@ from tunewise.data.encode import IGNORE
 
 class PadCollator:
     """Right-pads a batch; padded positions get label IGNORE and attention 0. buckets: ascending widths, the batch
-    padded to the first that holds its longest row (bucket_lengths; a longer batch to its own longest)."""
+    padded to the first that holds its longest row (bucket_lengths). Otherwise the width is the longest row
+    rounded up to a multiple of `multiple`, never past `cap` (the longest example: what the memory plan assumed)."""
 
-    def __init__(self, pad_id: int, buckets: list[int] | None = None):
-        self.pad_id, self.buckets = pad_id, buckets or []
+    def __init__(self, pad_id: int, buckets: list[int] | None = None, multiple: int = 1, cap: int | None = None):
+        self.pad_id, self.buckets, self.multiple, self.cap = pad_id, buckets or [], multiple, cap
 
     def __call__(self, features: list[dict]) -> dict:
         import torch  # heavy
 
         longest = max(len(f["input_ids"]) for f in features)
-        width = next((b for b in self.buckets if b >= longest), longest)
+        rounded = -(-longest // self.multiple) * self.multiple
+        width = next((b for b in self.buckets if b >= longest),
+                     max(longest, min(rounded, self.cap)) if self.cap is not None else rounded)
         ids, labels, mask = [], [], []
         for f in features:
             n = len(f["input_ids"])

@@ -23,6 +23,25 @@ class _Trainer(GuardedTrainer):
     """Evaluation always uses the padding collator: the answer metric needs one row per example."""
 
     eval_collator = None
+    causal_padding = False  # right-padded batches go to the model without their padding mask
+
+    def _causal(self, inputs: dict) -> dict:
+        """The batch without its attention mask where the mask is right padding alone: under causal attention the
+        real tokens never see the padding after them (its labels are ignored), so their outputs are the same, and
+        SDPA runs FlashAttention instead of a masked kernel. A new dict: the Trainer counts the non-padding tokens
+        from the mask after the step."""
+        mask = inputs.get("attention_mask")
+        if not self.causal_padding or mask is None or mask.dim() != 2 or "position_ids" in inputs:
+            return inputs
+        if not (bool(mask[:, 0].all()) and bool((mask[:, 1:] <= mask[:, :-1]).all())):
+            return inputs  # left padding, or holes: the mask is needed
+        return {k: v for k, v in inputs.items() if k != "attention_mask"}
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        return super().training_step(model, self._causal(inputs), num_items_in_batch)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        return super().prediction_step(model, self._causal(inputs), prediction_loss_only, ignore_keys)
 
     def _get_train_sampler(self, train_dataset=None):
         from transformers.trainer_pt_utils import LengthGroupedSampler  # heavy
@@ -154,7 +173,8 @@ def training_args(cfg: RunConfig, out_dir: Path, device: str, packing: bool, has
 
 def build_trainer(cfg: RunConfig, model, tokenizer, enc, out_dir: Path, device: str, packing: bool,
                   callbacks: list, trainer_checkpointing: bool | None = None,
-                  micro_batch: int | None = None, pad_buckets: list[int] | None = None) -> GuardedTrainer:
+                  micro_batch: int | None = None, pad_buckets: list[int] | None = None,
+                  pad_multiple: int = 1, causal_padding: bool = False) -> GuardedTrainer:
     from transformers import EarlyStoppingCallback  # heavy
     from transformers.trainer_callback import ProgressCallback  # heavy
 
@@ -163,7 +183,9 @@ def build_trainer(cfg: RunConfig, model, tokenizer, enc, out_dir: Path, device: 
     args = training_args(cfg, out_dir, device, packing, has_val, trainer_checkpointing, layers, micro_batch)
     names, reporters = _reporters(cfg, cfg.run_dir)
     args.report_to = names
-    pad = PadCollator(tokenizer.pad_token_id)  # evaluation: no graphs to replay, no padding beyond the batch
+    # evaluation: no graphs to replay, so no buckets; widths still repeat for the attention kernels' set-up
+    pad = PadCollator(tokenizer.pad_token_id, multiple=pad_multiple, cap=max(map(len, (e.input_ids for e in enc.val)),
+                                                                             default=None))
     extra = [*reporters, *callbacks]
     es = cfg.train.early_stopping
     if es.patience and has_val:
@@ -175,12 +197,13 @@ def build_trainer(cfg: RunConfig, model, tokenizer, enc, out_dir: Path, device: 
         model=model, args=args, processing_class=tokenizer,
         train_dataset=[e.to_features() for e in enc.train],
         eval_dataset=[e.to_features() for e in enc.val] or None,
-        data_collator=packed_collator() if packing else PadCollator(tokenizer.pad_token_id, pad_buckets),
+        data_collator=packed_collator() if packing else PadCollator(tokenizer.pad_token_id, pad_buckets,
+                                                                    pad_multiple, max(enc.lengths, default=None)),
         compute_metrics=metrics if has_val else None,
         preprocess_logits_for_metrics=argmax_logits if has_val else None,
         callbacks=extra,
     )
-    trainer.eval_collator = pad
+    trainer.eval_collator, trainer.causal_padding = pad, causal_padding
     if isinstance(metrics, GeneratedMetric):
         metrics.trainer = trainer  # generates with the model as the Trainer holds it at each evaluation
     trainer.remove_callback(ProgressCallback)

@@ -71,6 +71,7 @@ class FastPath:
     checkpointed_layers: int | None = None  # None: the Trainer's own setting applies
     micro_batch_size: int | None = None  # None: the device batch is one micro-batch
     sdpa_backend: str = "default"
+    causal_padding: bool = False  # right-padded batches go to attention without their padding mask (trainer.py)
     recompute_layers: int = 0  # layers keeping recipes for norm outputs / SwiGLU product (recompute.py)
     host_kept_layers: int = 0  # kept layers whose saved tensors wait in pinned host memory (offload.py)
     compiled_layers: int = 0
@@ -93,6 +94,7 @@ class FastPath:
         four_bit = f" ({self.fused_4bit_layers} over 4-bit weights)" if self.fused_4bit_layers else ""
         extra = f", micro-batch {self.micro_batch_size}" if self.micro_batch_size else ""
         extra += f", SDPA {self.sdpa_backend} first" if self.sdpa_backend != "default" else ""
+        extra += ", right padding without its mask (causal attention alone)" if self.causal_padding else ""
         extra += ", GC frozen in training" if self.freeze_gc else ""
         extra += f", LoRA groups {self.lora_groups}" if self.lora_groups else ""
         extra += f", torch RMSNorm in {self.torch_norms}" if self.torch_norms else ""
@@ -346,6 +348,9 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
             result.graphs_off = None  # auto off the GPU: nothing to say
         if train.gradient_checkpointing:
             result.checkpointed_layers = enable_checkpointing(hf, share, avoid=offloaded, rng=not graphs)
+        attention = getattr(hf.config, "_attn_implementation", None)
+        result.causal_padding = fast.causal_padding is True or (
+            fast.causal_padding == "auto" and device == "cuda" and attention == "sdpa")
         if fast.sdpa_backend != "default" and device == "cuda" and "SDPA backend" not in limits:
             prefer_sdpa_backend(hf, fast.sdpa_backend)
             result.sdpa_backend = fast.sdpa_backend

@@ -141,7 +141,8 @@ def prefer_sdpa_backend(hf_model, backend: str) -> int:
     Returns how many layers."""
     from torch.nn.attention import SDPBackend, sdpa_kernel  # heavy
 
-    first = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[backend]
+    first = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION}[backend]
     rest = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
     order = [first] + [b for b in rest if b != first]
     layers = decoder_layers(hf_model)

@@ -317,5 +317,38 @@ def test_apply_fast_path_plans_with_the_graphs_it_will_replay(monkeypatch, fast,
     train = TrainConfig(batch_size=4, gradient_checkpointing=True, lora={"dropout": dropout},
                         fast={"enabled": True, "memory_budget_gib": 1.0, **fast})
     with pytest.raises(RuntimeError, match="stop here"):
-        fast_path.apply_fast_path(model, train, "cuda", seq_len=2048, log=False)
+        fast_path.apply_fast_path(model, train, "cuda", seq_len=2048, log=False, widths=(512, 1024))
     assert seen["graphs_max_tokens"] == most
+    assert seen["graph_widths"] == ((512, 1024) if most else ())
+
+
+def test_replayed_plans_count_the_graphs_of_the_data_s_other_widths():
+    """Each other batch width gets a graph that keeps its input, output and input gradient: a replayed plan counts
+    them (GRAPH_SHAPE_BYTES per token and hidden unit), an eager one does not; with them Mistral-7B's plan recomputes
+    more layers and still fits under plain."""
+    kw = dict(batch_size=4, seq_len=2048, gradient_checkpointing=True, device="H200", micro_batch_size=1,
+              checkpoint_layers=0.25, recompute_elementwise=True, offload_layers=0)
+    widths = (384, 512, 768, 1024, 1536)
+    one, more = (choose_plan(MISTRAL_7B, **kw, graphs_max_tokens=2048, graph_widths=w) for w in ((), widths))
+    assert more.peak_gib - one.peak_gib == pytest.approx(sum(widths) * 6 * MISTRAL_7B.hidden / 2**30)
+    eager = [choose_plan(MISTRAL_7B, **kw, graph_widths=w) for w in ((), widths)]
+    assert eager[0].peak_gib == eager[1].peak_gib
+    free = dict(batch_size=4, seq_len=2048, gradient_checkpointing=True, device="H200", offload_layers=None,
+                graphs_max_tokens=2048)
+    plain, wide = (choose_plan(MISTRAL_7B, **free, graph_widths=w) for w in ((), widths))
+    assert wide.fits and wide.peak_gib <= wide.plain_peak_gib
+    assert wide.checkpointed_layers > plain.checkpointed_layers
+
+
+def test_other_graph_widths_are_the_bucket_widths_the_lengths_fall_in():
+    from tunewise.config import FastConfig
+    from tunewise.train.fast import other_graph_widths
+
+    lengths = [70, 100, 120, 700, 2048]
+    assert other_graph_widths(FastConfig(), lengths) == (96, 128, 768)
+    assert other_graph_widths(FastConfig(), [2048] * 5) == ()  # fixed-width batches: one graph
+    assert other_graph_widths(FastConfig(), None) == ()
+    # without buckets: the lengths rounded to the pad multiple, the largest MAX_GRAPHS - 1
+    off = FastConfig(bucket_padding=False)
+    assert other_graph_widths(off, lengths, 64) == (128, 704)
+    assert len(other_graph_widths(off, list(range(1, 2049)), 1)) == 11

@@ -134,6 +134,9 @@ UNMEASURED_HOST_LINK_GBS = 25.0
 # gradient beside .grad: QLoRA Llama-3-8B 2048×1 peaked at 6.96 GiB with graphs against 6.85 without (H200, 2026-11-30;
 # its 42 M adapter parameters × 4 B = 0.16 GiB, so the count is on the safe side).
 GRAPH_GRAD_BYTES = 4
+# Every further batch shape the stack keeps a graph for holds its static input, its output and its input's gradient
+# in the compute dtype: 3 × 2 B per token and hidden unit (graphs.py's buffers; not measured on its own).
+GRAPH_SHAPE_BYTES = 6
 # A micro-step replayed from graphs takes this many times its GPU arithmetic at FAST_RATE (fitted on 4,096-8,192-token
 # micro-steps): smaller GEMMs, and the embedding, loss and gradient sums still launched by the host. Between the two
 # measured choices (H200, 2026-11-30, 2048×4, one example per micro-step replayed): Mistral-7B with 10 of 32 layers

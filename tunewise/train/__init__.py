@@ -32,7 +32,7 @@ from tunewise.train.distributed import (
     uses_fsdp,
     world_size,
 )
-from tunewise.train.fast import apply_fast_path, graph_steps
+from tunewise.train.fast import apply_fast_path, graph_steps, other_graph_widths
 from tunewise.train.fast.quiet_gc import frozen_gc
 from tunewise.train.methods import apply_method, check_method_supported, load_quantized
 from tunewise.train.plan import encode_data, encode_split, plan
@@ -132,7 +132,9 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
     packing = use_packing(cfg, device, attn)
     model = _prepare_model(cfg, base, device, attn, model)
     fast = apply_fast_path(model, cfg.train, device, log=is_main_process(), seq_len=max(enc.lengths),
-                           shards=world_size() if fsdp else 1)
+                           shards=world_size() if fsdp else 1,
+                           widths=other_graph_widths(cfg.train.fast, enc.lengths,
+                                                     pad_multiple(cfg.train.pad_to_multiple_of, device)))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
 

@@ -13,11 +13,11 @@ from tunewise.errors import DataError
 from tunewise.models import causal_lm_class, load_tokenizer, resolve_model
 from tunewise.models.estimate import DEVICES, Estimate, estimate, read_shape
 from tunewise.models.prices import device_key
-from tunewise.train.fast import SUPPORTED, graphs_config_off, graphs_max_tokens
+from tunewise.train.fast import SUPPORTED, graphs_config_off, graphs_max_tokens, other_graph_widths
 from tunewise.train.fast.auto_plan import BUDGET_SHARE, plan_for, planned
 from tunewise.train.gen_metric import ValAnswers, val_answers
 from tunewise.train.replay import replay_records
-from tunewise.train.runtime import attention_implementation
+from tunewise.train.runtime import attention_implementation, pad_multiple
 
 
 @dataclass
@@ -85,8 +85,9 @@ def plan(cfg: RunConfig, model_dir: Path, lengths: list[int], device: str, gpus:
     # the stack's CUDA graphs as the config allows them (tunewise.train.fast.graphs): this plans a GPU run
     off = graphs_config_off(t, "cuda", max(gpus, shards), shape.model_type)
     most = 0 if off else graphs_max_tokens(t.fast)
+    widths = other_graph_widths(t.fast, lengths, pad_multiple(t.pad_to_multiple_of, "cuda")) if most else ()
     fast = plan_for(shape, t, max(lengths), budget_gib=memory, device=device, shards=shards, attention=attention,
-                    graphs_max_tokens=most)
+                    graphs_max_tokens=most, graph_widths=widths)
     return replace(est, fast_plan={**fast.to_json(), "why": fast.describe(), "hours": est.hours / fast.speedup})
 
 

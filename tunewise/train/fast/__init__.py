@@ -33,7 +33,7 @@ from tunewise.errors import ConfigError
 from tunewise.models.estimate import GIB, ModelShape
 from tunewise.train.distributed import world_size
 from tunewise.train.fast.auto_plan import BUDGET_SHARE, Plan, plan_for, planned
-from tunewise.train.fast.graphs import AUTO_MAX_TOKENS, enable_graphs, family_off, graphable, stack_of
+from tunewise.train.fast.graphs import AUTO_MAX_TOKENS, MAX_GRAPHS, enable_graphs, family_off, graphable, stack_of
 from tunewise.train.fast.layers import (
     LIGER_PATCH,
     apply_liger_kernels,
@@ -51,11 +51,12 @@ from tunewise.train.fast.lora_groups import group_lora_projections
 from tunewise.train.fast.loss import causal_lm_loss
 from tunewise.train.fast.offload import enable_offload, offloaded_indices
 from tunewise.train.fast.recompute import enable_recompute
+from tunewise.train.tokenize import bucket_lengths
 
 SUPPORTED = set(LIGER_PATCH)  # decoder families whose CausalLM forward is model → lm_head (→ soft-cap) → loss
 
 __all__ = ["FastPath", "apply_fast_path", "causal_lm_loss", "decide", "graph_steps", "graphs_config_off",
-           "graphs_max_tokens", "hf_model_of"]
+           "graphs_max_tokens", "hf_model_of", "other_graph_widths"]
 
 
 @dataclass
@@ -233,10 +234,26 @@ def _device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "cuda" and torch.cuda.is_available() else "H100"
 
 
+def other_graph_widths(fast: FastConfig, lengths: list[int] | None, multiple: int = 1) -> tuple[int, ...]:
+    """The batch widths below the longest that the training examples' lengths give (bucket padding's widths where
+    it may be on, else lengths rounded up to `multiple`): each may get a graph of its own, MAX_GRAPHS in all. None
+    or no lengths: one width (fixed-width batches)."""
+    if not lengths:
+        return ()
+    longest = max(lengths)
+    if fast.bucket_padding is not False:
+        ladder = bucket_lengths(longest)
+        widths = {next(b for b in ladder if b >= n) for n in lengths}
+    else:
+        widths = {min(-(-n // multiple) * multiple, longest) for n in lengths}
+    return tuple(sorted(widths - {longest})[-(MAX_GRAPHS - 1):])
+
+
 def auto_plan(hf, train: TrainConfig, device: str, result: FastPath, seq_len: int | None,
-              shards: int = 1) -> Plan | None:
+              shards: int = 1, widths: tuple[int, ...] = ()) -> Plan | None:
     """The automatic plan, where one is made: LoRA on CUDA, adapters fused, the fast loss, a known sequence length
-    and at least one of micro_batch_size, checkpoint_layers, recompute_elementwise on auto."""
+    and at least one of micro_batch_size, checkpoint_layers, recompute_elementwise on auto. widths: the other batch
+    widths the data gives (other_graph_widths), whose graphs a replayed plan also keeps."""
     if device != "cuda" or not planned(train) or not result.fused_lora_layers or result.loss == "plain" \
             or not seq_len:
         return None
@@ -252,7 +269,7 @@ def auto_plan(hf, train: TrainConfig, device: str, result: FastPath, seq_len: in
     graphs = graphs_off(train.fast, train, device, hf, result, (), shards) is None
     most = graphs_max_tokens(train.fast) if graphs else 0
     return plan_for(shape, train, seq_len, host_gib=None if spare is None else max(0, spare) / GIB,
-                    graphs_max_tokens=most,
+                    graphs_max_tokens=most, graph_widths=widths if most else (),
                     budget_gib=memory_budget_gib(train.fast, device), device=_device_name(device),
                     kernels=result.kernels, shards=shards, attention=attention,
                     loss_chunk_tokens=train.fast.loss_chunk_tokens if result.loss == "chunked" else None)
@@ -290,12 +307,12 @@ def graphs_off(fast: FastConfig, train: TrainConfig, device: str, hf, result: Fa
 
 
 def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, seq_len: int | None = None,
-                    shards: int = 1) -> FastPath:
+                    shards: int = 1, widths: tuple[int, ...] = ()) -> FastPath:
     """Apply the enabled components to `model` (a transformers CausalLM, PEFT-wrapped or not) in place.
     Gradient checkpointing, when train.gradient_checkpointing is on, is enabled here (the Trainer's own
     switch must then stay off): the fast path decides which layers are checkpointed. seq_len: the longest
     training sequence, for the automatic plan (none is made without it); shards: devices FSDP splits the
-    weights over."""
+    weights over; widths: the other batch widths the training data gives (other_graph_widths), for the plan."""
     fast = train.fast
     hf = hf_model_of(model)
     on, reason = decide(fast, device, getattr(hf.config, "model_type", "?"))
@@ -324,7 +341,7 @@ def apply_fast_path(model, train: TrainConfig, device: str, log: bool = True, se
                 blocks = [b for layer in decoder_layers(hf) for b in (layer.self_attn, layer.mlp)]
                 result.lora_groups = group_lora_projections(blocks)
         micro = micro_batch(fast, train.batch_size)  # an explicit value is checked whether planned or not
-        plan = auto_plan(hf, train, device, result, seq_len, shards)
+        plan = auto_plan(hf, train, device, result, seq_len, shards, widths)
         if plan is not None:
             result.plan = {**plan.to_json(), "why": plan.describe()}
             micro = plan.micro_batch_size if plan.micro_batch_size < train.batch_size else None

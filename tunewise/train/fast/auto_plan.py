@@ -20,6 +20,7 @@ from tunewise.models.estimate import (
     DEVICES,
     GIB,
     GRAPH_GRAD_BYTES,
+    GRAPH_SHAPE_BYTES,
     OFFLOAD_STALL_SHARE,
     UNMEASURED_HOST_LINK_GBS,
     ModelShape,
@@ -95,7 +96,7 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
                 micro_batch_size: int | None = None, checkpoint_layers: float | None = None,
                 recompute_elementwise: bool | None = None, shards: int = 1, attention: str | None = None,
                 offload_layers: int | None = 0, host_gib: float | None = None,
-                graphs_max_tokens: float = 0) -> Plan:
+                graphs_max_tokens: float = 0, graph_widths: tuple[int, ...] = ()) -> Plan:
     """The plan for LoRA on the fast path (see the module docstring). micro_batch_size, checkpoint_layers (a
     share of the layers) and recompute_elementwise, when given, are kept; None lets the plan choose.
     budget_gib: the most the predicted peak may be (None: no limit but plain's). kernels: Liger's kernels run;
@@ -106,7 +107,8 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
     LINK_SHARE of what the link moves during the forward and host_gib / PIN_FACTOR of host memory).
     graphs_max_tokens: the largest micro-step the decoder stack replays from CUDA graphs (0: never): a plan
     without offloaded layers whose micro-steps are no larger then adds the graph's copy of the adapter gradients to
-    its peak and launches nothing per layer from the host."""
+    its peak and launches nothing per layer from the host. graph_widths: the batch widths besides seq_len that may
+    get graphs of their own (bucket padding's): each keeps its buffers (GRAPH_SHAPE_BYTES) in a replayed plan."""
     fast_eager = shape.eager if attention is None else attention == "eager"
     spec = DEVICES[device_key(device, DEVICES) or "H100"]
     fixed = fixed_bytes(shape, "lora", r, target_modules, shards=shards)
@@ -145,7 +147,8 @@ def choose_plan(shape: ModelShape, *, batch_size: int, seq_len: int, gradient_ch
                         seq_len=seq_len, eager=fast_eager, flex=attention == "flex_attention",
                         offloaded=off)) / GIB
                     graphed = not off and micro_tokens <= graphs_max_tokens
-                    peak += graph_gib if graphed else SPLIT_EXTRA_GIB if micro < batch_size else 0.0
+                    shapes_gib = micro * sum(graph_widths) * GRAPH_SHAPE_BYTES * shape.hidden / GIB
+                    peak += graph_gib + shapes_gib if graphed else SPLIT_EXTRA_GIB if micro < batch_size else 0.0
                     seconds = fast_lora_step_seconds(
                         shape, seq_len=seq_len, micro_tokens=micro_tokens, micro_steps=batch_size // micro,
                         checkpointed=ckpt, recipes=rc, dropout=dropout, r=r, target_modules=target_modules,
@@ -180,7 +183,8 @@ def _offload_choices(layers: int, ckpt: int, layer: float, asked: int | None, li
 
 def plan_for(shape: ModelShape, train: TrainConfig, seq_len: int, *, budget_gib: float | None, device: str = "H100",
              kernels: bool = True, loss_chunk_tokens: int | None = None, shards: int = 1,
-             attention: str | None = None, host_gib: float | None = None, graphs_max_tokens: float = 0) -> Plan:
+             attention: str | None = None, host_gib: float | None = None, graphs_max_tokens: float = 0,
+             graph_widths: tuple[int, ...] = ()) -> Plan:
     """choose_plan for a training config: train.fast's explicit micro_batch_size (null: no split),
     checkpoint_layers, recompute_elementwise and offload_kept_layers are kept, "auto" ones chosen."""
     fast, lora = train.fast, train.lora
@@ -195,7 +199,8 @@ def plan_for(shape: ModelShape, train: TrainConfig, seq_len: int, *, budget_gib:
         micro_batch_size=None if micro == "auto" else min(micro or train.batch_size, train.batch_size),
         checkpoint_layers=None if fast.checkpoint_layers == "auto" else fast.checkpoint_layers,
         recompute_elementwise=None if recompute == "auto" else recompute, host_gib=host_gib,
-        offload_layers=None if offload == "auto" else offload, graphs_max_tokens=graphs_max_tokens)
+        offload_layers=None if offload == "auto" else offload, graphs_max_tokens=graphs_max_tokens,
+        graph_widths=graph_widths)
 
 
 def planned(train: TrainConfig) -> bool:

@@ -241,8 +241,8 @@ class FastConfig(_Strict):
     causal_padding: Literal["auto"] | bool = Field(
         "auto", description="right-padded batches reach attention without their padding mask: causal attention "
         "alone gives every real token the same output (the padding comes after it, and its labels are ignored), and "
-        "SDPA can then run FlashAttention instead of a masked kernel (cuDNN's is set up once per batch shape and is "
-        "slower). auto: on CUDA with sdpa attention")
+        "SDPA then runs its causal kernel instead of one reading a [rows, 1, width, width] mask (on the H200 3.3x "
+        "faster at 4,000 tokens). auto: on CUDA with sdpa attention")
     bucket_padding: Literal["auto"] | bool = Field(
         "auto", description="pad each training batch (not packed ones) to the first of a few widths that holds it "
         "(64, 96, 128, 192, ..., the longest example; at most half a row of padding) instead of its longest row, so "

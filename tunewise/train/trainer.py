@@ -28,7 +28,7 @@ class _Trainer(GuardedTrainer):
     def _causal(self, inputs: dict) -> dict:
         """The batch without its attention mask where the mask is right padding alone: under causal attention the
         real tokens never see the padding after them (its labels are ignored), so their outputs are the same, and
-        SDPA runs FlashAttention instead of a masked kernel. A new dict: the Trainer counts the non-padding tokens
+        SDPA runs its causal kernel instead of a masked one. A new dict: the Trainer counts the non-padding tokens
         from the mask after the step."""
         mask = inputs.get("attention_mask")
         if not self.causal_padding or mask is None or mask.dim() != 2 or "position_ids" in inputs:

@@ -1,10 +1,16 @@
 """Where a `tunewise train` run's time goes, micro-step by micro-step: the batch's shape, its forward + backward
-time (the GPU synchronised before and after), whether its shape came before, and the optimizer step's time; then
-a profile of a few micro-steps (the host ops that take the time, most first). Same model and data as
-`python -m bench.multi_gpu` (Llama-3.2-1B shape, random weights, ~500-word topic documents).
+time (the GPU synchronised before and after) and whether its shape came before; then a profile of a few
+micro-steps (the host ops that take the time, most first). Same model and data as `python -m bench.multi_gpu`
+(Llama-3.2-1B shape, random weights, ~500-word topic documents), or --data (a CSV/JSONL of text and label).
 
-  python -m bench.train_speed.step_times --steps 30 --set train.fast.cuda_graphs=false   # one H200, ~1 min
-  python -m bench.train_speed.step_times --size toy --steps 4                           # CPU: the script only
+With --sides, each named side runs in its own process on the same data and a table compares them, plain
+transformers + PEFT (`plain`: the fast path off) among them:
+
+  python -m bench.train_speed.step_times --sides defaults,no-graphs,plain            # one H200, ~3 min
+  python -m bench.train_speed.step_times --batch 8 --data banking77/train.csv --label-field category \
+      --max-examples 4000 --sides defaults,masked,no-graphs-masked,plain              # one H200, ~8 min
+  python -m bench.train_speed.step_times --steps 30 --set train.fast.cuda_graphs=false  # one run, its records
+  python -m bench.train_speed.step_times --size toy --steps 4 --sides defaults,plain    # CPU: the script only
 """
 
 from __future__ import annotations
@@ -12,12 +18,26 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from bench.multi_gpu import build_model, write_config
+
+# name → the settings the side runs with (on top of --set): the defaults, without CUDA graphs, with the padding
+# mask and each batch at its own longest row (train.fast.causal_padding and train.pad_to_multiple_of off), both,
+# and plain transformers + PEFT
+SIDES = {
+    "defaults": [],
+    "no-graphs": ["train.fast.cuda_graphs=false"],
+    "masked": ["train.fast.causal_padding=false", "train.pad_to_multiple_of=1"],
+    "no-graphs-masked": ["train.fast.cuda_graphs=false", "train.fast.causal_padding=false",
+                         "train.pad_to_multiple_of=1"],
+    "plain": ["train.fast.enabled=false"],
+}
 
 
 def _sync() -> None:
@@ -80,7 +100,11 @@ def main() -> None:
     ap.add_argument("--label-field", default="label")
     ap.add_argument("--max-examples", type=int, help="with --data: the first this many training examples")
     ap.add_argument("--set", action="append", default=[], help="a config override, as tunewise train --set")
+    ap.add_argument("--sides", help=f"comma-separated, each in its own process, then a table: {', '.join(SIDES)}")
+    ap.add_argument("--side", choices=list(SIDES), help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.sides:
+        return compare(a)
 
     from tunewise.config import load_config, parse_overrides
     from tunewise.pipeline import RunFolder, stage_data, stage_model
@@ -90,7 +114,7 @@ def main() -> None:
     a.workdir.mkdir(parents=True, exist_ok=True)
     model = build_model(a.workdir / f"model-{a.size}", a.size)
     config = write_config(a.workdir, model, a)
-    own = ["name=step-times"]
+    own = [f"name=step-times-{a.side or 'run'}", *(SIDES[a.side] if a.side else [])]
     if a.data:
         own += [f"data.paths=[{a.data.resolve()}]", f"data.label_field={a.label_field}", "data.split.val=200",
                 "data.split.test=8"] + ([f"data.max_train_examples={a.max_examples}"] if a.max_examples else [])
@@ -102,7 +126,8 @@ def main() -> None:
     micro = [r for r in rec.records if r["kind"] == "micro"]
     new = [r["seconds"] for r in micro[1:] if r["new"]]
     seen = [r["seconds"] for r in micro[1:] if not r["new"]]
-    summary = {"sets": a.set, "micro_steps": len(micro), "shapes": len(rec.shapes),
+    summary = {"side": a.side, "sets": [*(SIDES[a.side] if a.side else []), *a.set], "micro_steps": len(micro),
+               "shapes": len(rec.shapes),
                "tokens_per_second": result.tokens_per_second, "fast_path": result.fast_path,
                "median_new_shape_s": statistics.median(new) if new else None,
                "median_seen_shape_s": statistics.median(seen) if seen else None,
@@ -116,6 +141,50 @@ def main() -> None:
     print(rec.table)
     if a.out:
         a.out.write_text(json.dumps({"summary": summary, "records": micro, "profile": rec.table}, indent=1))
+
+
+def compare(a: argparse.Namespace) -> None:
+    """Run each side of --sides in its own process (same arguments), then print one table."""
+    names = [n.strip() for n in a.sides.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SIDES]
+    if unknown:
+        raise SystemExit(f"--sides: unknown {unknown}; known: {', '.join(SIDES)}")
+    same = ["--size", a.size, "--steps", str(a.steps), "--batch", str(a.batch), "--lr", str(a.lr), "--method",
+            a.method, "--gpus", str(a.gpus), "--workdir", str(a.workdir), "--label-field", a.label_field,
+            "--profile-from", str(a.profile_from), "--profile-n", str(a.profile_n),
+            *(["--data", str(a.data)] if a.data else []),
+            *(["--max-examples", str(a.max_examples)] if a.max_examples else []),
+            *(arg for s in a.set for arg in ("--set", s))]
+    a.workdir.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for name in names:
+        out = a.workdir / f"side-{name}.json"
+        out.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "bench.train_speed.step_times", *same, "--side", name, "--out", str(out)]
+        print("$", " ".join(cmd), flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode or not out.is_file():
+            print(f"{name}: exit {proc.returncode}\n{(proc.stdout + proc.stderr)[-3000:]}", flush=True)
+            continue
+        rows[name] = json.loads(out.read_text())["summary"]
+    plain = rows.get("plain", {}).get("tokens_per_second")
+    lines = ["| side | settings | widths | micro-steps | tokens/s | × plain | training s | new width: median s | "
+             "seen width: median s | replayed |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        steps = (r["fast_path"] or {}).get("graph_steps") or {}
+        ratio = f"{r['tokens_per_second'] / plain:.2f}×" if plain else "–"
+        new, seen = r["median_new_shape_s"], r["median_seen_shape_s"]
+        lines.append(f"| {name} | {' '.join(r['sets']) or '(none)'} | {r['shapes']} | {r['micro_steps']} | "
+                     f"{r['tokens_per_second']:,.0f} | {ratio} | {r['train_seconds']:.1f} | "
+                     f"{'–' if new is None else f'{new:.3f}'} | {'–' if seen is None else f'{seen:.3f}'} | "
+                     f"{steps.get('replays', '–')} |")
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(f"\n`tunewise train` on {device}, {a.size} shape, batch {a.batch}, "
+          f"{a.data.name if a.data else 'generated documents'}; tokens/s: non-padding tokens after the first "
+          "optimizer step\n")
+    print("\n".join(lines))
+    if a.out:
+        a.out.write_text(json.dumps({"args": same, "sides": rows}, indent=1))
 
 
 if __name__ == "__main__":

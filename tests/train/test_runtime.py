@@ -79,3 +79,14 @@ def test_flex_attention_gives_gemma2_eager_logits_soft_cap_included():
     scale = eager.abs().max()
     assert (flex - eager).abs().max() < 1e-5 * scale
     assert (flex - uncapped).abs().max() > 100 * 1e-5 * scale
+
+
+def test_pad_multiple_is_64_on_cuda_under_auto_and_what_the_config_says_otherwise():
+    from tunewise.config import TrainConfig
+    from tunewise.errors import ConfigError
+    from tunewise.train.runtime import pad_multiple
+
+    assert pad_multiple("auto", "cuda") == 64 and pad_multiple("auto", "cpu") == 1
+    assert pad_multiple(8, "cuda") == 8 and pad_multiple(1, "cuda") == 1
+    with pytest.raises((ValueError, ConfigError)):
+        TrainConfig(pad_to_multiple_of=0)

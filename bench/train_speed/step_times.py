@@ -98,7 +98,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="train on this CSV/JSONL (text, label columns) instead of the "
                     "generated documents: every example once (--steps is then ignored)")
     ap.add_argument("--label-field", default="label")
-    ap.add_argument("--max-examples", type=int, help="with --data: this many training examples (data.max_train_examples: a seeded subsample)")
+    ap.add_argument("--max-examples", type=int,
+                    help="with --data: this many training examples (data.max_train_examples: a seeded subsample)")
     ap.add_argument("--set", action="append", default=[], help="a config override, as tunewise train --set")
     ap.add_argument("--sides", help=f"comma-separated, each in its own process, then a table: {', '.join(SIDES)}")
     ap.add_argument("--side", choices=list(SIDES), help=argparse.SUPPRESS)

@@ -46,7 +46,7 @@ def _sync() -> None:
 
 
 class Recorder:
-    """Wraps the trainer's training_step and optimizer step: one record per micro-step and per optimizer step."""
+    """Wraps the trainer's training_step: one record per micro-step (its width, whether new, its seconds)."""
 
     def __init__(self, profile_from: int, profile_n: int):
         self.records: list[dict] = []
@@ -70,7 +70,7 @@ class Recorder:
             t0 = time.perf_counter()
             loss = inner(self, model, inputs, num_items_in_batch)
             _sync()
-            rec.records.append({"kind": "micro", "shape": list(shape), "new": shape not in rec.shapes,
+            rec.records.append({"shape": list(shape), "new": shape not in rec.shapes,
                                 "seconds": time.perf_counter() - t0, "at": t0})
             rec.shapes.add(shape)
             if rec.prof is not None and n + 1 == rec.profile_from + rec.profile_n:
@@ -124,7 +124,7 @@ def main() -> None:
     rec = Recorder(a.profile_from, a.profile_n)
     rec.wrap(GuardedTrainer)
     result = train(cfg, stage_data(cfg, run), stage_model(cfg, run))
-    micro = [r for r in rec.records if r["kind"] == "micro"]
+    micro = rec.records
     new = [r["seconds"] for r in micro[1:] if r["new"]]
     seen = [r["seconds"] for r in micro[1:] if not r["new"]]
     summary = {"side": a.side, "sets": [*(SIDES[a.side] if a.side else []), *a.set], "micro_steps": len(micro),

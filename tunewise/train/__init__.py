@@ -131,10 +131,10 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
             print(f"tunewise train: attention {attn} ({why})", flush=True)
     packing = use_packing(cfg, device, attn)
     model = _prepare_model(cfg, base, device, attn, model)
+    multiple = pad_multiple(cfg.train.pad_to_multiple_of, device)
     fast = apply_fast_path(model, cfg.train, device, log=is_main_process(), seq_len=max(enc.lengths),
                            shards=world_size() if fsdp else 1,
-                           widths=other_graph_widths(cfg.train.fast, enc.lengths,
-                                                     pad_multiple(cfg.train.pad_to_multiple_of, device)))
+                           widths=other_graph_widths(cfg.train.fast, enc.lengths, multiple))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
 
@@ -146,7 +146,7 @@ def train(cfg: RunConfig, data: PreparedData, base: ResolvedModel, model=None, *
     trainer = build_trainer(cfg, model, tokenizer, enc, ckpt_dir, device, packing, callbacks or [],
                             trainer_checkpointing=cfg.train.gradient_checkpointing and fast.checkpointed_layers is None,
                             micro_batch=fast.micro_batch_size, pad_buckets=buckets,
-                            pad_multiple=pad_multiple(cfg.train.pad_to_multiple_of, device),
+                            pad_multiple=multiple,
                             causal_padding=fast.causal_padding)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()  # the baselines ran on this GPU first: measure training alone

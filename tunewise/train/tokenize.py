@@ -16,10 +16,7 @@ class PadCollator:
     def __call__(self, features: list[dict]) -> dict:
         import torch  # heavy
 
-        longest = max(len(f["input_ids"]) for f in features)
-        rounded = -(-longest // self.multiple) * self.multiple
-        width = next((b for b in self.buckets if b >= longest),
-                     max(longest, min(rounded, self.cap)) if self.cap is not None else rounded)
+        width = padded_width(max(len(f["input_ids"]) for f in features), self.buckets, self.multiple, self.cap)
         ids, labels, mask = [], [], []
         for f in features:
             n = len(f["input_ids"])
@@ -28,6 +25,13 @@ class PadCollator:
             mask.append([1] * n + [0] * (width - n))
         return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
                 "attention_mask": torch.tensor(mask)}
+
+
+def padded_width(longest: int, buckets=(), multiple: int = 1, cap: int | None = None) -> int:
+    """The width a batch whose longest row is `longest` is padded to: the first bucket that holds it, else `longest`
+    rounded up to a multiple of `multiple` but not past `cap` (never below `longest`)."""
+    rounded = -(-longest // multiple) * multiple
+    return next((b for b in buckets if b >= longest), max(longest, min(rounded, cap)) if cap is not None else rounded)
 
 
 def bucket_lengths(longest: int, smallest: int = 64) -> list[int]:

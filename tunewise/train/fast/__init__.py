@@ -51,7 +51,7 @@ from tunewise.train.fast.lora_groups import group_lora_projections
 from tunewise.train.fast.loss import causal_lm_loss
 from tunewise.train.fast.offload import enable_offload, offloaded_indices
 from tunewise.train.fast.recompute import enable_recompute
-from tunewise.train.tokenize import bucket_lengths
+from tunewise.train.tokenize import bucket_lengths, padded_width
 
 SUPPORTED = set(LIGER_PATCH)  # decoder families whose CausalLM forward is model → lm_head (→ soft-cap) → loss
 
@@ -241,11 +241,8 @@ def other_graph_widths(fast: FastConfig, lengths: list[int] | None, multiple: in
     if not lengths:
         return ()
     longest = max(lengths)
-    if fast.bucket_padding is not False:
-        ladder = bucket_lengths(longest)
-        widths = {next(b for b in ladder if b >= n) for n in lengths}
-    else:
-        widths = {min(-(-n // multiple) * multiple, longest) for n in lengths}
+    ladder = bucket_lengths(longest) if fast.bucket_padding is not False else ()
+    widths = {padded_width(n, ladder, multiple, longest) for n in lengths}
     return tuple(sorted(widths - {longest})[-(MAX_GRAPHS - 1):])
 
 

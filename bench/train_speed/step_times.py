@@ -33,6 +33,8 @@ from bench.multi_gpu import build_model, write_config
 SIDES = {
     "defaults": [],
     "no-graphs": ["train.fast.cuda_graphs=false"],
+    # without graphs, each batch at its own longest row: what padding to multiples of 64 costs where the GPU is busy
+    "no-graphs-pad1": ["train.fast.cuda_graphs=false", "train.pad_to_multiple_of=1"],
     "masked": ["train.fast.causal_padding=false", "train.pad_to_multiple_of=1"],
     "no-graphs-masked": ["train.fast.cuda_graphs=false", "train.fast.causal_padding=false",
                          "train.pad_to_multiple_of=1"],
@@ -85,7 +87,7 @@ class Recorder:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", default="1b", choices=["1b", "3b", "toy"])
+    ap.add_argument("--size", default="1b", choices=["1b", "3b", "8b", "toy"])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--lr", type=float, default=2e-4)
@@ -134,7 +136,9 @@ def main() -> None:
                "median_seen_shape_s": statistics.median(seen) if seen else None,
                "first_s": micro[0]["seconds"] if micro else None,
                "new_shapes_total_s": sum(new), "seen_shapes_total_s": sum(seen), "train_seconds": result.seconds,
-               "examples": result.examples,
+               "examples": result.examples, "peak_gib": result.peak_gpu_memory_gib,
+               "predicted_peak_gib": ((result.fast_path or {}).get("plan") or {}).get("peak_gib")
+               or (result.estimate or {}).get("peak_memory_gib"),
                "cudnn_sdp": torch.backends.cuda.cudnn_sdp_enabled() if torch.cuda.is_available() else None}
     print(json.dumps(summary, indent=1))
     for r in micro[:60]:
@@ -142,6 +146,10 @@ def main() -> None:
     print(rec.table)
     if a.out:
         a.out.write_text(json.dumps({"summary": summary, "records": micro, "profile": rec.table}, indent=1))
+
+
+def _gib(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def compare(a: argparse.Namespace) -> None:
@@ -170,7 +178,7 @@ def compare(a: argparse.Namespace) -> None:
         rows[name] = json.loads(out.read_text())["summary"]
     plain = rows.get("plain", {}).get("tokens_per_second")
     lines = ["| side | settings | widths | micro-steps | tokens/s | × plain | training s | new width: median s | "
-             "seen width: median s | replayed |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "seen width: median s | replayed | peak GiB (predicted) |", "|---" * 11 + "|"]
     for name, r in rows.items():
         steps = (r["fast_path"] or {}).get("graph_steps") or {}
         ratio = f"{r['tokens_per_second'] / plain:.2f}×" if plain else "–"
@@ -178,7 +186,7 @@ def compare(a: argparse.Namespace) -> None:
         lines.append(f"| {name} | {' '.join(r['sets']) or '(none)'} | {r['shapes']} | {r['micro_steps']} | "
                      f"{r['tokens_per_second']:,.0f} | {ratio} | {r['train_seconds']:.1f} | "
                      f"{'–' if new is None else f'{new:.3f}'} | {'–' if seen is None else f'{seen:.3f}'} | "
-                     f"{steps.get('replays', '–')} |")
+                     f"{steps.get('replays', '–')} | {_gib(r.get('peak_gib'))} ({_gib(r.get('predicted_peak_gib'))}) |")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"\n`tunewise train` on {device}, {a.size} shape, batch {a.batch}, "
           f"{a.data.name if a.data else 'generated documents'}; tokens/s: non-padding tokens after the first "

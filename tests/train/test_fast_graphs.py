@@ -285,3 +285,15 @@ def test_bucket_padding_follows_its_setting_and_the_graphs(tmp_path, tiny_base, 
     assert (seen["buckets"] is not None) == bucketed
     if bucketed:  # the ladder up to the longest training example (max_length 64 here)
         assert seen["buckets"] == sorted(seen["buckets"]) and seen["buckets"][-1] <= 64
+
+
+def test_gradient_copies_are_views_of_one_buffer_with_the_same_values():
+    grads = [torch.randn(3, 4), torch.randn(5), torch.randn(2, 2, 2)]
+    copies = graphs._copies(grads)
+    assert all(torch.equal(c, g) and c.shape == g.shape for c, g in zip(copies, grads))
+    assert len({c.untyped_storage().data_ptr() for c in copies}) == 1  # one allocation
+    assert all(c.untyped_storage().data_ptr() != g.untyped_storage().data_ptr() for c, g in zip(copies, grads))
+    grads[0].add_(1)  # a copy, not the graph's own buffer that the next replay overwrites
+    assert not torch.equal(copies[0], grads[0])
+    mixed = graphs._copies([torch.randn(2), torch.randn(2, dtype=torch.float64)])
+    assert [c.dtype for c in mixed] == [torch.float32, torch.float64]

@@ -212,3 +212,51 @@ def test_causal_padding_leaves_right_padding_masks_out_with_the_same_losses_and_
     for curve in ("train_loss", "val_loss"):
         off, on = ([v for _, v in getattr(runs[k], curve)] for k in (False, True))
         assert on == pytest.approx(off, rel=1e-5), curve
+
+
+def test_step_bookkeeping_walks_no_module_tree_and_trains_as_transformers_own(tmp_path, tiny_base, monkeypatch):
+    """Between optimizer steps the Trainer counts FLOPs, clips and zeroes gradients. tunewise's Trainer finds the
+    parameter count and the trainable parameters once, clips over those alone and zeroes their gradients: the
+    losses are those of transformers' own bookkeeping, which walks the whole module tree each step."""
+    from accelerate import Accelerator
+    from transformers import PreTrainedModel, Trainer
+
+    from tunewise.train.trainer import _Trainer
+
+    counts = {"num_parameters": 0}
+    clipped = []
+    num_parameters, clip = PreTrainedModel.num_parameters, Accelerator.clip_grad_norm_
+
+    def counting(self, *args, **kwargs):
+        counts["num_parameters"] += 1
+        return num_parameters(self, *args, **kwargs)
+
+    def recording(self, parameters, *args, **kwargs):
+        parameters = list(parameters)
+        clipped[-1].append(len(parameters))
+        return clip(self, parameters, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "num_parameters", counting)
+    monkeypatch.setattr(Accelerator, "clip_grad_norm_", recording)
+    runs, calls = {}, {}
+    for own in (False, True):
+        with monkeypatch.context() as m:
+            if not own:  # transformers' bookkeeping
+                for name in ("floating_point_ops", "_clip_grad_norm", "create_optimizer"):
+                    m.setattr(_Trainer, name, getattr(Trainer, name))
+            counts["num_parameters"], clipped[:] = 0, [[]]
+            runs[own] = train(tiny_config(tmp_path / str(own)), tiny_data(), tiny_base)
+            calls[own] = (counts["num_parameters"], list(clipped[-1]))
+    model = runs[True].model
+    trainable = sum(p.requires_grad for p in model.parameters())
+    steps = len(calls[False][1])
+    assert steps > 2 and len(calls[True][1]) == steps
+    assert set(calls[True][1]) == {trainable} and set(calls[False][1]) == {len(list(model.parameters()))}
+    assert calls[True][0] <= calls[False][0] - (steps - 1)  # the count once, not at every micro-step
+    for curve in ("train_loss", "val_loss"):
+        theirs, ours = ([v for _, v in getattr(runs[k], curve)] for k in (False, True))
+        assert ours == pytest.approx(theirs, rel=1e-6), curve
+    for p in model.parameters():  # zero_grad: the trainable gradients set to None, as Module.zero_grad does
+        p.grad = torch.ones_like(p) if p.requires_grad else None
+    model.zero_grad()
+    assert all(p.grad is None for p in model.parameters())

@@ -40,6 +40,51 @@ class _Trainer(GuardedTrainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         return super().training_step(model, self._causal(inputs), num_items_in_batch)
 
+    # Between two optimizer steps transformers walks the whole module tree three times (FLOP count, gradient
+    # clipping, zero_grad): ~15 ms of host time per step with Llama-3-8B's 2,665 PEFT modules, while the GPU waits.
+    # The parameter count and the trainable parameters do not change while training, so each is found once.
+    _flos_params: int | None = None
+    _trainable: list | None = None
+
+    def floating_point_ops(self, inputs: dict) -> int:
+        main = getattr(self.model, "main_input_name", "input_ids")
+        if main not in inputs or not hasattr(self.model, "num_parameters"):
+            return super().floating_point_ops(inputs)
+        if self._flos_params is None:
+            self._flos_params = self.model.num_parameters(exclude_embeddings=True)
+        return 6 * inputs[main].numel() * self._flos_params  # transformers' own count
+
+    def trainable_parameters(self, model) -> list:
+        if self._trainable is None:
+            self._trainable = [p for p in model.parameters() if p.requires_grad]
+        return self._trainable
+
+    def _clip_grad_norm(self, model):
+        # FSDP, DeepSpeed and DTensor gradients clip through their own paths, which need the module
+        mixed_mesh = getattr(self, "_has_mixed_mesh_grads", lambda _: False)(model)
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled or mixed_mesh:
+            return super()._clip_grad_norm(model)
+        return self.accelerator.clip_grad_norm_(self.trainable_parameters(model), self.args.max_grad_norm)
+
+    def create_optimizer(self, *args, **kwargs):
+        optimizer = super().create_optimizer(*args, **kwargs)
+        model = self.model
+
+        def zero_grad(set_to_none: bool = True) -> None:
+            """Module.zero_grad over the trainable parameters alone: frozen ones never get a gradient."""
+            for p in self.trainable_parameters(model):
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.requires_grad_(False)
+                    p.grad.zero_()
+
+        # the training loop calls model.zero_grad() once per step; an instance attribute, as accelerate wraps forward
+        model.zero_grad = zero_grad
+        return optimizer
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         return super().prediction_step(model, self._causal(inputs), prediction_loss_only, ignore_keys)
 

@@ -41,8 +41,9 @@ class _Trainer(GuardedTrainer):
         return super().training_step(model, self._causal(inputs), num_items_in_batch)
 
     # Between two optimizer steps transformers walks the whole module tree three times (FLOP count, gradient
-    # clipping, zero_grad): ~15 ms of host time per step with Llama-3-8B's 2,665 PEFT modules, while the GPU waits.
-    # The parameter count and the trainable parameters do not change while training, so each is found once.
+    # clipping, zero_grad): 12.5-15.9 ms of host time per step at Llama-3-8B's 2,665 PEFT modules on the development
+    # CPU (bench/train_speed/step_bookkeeping.py), while the GPU waits. The parameter count and the trainable
+    # parameters do not change while training, so each is found once.
     _flos_params: int | None = None
     _trainable: list | None = None
 
@@ -84,6 +85,12 @@ class _Trainer(GuardedTrainer):
         # the training loop calls model.zero_grad() once per step; an instance attribute, as accelerate wraps forward
         model.zero_grad = zero_grad
         return optimizer
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        finally:  # the trained model goes on without a hold on this Trainer (its optimizer state)
+            self.model.__dict__.pop("zero_grad", None)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         return super().prediction_step(model, self._causal(inputs), prediction_loss_only, ignore_keys)

@@ -1,6 +1,7 @@
 """Where a `tunewise train` run's time goes, micro-step by micro-step: the batch's shape, its forward + backward
-time (the GPU synchronised before and after) and whether its shape came before; then a profile of a few
-micro-steps (the host ops that take the time, most first). Same model and data as `python -m bench.multi_gpu`
+time (the GPU synchronised before and after), whether its shape came before and the time until the next one
+starts; the run's GPU peak and its peak before the first evaluation; then a profile of a few micro-steps (the host
+ops that take the time, most first). Same model and data as `python -m bench.multi_gpu`
 (Llama-3.2-1B shape, random weights, ~500-word topic documents), or --data (a CSV/JSONL of text and label).
 
 With --sides, each named side runs in its own process on the same data and a table compares them, plain
@@ -54,6 +55,7 @@ class Recorder:
         self.records: list[dict] = []
         self.shapes: set = set()
         self.profile_from, self.profile_n, self.prof, self.table = profile_from, profile_n, None, ""
+        self.train_peak_gib: float | None = None  # the GPU's peak when the first evaluation starts
 
     def wrap(self, trainer_cls) -> None:
         inner = trainer_cls.training_step
@@ -83,6 +85,14 @@ class Recorder:
             return loss
 
         trainer_cls.training_step = training_step
+        inner_evaluate = trainer_cls.evaluate
+
+        def evaluate(self, *args, **kwargs):
+            if torch.cuda.is_available() and rec.train_peak_gib is None:
+                rec.train_peak_gib = torch.cuda.max_memory_allocated() / 2**30
+            return inner_evaluate(self, *args, **kwargs)
+
+        trainer_cls.evaluate = evaluate
 
 
 def main() -> None:
@@ -129,6 +139,8 @@ def main() -> None:
     micro = rec.records
     new = [r["seconds"] for r in micro[1:] if r["new"]]
     seen = [r["seconds"] for r in micro[1:] if not r["new"]]
+    # from one micro-step's end to the next one's start: the optimizer step and the Trainer's bookkeeping
+    between = [b["at"] - a["at"] - a["seconds"] for a, b in zip(micro[1:], micro[2:])]
     summary = {"side": a.side, "sets": [*(SIDES[a.side] if a.side else []), *a.set], "micro_steps": len(micro),
                "shapes": len(rec.shapes),
                "tokens_per_second": result.tokens_per_second, "fast_path": result.fast_path,
@@ -136,7 +148,9 @@ def main() -> None:
                "median_seen_shape_s": statistics.median(seen) if seen else None,
                "first_s": micro[0]["seconds"] if micro else None,
                "new_shapes_total_s": sum(new), "seen_shapes_total_s": sum(seen), "train_seconds": result.seconds,
+               "median_between_s": statistics.median(between) if between else None,
                "examples": result.examples, "peak_gib": result.peak_gpu_memory_gib,
+               "train_peak_gib": rec.train_peak_gib,
                "predicted_peak_gib": ((result.fast_path or {}).get("plan") or {}).get("peak_gib")
                or (result.estimate or {}).get("peak_memory_gib"),
                "cudnn_sdp": torch.backends.cuda.cudnn_sdp_enabled() if torch.cuda.is_available() else None}
@@ -150,6 +164,10 @@ def main() -> None:
 
 def _gib(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
+
+
+def _s(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def compare(a: argparse.Namespace) -> None:
@@ -178,15 +196,17 @@ def compare(a: argparse.Namespace) -> None:
         rows[name] = json.loads(out.read_text())["summary"]
     plain = rows.get("plain", {}).get("tokens_per_second")
     lines = ["| side | settings | widths | micro-steps | tokens/s | × plain | training s | new width: median s | "
-             "seen width: median s | replayed | peak GiB (predicted) |", "|---" * 11 + "|"]
+             "seen width: median s | between: median s | replayed | peak GiB: run, before evaluation (predicted) |",
+             "|---" * 12 + "|"]
     for name, r in rows.items():
         steps = (r["fast_path"] or {}).get("graph_steps") or {}
         ratio = f"{r['tokens_per_second'] / plain:.2f}×" if plain else "–"
         new, seen = r["median_new_shape_s"], r["median_seen_shape_s"]
         lines.append(f"| {name} | {' '.join(r['sets']) or '(none)'} | {r['shapes']} | {r['micro_steps']} | "
                      f"{r['tokens_per_second']:,.0f} | {ratio} | {r['train_seconds']:.1f} | "
-                     f"{'–' if new is None else f'{new:.3f}'} | {'–' if seen is None else f'{seen:.3f}'} | "
-                     f"{steps.get('replays', '–')} | {_gib(r.get('peak_gib'))} ({_gib(r.get('predicted_peak_gib'))}) |")
+                     f"{_s(new)} | {_s(seen)} | "
+                     f"{_s(r.get('median_between_s'))} | {steps.get('replays', '–')} | {_gib(r.get('peak_gib'))}, "
+                     f"{_gib(r.get('train_peak_gib'))} ({_gib(r.get('predicted_peak_gib'))}) |")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"\n`tunewise train` on {device}, {a.size} shape, batch {a.batch}, "
           f"{a.data.name if a.data else 'generated documents'}; tokens/s: non-padding tokens after the first "

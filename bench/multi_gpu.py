@@ -44,18 +44,20 @@ NEEDED = ["torch", "transformers", "peft", "accelerate", "pydantic", "typer", "r
           "stdnum", "safetensors", "tokenizers"]
 
 
-def build_model(folder: Path, size: str) -> Path:
-    """Random weights (seed 0), bf16 on a GPU, saved as safetensors; reused when already there."""
+def build_model(folder: Path, size: str, layers: int | None = None) -> Path:
+    """Random weights (seed 0), bf16 on a GPU, saved as safetensors; reused when already there. layers: the
+    shape's decoder layer count replaced (what scales the host's per-module work, at any width)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from tunewise.testing import build_tokenizer
 
+    shape = {**SHAPES[size], **({"num_hidden_layers": layers} if layers else {})}
     marker = folder / "shape.json"
-    if marker.is_file() and json.loads(marker.read_text()) == SHAPES[size]:
+    if marker.is_file() and json.loads(marker.read_text()) == shape:
         return folder
     tok = build_tokenizer()
-    cfg = LlamaConfig(**SHAPES[size], max_position_embeddings=4096, rope_theta=500000.0, bos_token_id=1,
+    cfg = LlamaConfig(**shape, max_position_embeddings=4096, rope_theta=500000.0, bos_token_id=1,
                       eos_token_id=2, pad_token_id=3)
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -64,7 +66,7 @@ def build_model(folder: Path, size: str) -> Path:
     model.generation_config.eos_token_id, model.generation_config.pad_token_id = tok.eos_token_id, tok.pad_token_id
     model.save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)
-    marker.write_text(json.dumps(SHAPES[size]))
+    marker.write_text(json.dumps(shape))
     return folder
 
 

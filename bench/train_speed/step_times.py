@@ -98,6 +98,7 @@ class Recorder:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="1b", choices=["1b", "3b", "8b", "toy"])
+    ap.add_argument("--layers", type=int, help="the shape with this many decoder layers instead")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--lr", type=float, default=2e-4)
@@ -125,7 +126,7 @@ def main() -> None:
     from tunewise.train.callbacks import GuardedTrainer
 
     a.workdir.mkdir(parents=True, exist_ok=True)
-    model = build_model(a.workdir / f"model-{a.size}", a.size)
+    model = build_model(a.workdir / f"model-{a.size}{f'-{a.layers}' if a.layers else ''}", a.size, a.layers)
     config = write_config(a.workdir, model, a)
     own = [f"name=step-times-{a.side or 'run'}", *(SIDES[a.side] if a.side else [])]
     if a.data:
@@ -178,6 +179,7 @@ def compare(a: argparse.Namespace) -> None:
         raise SystemExit(f"--sides: unknown {unknown}; known: {', '.join(SIDES)}")
     same = ["--size", a.size, "--steps", str(a.steps), "--batch", str(a.batch), "--lr", str(a.lr), "--method",
             a.method, "--gpus", str(a.gpus), "--workdir", str(a.workdir), "--label-field", a.label_field,
+            *(["--layers", str(a.layers)] if a.layers else []),
             "--profile-from", str(a.profile_from), "--profile-n", str(a.profile_n),
             *(["--data", str(a.data)] if a.data else []),
             *(["--max-examples", str(a.max_examples)] if a.max_examples else []),

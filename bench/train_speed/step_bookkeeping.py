@@ -42,7 +42,7 @@ def main() -> None:
         trainer = _Trainer(model=model, args=TrainingArguments(output_dir=out, report_to=[], use_cpu=True,
                                                                max_grad_norm=1.0))
         trainer.create_optimizer()
-        trainable = [p for p in model.parameters() if p.requires_grad]
+        trainable = trainer.trainable_parameters(model)  # the list its clipping and zero_grad go over
         inputs = {"input_ids": torch.zeros(8, 64, dtype=torch.long)}
 
         def with_grads(zero):

@@ -41,7 +41,7 @@ class _Trainer(GuardedTrainer):
         return super().training_step(model, self._causal(inputs), num_items_in_batch)
 
     # Between two optimizer steps transformers walks the whole module tree three times (FLOP count, gradient
-    # clipping, zero_grad): 12.5-15.9 ms of host time per step at Llama-3-8B's 2,665 PEFT modules on the development
+    # clipping, zero_grad): 12.3-15.9 ms of host time per step at Llama-3-8B's 2,665 PEFT modules on the development
     # CPU (bench/train_speed/step_bookkeeping.py), while the GPU waits. The parameter count and the trainable
     # parameters do not change while training, so each is found once.
     _flos_params: int | None = None
